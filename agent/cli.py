@@ -1,0 +1,256 @@
+"""The `recsync` command: parse options, call the core, print. Nothing is computed here."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from agent import __version__, filenames
+from agent import config as config_module
+from agent import log as log_module
+from agent import status as status_module
+from agent.errors import AgentError
+from agent.model import RecordingState
+from agent.store.state import Store
+
+STATES = [s.value for s in RecordingState]
+
+
+class _Group(click.Group):
+    """Turns the agent's own errors into one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AgentError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class Context:
+    def __init__(self, config_path: Path, log_level: str | None) -> None:
+        self.config_path = config_path
+        self.log_level = log_level
+        self._config: config_module.Config | None = None
+
+    @property
+    def config(self) -> config_module.Config:
+        if self._config is None:
+            self._config = config_module.load(self.config_path)
+            log_module.setup(self.log_level or self._config.log.level)
+        return self._config
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=config_module.DEFAULT_PATH,
+    show_default=True,
+    envvar="RECSYNC_CONFIG",
+    help="The configuration file.",
+)
+@click.option(
+    "--log-level", type=click.Choice(config_module.LOG_LEVELS), help="Overrides log.level."
+)
+@click.version_option(__version__, prog_name="recsync")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
+    """recsync ships finished FreePBX call recordings to a webserver, once, crash-safe."""
+    ctx.obj = Context(config_path, log_level)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Ship what is due now, then exit.")
+@pass_context
+def run(ctx: Context, once: bool) -> None:
+    """Run the agent in the foreground (systemd runs it like this)."""
+    from agent.daemon import Agent
+    from agent.transport import open_transport
+
+    config = ctx.config
+    store = Store.open(config.state.path)
+    agent = Agent(
+        config=config, store=store, transport=open_transport(config.destination), watch=not once
+    )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if once:
+            agent.run_until_idle()
+        else:
+            agent.run_forever()
+    finally:
+        agent.close()
+        store.close()
+    if once and agent.paused_reason is not None:
+        raise AgentError(f"destination paused: {agent.paused_reason}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def status(ctx: Context, as_json: bool) -> None:
+    """How the sync is going: counts, backlog, last upload, destination."""
+    store = Store.open_readonly(ctx.config.state.path)
+    try:
+        data = status_module.summary(store, ctx.config, time.time())
+    finally:
+        store.close()
+    if as_json:
+        _print_json(data)
+        return
+    console = Console()
+    table = Table(show_header=False, box=None)
+    table.add_row("host", data["host"])
+    table.add_row("destination", _with_reason(data["destination"]))
+    table.add_row("cdr", data["cdr"]["type"] + " (" + data["cdr"]["state"] + ")")
+    table.add_row("backlog", str(data["backlog"]))
+    oldest = data["oldest_pending_seconds"]
+    table.add_row("oldest waiting", "-" if oldest is None else f"{oldest:.0f} s")
+    table.add_row("last upload", data["last_upload_at"] or "never")
+    for state, count in data["counts"].items():
+        table.add_row(f"  {state}", str(count))
+    if data["last_error"]:
+        err = data["last_error"]
+        table.add_row("last error", f"{err['at']} #{err['id']} {err['path']}: {err['error']}")
+    console.print(table)
+
+
+def _with_reason(value: dict[str, Any]) -> str:
+    state, reason = str(value["state"]), value.get("reason")
+    return f"{state} ({reason})" if reason else state
+
+
+@cli.command("list")
+@click.option("--state", type=click.Choice(STATES), help="Only recordings in this state.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Seen on or after DATE.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def list_(
+    ctx: Context, state: str | None, since: datetime | None, limit: int, as_json: bool
+) -> None:
+    """List recordings, newest first."""
+    where: list[str] = ["1"]
+    params: list[object] = []
+    if state:
+        where.append("state = ?")
+        params.append(state)
+    if since:
+        where.append("seen_at >= ?")
+        params.append(since.timestamp())
+    store = Store.open_readonly(ctx.config.state.path)
+    try:
+        rows = store.rows(" AND ".join(where), params, order="id DESC", limit=limit)
+    finally:
+        store.close()
+    if as_json:
+        _print_json([status_module.row_json(r) for r in rows])
+        return
+    table = Table("id", "state", "spool path", "remote path", "reason")
+    for r in rows:
+        table.add_row(str(r.id), r.state, r.path, r.remote_path or "", r.reason or "")
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def show(ctx: Context, ref: str, as_json: bool) -> None:
+    """One recording by id, uniqueid, spool path or remote path, with its history."""
+    store = Store.open_readonly(ctx.config.state.path)
+    try:
+        row = store.find(ref)
+        if row is None:
+            raise AgentError(f"no recording matches {ref!r}")
+        data = status_module.row_json(row)
+        data["events"] = status_module.events(store, row.id)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        if key != "events":
+            click.echo(f"{key:16} {'' if value is None else value}")
+    click.echo("history:")
+    for event in data["events"]:
+        click.echo(f"  {event['at']}  {event['event']:12} {event['detail'] or ''}")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--failed", is_flag=True, help="Every failed recording.")
+@click.option(
+    "--quarantined", is_flag=True, help="Every quarantined recording (fix the cause first)."
+)
+@pass_context
+def retry(ctx: Context, ids: tuple[int, ...], failed: bool, quarantined: bool) -> None:
+    """Try failed or quarantined recordings again now (the running agent picks them up)."""
+    if not (ids or failed or quarantined):
+        raise click.UsageError("name recording ids, --failed or --quarantined")
+    states = [RecordingState.FAILED] * failed + [RecordingState.QUARANTINED] * quarantined
+    store = Store.open(ctx.config.state.path)
+    try:
+        count = store.retry(ids=ids, states=states, now=time.time())
+    finally:
+        store.close()
+    click.echo(f"{count} recording(s) queued again")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def parse(ctx: Context, name: str, as_json: bool) -> None:
+    """What a recording file name says (uses spool.patterns when the config exists)."""
+    extensions: tuple[str, ...] = filenames.DEFAULT_EXTENSIONS
+    patterns: tuple[filenames.CustomPattern, ...] = ()
+    if ctx.config_path.exists() or ctx.config_path != config_module.DEFAULT_PATH:
+        extensions, patterns = ctx.config.spool.extensions, ctx.config.spool.patterns
+    recording = filenames.parse(Path(name).name, extensions=extensions, patterns=patterns)
+    data = recording.to_json()
+    if as_json:
+        _print_json(data)
+    else:
+        for key, value in data.items():
+            click.echo(f"{key:11} {'' if value is None else value}")
+
+
+@cli.command("check-config")
+@pass_context
+def check_config(ctx: Context) -> None:
+    """Validate the configuration file; exit non-zero naming the first bad key."""
+    config = ctx.config
+    click.echo(
+        f"{ctx.config_path}: OK (spool {config.spool.path}, "
+        f"destination {config.destination.type} {config.destination.root})"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    entry: Callable[..., Any] = cli.main
+    entry(args=argv if argv is not None else sys.argv[1:], prog_name="recsync")

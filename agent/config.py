@@ -1,0 +1,207 @@
+"""The configuration file: TOML in, frozen dataclasses out, every error naming its key."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.filenames import DEFAULT_EXTENSIONS, CustomPattern, compile_custom_pattern
+
+DEFAULT_PATH = Path("/etc/recsync/config.toml")
+
+CDR_TYPES = ("none",)
+DESTINATION_TYPES = ("local",)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpoolConfig:
+    path: Path
+    extensions: tuple[str, ...]
+    settle_seconds: float
+    stale_seconds: float
+    reconcile_minutes: float
+    backfill_days: float
+    patterns: tuple[CustomPattern, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateConfig:
+    path: Path
+    staging: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class CdrConfig:
+    type: str
+    wait_seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class DestinationConfig:
+    type: str
+    root: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogConfig:
+    level: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    spool: SpoolConfig
+    state: StateConfig
+    cdr: CdrConfig
+    destination: DestinationConfig
+    log: LogConfig
+    source: Path | None = None  # the file it was read from, for messages
+
+
+# --- value checkers: each takes (key, raw value, config dir) and returns the typed value ---
+
+Checker = Callable[[str, Any, Path], Any]
+
+
+def _number(minimum: float = 0) -> Checker:
+    def check(key: str, value: Any, _base: Path) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if value < minimum:
+            raise ConfigError(f"{key}: must be at least {minimum}, got {value!r}")
+        return float(value)
+
+    return check
+
+
+def _path(key: str, value: Any, base: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a path (a non-empty string), got {value!r}")
+    # Relative paths are taken from the config file's folder, so a config can travel with its data.
+    return (base / Path(value).expanduser()).resolve()
+
+
+def _choice(choices: tuple[str, ...]) -> Checker:
+    def check(key: str, value: Any, _base: Path) -> str:
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(choices)}; got {value!r}")
+        return str(value)
+
+    return check
+
+
+def _extensions(key: str, value: Any, _base: Path) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v.isalnum() for v in value)
+    ):
+        raise ConfigError(f"{key}: expected a list of file extensions without dots, got {value!r}")
+    return tuple(value)
+
+
+def _patterns(key: str, value: Any, _base: Path) -> tuple[CustomPattern, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of {{name, regex}} tables, got {value!r}")
+    compiled = []
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict) or set(item) != {"name", "regex"}:
+            raise ConfigError(f"{where}: expected exactly the keys name and regex, got {item!r}")
+        if not all(isinstance(item[k], str) and item[k] for k in ("name", "regex")):
+            raise ConfigError(f"{where}: name and regex must be non-empty strings")
+        try:
+            compiled.append(compile_custom_pattern(item["name"], item["regex"]))
+        except ValueError as exc:
+            raise ConfigError(f"{where}.regex: {exc}") from exc
+    return tuple(compiled)
+
+
+# One table of every key: its default (None = required) and its checker.
+SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
+    "spool": {
+        "path": ("/var/spool/asterisk/monitor", _path),
+        "extensions": (list(DEFAULT_EXTENSIONS), _extensions),
+        "settle_seconds": (5, _number()),
+        "stale_seconds": (900, _number()),
+        "reconcile_minutes": (10, _number(minimum=0.01)),
+        "backfill_days": (7, _number()),
+        "patterns": ([], _patterns),
+    },
+    "state": {
+        "path": ("/var/lib/recsync/state.db", _path),
+        "staging": ("/var/lib/recsync/staging", _path),
+    },
+    "cdr": {
+        "type": ("none", _choice(CDR_TYPES)),
+        "wait_seconds": (120, _number()),
+    },
+    "destination": {
+        "type": ("local", _choice(DESTINATION_TYPES)),
+        "root": (None, _path),
+    },
+    "log": {
+        "level": ("info", _choice(LOG_LEVELS)),
+    },
+}
+
+
+def _section(name: str, raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    schema = SCHEMA[name]
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {name}.{unknown[0]} (known keys of [{name}]: {', '.join(schema)})"
+        )
+    values = {}
+    for key, (default, check) in schema.items():
+        if key in raw:
+            value = raw[key]
+        elif default is None:
+            raise ConfigError(f"{name}.{key} is required")
+        else:
+            value = default
+        values[key] = check(f"{name}.{key}", value, base)
+    return values
+
+
+def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None) -> Config:
+    """Validate a parsed TOML document; `base` anchors relative paths."""
+    unknown = sorted(set(data) - set(SCHEMA))
+    if unknown:
+        raise ConfigError(f"unknown table [{unknown[0]}] (known: {', '.join(SCHEMA)})")
+    sections: dict[str, dict[str, Any]] = {}
+    for name in SCHEMA:
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{name}: expected a table, got {raw!r}")
+        sections[name] = _section(name, raw, base)
+    return Config(
+        spool=SpoolConfig(**sections["spool"]),
+        state=StateConfig(**sections["state"]),
+        cdr=CdrConfig(**sections["cdr"]),
+        destination=DestinationConfig(**sections["destination"]),
+        log=LogConfig(**sections["log"]),
+        source=source,
+    )
+
+
+def load(path: Path) -> Config:
+    """Read and validate the config file at `path`."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"no config file at {path} (see config.example.toml)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return from_dict(data, base=path.parent.resolve(), source=path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

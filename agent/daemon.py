@@ -1,0 +1,237 @@
+"""The agent's loop: start-up recovery, passes driven by inotify and due times, reconcile."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from datetime import date
+
+import schedule
+
+from agent.config import Config
+from agent.errors import DestinationDown, Interrupted, TransientError
+from agent.log import kv
+from agent.model import RecordingState
+from agent.pipeline import Pipeline
+from agent.publish.manifest import day_of, publish_dirty
+from agent.spool.scan import day_folder, files_in, is_date_folder, recent_days, scan
+from agent.spool.settle import open_files_under
+from agent.spool.watcher import SpoolWatcher
+from agent.store.state import Store
+from agent.transport import Transport
+
+log = logging.getLogger(__name__)
+
+PROBE_SECONDS = 30  # how often a paused destination is tried again
+RECONCILE_DAYS = 1  # the periodic scan covers today and yesterday (and tomorrow)
+IDLE_WAKE_SECONDS = 60
+
+
+class Agent:
+    """Owns the pipeline and decides when each piece of work runs; `run_once` is one pass."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        transport: Transport,
+        clock: Callable[[], float] = time.time,
+        watch: bool = True,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.transport = transport
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.wake_event = threading.Event()
+        self.watcher = SpoolWatcher(config.spool.path, self.wake_event.set) if watch else None
+        self.pipeline = Pipeline(
+            config=config,
+            store=store,
+            transport=transport,
+            should_stop=self.stop_event.is_set,
+            backfill_cutoff=0.0,
+        )
+        self.paused_until: float | None = None
+        self.paused_reason: str | None = None
+        self._watched_day: date | None = None
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Safe from a signal handler: the loop notices at once."""
+        self.stop_event.set()
+        self.wake_event.set()
+
+    def start(self, now: float) -> None:
+        """Recover from whatever the last run left, then look at the spool."""
+        stranded = self.store.recover(now)
+        folders = {day_of(r.remote_path) for r in stranded if r.remote_path}
+        self.transport.sweep(folders | set(self.store.dirty_days()))
+        # Nothing is in flight now, so anything in staging is a leftover.
+        shutil.rmtree(self.config.state.staging, ignore_errors=True)
+        first_start = self.store.meta("first_start_at")
+        if first_start is None:
+            first_start = str(now)
+            self.store.set_meta("first_start_at", first_start)
+        window = self.config.spool.backfill_days * 86400
+        self.pipeline.backfill_cutoff = float(first_start) - window
+        self._probe(now)
+        if self.watcher is not None:
+            self._refresh_watches(now)
+            self.watcher.start()
+        self.reconcile(now, days=int(self.config.spool.backfill_days) + 1)
+        log.info(kv("started", spool=self.config.spool.path, recovered=len(stranded) or None))
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.transport.close()
+
+    # --- discovery ---------------------------------------------------------------------
+
+    def reconcile(self, now: float, days: int = RECONCILE_DAYS) -> int:
+        """Catch what inotify missed: observe every unknown or changed file of recent days."""
+        paths = list(scan(self.config.spool.path, date.fromtimestamp(now), days))
+        return self._observe_changed(paths, now)
+
+    def _observe_changed(self, paths: list[str], now: float) -> int:
+        known = self.store.identities(paths)
+        count = 0
+        for rel in paths:
+            state_identity = known.get(rel)
+            if state_identity is not None:
+                state, identity = state_identity
+                if state != RecordingState.DONE.value and state != RecordingState.SKIPPED.value:
+                    continue  # active rows are revisited at their due time anyway
+                try:
+                    if self.pipeline.identity_on_disk(rel) == identity:
+                        continue
+                except FileNotFoundError:
+                    continue
+            self.pipeline.observe(rel, now)
+            count += 1
+        return count
+
+    def _refresh_watches(self, now: float) -> None:
+        today = date.fromtimestamp(now)
+        folders = {"", today.strftime("%Y"), today.strftime("%Y/%m")}
+        folders |= {day_folder(day) for day in recent_days(today, RECONCILE_DAYS)}
+        assert self.watcher is not None
+        self.watcher.watch_only(folders)
+        self._watched_day = today
+
+    def _take_events(self, now: float) -> None:
+        if self.watcher is None:
+            return
+        files, folders = self.watcher.drain()
+        new_day = date.fromtimestamp(now) != self._watched_day
+        if new_day or any(is_date_folder(f) for f in folders):
+            self._refresh_watches(now)
+            # Files written before the new folder's watch existed are only seen by a scan.
+            for folder in folders:
+                if is_date_folder(folder):
+                    files += list(files_in(self.config.spool.path, folder))
+        for rel in files:
+            self.pipeline.observe(rel, now)
+
+    # --- one pass ----------------------------------------------------------------------
+
+    def _set_destination(self, state: str, reason: str | None = None) -> None:
+        value = json.dumps({"state": state, "reason": reason})
+        if self.store.meta("destination") != value:
+            self.store.set_meta("destination", value)
+
+    def _probe(self, now: float) -> bool:
+        try:
+            self.transport.probe()
+        except DestinationDown as exc:
+            self._pause(str(exc), now)
+            return False
+        self.paused_until = self.paused_reason = None
+        self._set_destination("ok")
+        return True
+
+    def _pause(self, reason: str, now: float) -> None:
+        if self.paused_until is None:
+            log.error(kv("destination-paused", reason=reason))
+        self.paused_until, self.paused_reason = now + PROBE_SECONDS, reason
+        self._set_destination("paused", reason)
+
+    def run_once(self, now: float) -> float | None:
+        """Observe what inotify reported, then move every due recording; return when the
+        next piece of work is due (None: nothing is waiting)."""
+        self._take_events(now)
+        if self.paused_until is not None and (now < self.paused_until or not self._probe(now)):
+            return self.paused_until
+        done_this_pass: set[int] = set()
+        open_paths: frozenset[str] | None = None
+        while not self.stop_event.is_set():
+            rows = [r for r in self.store.due(now) if r.id not in done_this_pass]
+            if not rows:
+                break
+            if open_paths is None:  # one /proc scan per pass, not per file
+                open_paths = open_files_under(self.config.spool.path)
+            for row in rows:
+                if self.stop_event.is_set():
+                    break
+                done_this_pass.add(row.id)
+                try:
+                    self.pipeline.process(row, now, open_paths)
+                except DestinationDown as exc:
+                    self._pause(str(exc), now)
+                    return self.paused_until
+                except Interrupted:
+                    return None
+        self._publish(now)
+        return self.store.next_due()
+
+    def _publish(self, now: float) -> None:
+        try:
+            publish_dirty(self.store, self.transport, now)
+        except DestinationDown as exc:
+            self._pause(str(exc), now)
+        except TransientError as exc:  # the days stay dirty: the next pass tries again
+            log.warning(kv("publish-failed", error=str(exc)))
+
+    # --- drivers -----------------------------------------------------------------------
+
+    def run_until_idle(self) -> None:
+        """`run --once`: everything due now, waiting out only short waits (quiet periods,
+        CDR rows); not open recordings or retry backoff."""
+        horizon = self.config.spool.settle_seconds + 1
+        if self.config.cdr.type != "none":
+            horizon += self.config.cdr.wait_seconds
+        self.start(self.clock())
+        while not self.stop_event.is_set():
+            now = self.clock()
+            self.run_once(now)
+            if self.paused_until is not None:
+                return
+            soon = self.store.next_due([RecordingState.PENDING, RecordingState.WAITING_CDR])
+            if soon is None or soon > now + horizon:
+                return
+            self.stop_event.wait(max(0.0, soon - self.clock()))
+
+    def run_forever(self) -> None:
+        """`run`: until stop(); inotify and due times wake the loop, reconcile runs on a timer."""
+        scheduler = schedule.Scheduler()
+        scheduler.every(max(1, round(self.config.spool.reconcile_minutes * 60))).seconds.do(
+            lambda: self.reconcile(self.clock())
+        )
+        self.start(self.clock())
+        while not self.stop_event.is_set():
+            self.wake_event.clear()
+            now = self.clock()
+            next_due = self.run_once(now)
+            scheduler.run_pending()
+            timeout = min(IDLE_WAKE_SECONDS, scheduler.idle_seconds or IDLE_WAKE_SECONDS)
+            if next_due is not None:
+                timeout = min(timeout, next_due - self.clock())
+            self.wake_event.wait(max(0.0, timeout))
+        log.info(kv("stopped"))

@@ -1,0 +1,31 @@
+"""The agent's exception classes; each adapter turns library errors into one of these."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+
+class ConfigError(AgentError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class TransientError(AgentError):
+    """A fault that may go away by itself: retry later."""
+
+
+class PermanentError(AgentError):
+    """A fault of one file that retrying cannot fix."""
+
+
+class UnparseableName(PermanentError):
+    """The file name is not a recording name the agent knows."""
+
+
+class DestinationDown(AgentError):
+    """The whole destination refuses work (auth, host key, permission on the root, disk full)."""
+
+
+class Interrupted(AgentError):
+    """Work was abandoned because the agent is stopping."""

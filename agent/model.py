@@ -1,0 +1,55 @@
+"""Plain values shared by every layer: a parsed recording, call info, the state enum."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+
+class RecordingState(enum.StrEnum):
+    """A recording's state; the values are what the database and the CLI show."""
+
+    PENDING = "pending"
+    WAITING_CDR = "waiting_cdr"
+    UPLOADING = "uploading"
+    DONE = "done"
+    FAILED = "failed"
+    QUARANTINED = "quarantined"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recording:
+    """What a recording's file name says (DESIGN.md "Parsed recording")."""
+
+    kind: str
+    dst: str | None
+    src: str | None
+    started_at: datetime
+    uniqueid: str | None
+    extension: str | None
+    era: str
+    pattern: str
+    format: str  # the file's extension as found on disk ("wav", "WAV", "gsm" ...)
+    head: str | None = None  # raw dst-src text when dashes make the split ambiguous
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallInfo:
+    """What the CDR says about a call; None where the CDR has no value."""
+
+    caller_number: str | None = None
+    caller_name: str | None = None
+    dst: str | None = None
+    did: str | None = None
+    linkedid: str | None = None
+    duration: int | None = None
+    billsec: int | None = None
+    disposition: str | None = None

@@ -1,0 +1,274 @@
+"""One recording's way from the spool to the destination, a step per state."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Callable, Container, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent import filenames
+from agent.config import Config
+from agent.errors import (
+    DestinationDown,
+    Interrupted,
+    PermanentError,
+    TransientError,
+    UnparseableName,
+)
+from agent.log import kv
+from agent.model import Recording, RecordingState
+from agent.publish.manifest import day_of
+from agent.spool.settle import Verdict, settle
+from agent.spool.wavheader import repaired
+from agent.store.state import Identity, Row, Store
+from agent.testhooks import crash_point
+from agent.transport import Transport
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+HEADER_BYTES = 4096
+RETRY_BASE_SECONDS = 30
+RETRY_MAX_SECONDS = 3600
+# States whose file may still change what we ship: a changed file is looked at again.
+_REOPEN_WHEN_CHANGED = {RecordingState.DONE.value, RecordingState.SKIPPED.value}
+
+
+def retry_delay(attempts: int) -> float:
+    """Exponential backoff for a failed upload: 30 s, 60 s, ... capped at an hour."""
+    return float(min(RETRY_BASE_SECONDS * 2 ** min(attempts, 16), RETRY_MAX_SECONDS))
+
+
+def identity_of(st: os.stat_result) -> Identity:
+    return Identity(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def remote_candidates(recording: Recording, basename: str) -> Iterator[str]:
+    """The remote path, then numbered variants in case two recordings share a name."""
+    folder = recording.started_at.strftime("%Y/%m/%d")
+    stem, _, ext = basename.rpartition(".")
+    yield f"{folder}/{basename}"
+    for n in range(2, 10_000):
+        yield f"{folder}/{stem}-{n}.{ext}"
+
+
+@dataclass(frozen=True)
+class Staged:
+    path: Path
+    identity: Identity
+    sha256: str
+    size: int
+
+
+@dataclass
+class Pipeline:
+    """Moves one row at a time; every decision is written to the store before acting on it."""
+
+    config: Config
+    store: Store
+    transport: Transport
+    should_stop: Callable[[], bool]
+    backfill_cutoff: float  # files older than this (mtime) wait for `recsync backfill`
+
+    @property
+    def spool(self) -> Path:
+        return self.config.spool.path
+
+    # --- discover ----------------------------------------------------------------------
+
+    def stem_of(self, rel: str) -> str | None:
+        """The recording key of a spool path, or None for files that are not recordings."""
+        name = rel.rsplit("/", 1)[-1]
+        stem, dot, ext = rel.rpartition(".")
+        if not dot or name.startswith(".") or ext not in self.config.spool.extensions:
+            return None
+        return stem
+
+    def identity_on_disk(self, rel: str) -> Identity:
+        return identity_of(os.lstat(self.spool / rel))
+
+    def observe(self, rel: str, now: float) -> None:
+        """A spool path may be new, changed, finished or gone: bring its row up to date."""
+        stem = self.stem_of(rel)
+        if stem is None:
+            return
+        row = self.store.by_stem(stem)
+        try:
+            st = os.lstat(self.spool / rel)
+        except FileNotFoundError:
+            if row is not None and row.path == rel:
+                self._vanished(row, now)
+            return
+        identity = identity_of(st)
+        if row is None:
+            self._add(stem, rel, st, now)
+        elif row.path != rel:
+            if not (self.spool / row.path).exists():
+                self.store.replace_file(row.id, path=rel, identity=identity, now=now)
+                log.info(kv("replaced", id=row.id, old=row.path, new=rel))
+        elif row.state == RecordingState.PENDING.value:
+            self.store.wake(row.id, now)
+        elif row.state in _REOPEN_WHEN_CHANGED and identity != row.identity:
+            self.store.reopen(
+                row.id,
+                path=rel,
+                identity=identity,
+                now=now,
+                why="file changed since it was last handled",
+            )
+            log.info(kv("changed", id=row.id, path=rel))
+
+    def _add(self, stem: str, rel: str, st: os.stat_result, now: float) -> None:
+        state, reason = RecordingState.PENDING, None
+        if not stat.S_ISREG(st.st_mode):
+            state, reason = RecordingState.QUARANTINED, "not a regular file (symlink, FIFO ...)"
+        elif st.st_mtime < self.backfill_cutoff:
+            state, reason = RecordingState.SKIPPED, "older than the backfill window"
+        rid = self.store.add(
+            stem=stem, path=rel, identity=identity_of(st), now=now, state=state, reason=reason
+        )
+        log.debug(kv("seen", id=rid, path=rel, state=state.value, reason=reason))
+
+    def _vanished(self, row: Row, now: float) -> None:
+        if row.state in (
+            RecordingState.DONE.value,
+            RecordingState.SKIPPED.value,
+            RecordingState.QUARANTINED.value,
+        ):
+            return  # shipped (or never to ship): the spool is FreePBX's to clean
+        for ext in self.config.spool.extensions:  # replaced by another format?
+            sibling = f"{row.stem}.{ext}"
+            if sibling != row.path and (self.spool / sibling).exists():
+                self.observe(sibling, now)
+                return
+        self.store.quarantine(row.id, reason="vanished before it was shipped", now=now)
+        log.warning(kv("vanished", id=row.id, path=row.path))
+
+    # --- process -----------------------------------------------------------------------
+
+    def process(self, row: Row, now: float, open_paths: Container[str] | None) -> None:
+        """Take a due row one step or more toward done. Raises DestinationDown and
+        Interrupted (after handing the row back); every other outcome lands in the store."""
+        path = self.spool / row.path
+        if filenames.is_leg_file(path.name):
+            self.store.skip(row.id, reason="Monitor leg file (a later mix replaces it)", now=now)
+            return
+        try:
+            verdict = settle(
+                path,
+                now=now,
+                settle_seconds=self.config.spool.settle_seconds,
+                stale_seconds=self.config.spool.stale_seconds,
+                open_paths=open_paths,
+            )
+        except FileNotFoundError:
+            self._vanished(row, now)
+            return
+        except OSError as exc:
+            self.store.quarantine(row.id, reason=f"unreadable: {exc.strerror}", now=now)
+            return
+        if verdict.verdict is Verdict.WAIT:
+            until = verdict.recheck_at if verdict.recheck_at is not None else now
+            self.store.defer(row.id, until=until, reason=verdict.reason, now=now)
+            return
+        if verdict.verdict is Verdict.NO_AUDIO:
+            self.store.skip(row.id, reason=verdict.reason, now=now)
+            return
+        recording = self._parse(row, now)
+        if recording is None:
+            return
+        self._ship(row, recording, repair_header=verdict.repair_header, now=now)
+
+    def _parse(self, row: Row, now: float) -> Recording | None:
+        try:
+            recording = filenames.parse(
+                row.path.rsplit("/", 1)[-1],
+                extensions=self.config.spool.extensions,
+                patterns=self.config.spool.patterns,
+            )
+        except UnparseableName as exc:
+            self.store.quarantine(row.id, reason=str(exc), now=now)
+            log.warning(kv("quarantined", id=row.id, path=row.path, reason=str(exc)))
+            return None
+        if row.kind is None:
+            self.store.set_parsed(row.id, recording, now)
+        return recording
+
+    def _ship(self, row: Row, recording: Recording, *, repair_header: bool, now: float) -> None:
+        try:
+            staged = self._stage(row, repair_header=repair_header)
+        except FileNotFoundError:
+            self._vanished(row, now)
+            return
+        except ChangedWhileCopying:
+            self.store.wake(row.id, now)  # still being written: settle it again
+            return
+        except OSError as exc:
+            # Our own disk (staging) is full or unwritable: retry later, the spool is untouched.
+            self._fail(row, f"staging: {exc.strerror or exc}", now)
+            return
+        remote = self.store.fix_remote_path(
+            row.id, remote_candidates(recording, row.path.rsplit("/", 1)[-1]), now
+        )
+        self.store.claim(
+            row.id, identity=staged.identity, sha256=staged.sha256, size=staged.size, now=now
+        )
+        crash_point("claimed")
+        try:
+            self.transport.put(
+                staged.path, remote, sha256=staged.sha256, should_stop=self.should_stop
+            )
+        except (Interrupted, DestinationDown) as exc:
+            self.store.release(row.id, why=str(exc), now=now)
+            raise
+        except TransientError as exc:
+            self._fail(row, str(exc), now)
+            return
+        except PermanentError as exc:
+            self.store.quarantine(row.id, reason=str(exc), now=now)
+            return
+        finally:
+            staged.path.unlink(missing_ok=True)
+        crash_point("uploaded")
+        self.store.mark_done(row.id, day=day_of(remote), now=now)
+        log.info(kv("shipped", id=row.id, path=row.path, remote=remote, size=staged.size))
+        if row.obsolete_remote:
+            self.transport.remove(row.obsolete_remote)
+            self.store.clear_obsolete(row.id, now)
+
+    def _fail(self, row: Row, error: str, now: float) -> None:
+        retry_at = now + retry_delay(row.attempts)
+        self.store.mark_failed(row.id, error=error, retry_at=retry_at, now=now)
+        log.warning(kv("failed", id=row.id, path=row.path, error=error, attempts=row.attempts + 1))
+
+    def _stage(self, row: Row, *, repair_header: bool) -> Staged:
+        """Copy the spool file into staging (read-only on the spool), hashing as it goes."""
+        staging = self.config.state.staging
+        staging.mkdir(parents=True, exist_ok=True)
+        target = staging / f"{row.id}.{row.path.rsplit('.', 1)[-1]}"
+        digest = hashlib.sha256()
+        with (self.spool / row.path).open("rb") as src:
+            before = identity_of(os.fstat(src.fileno()))
+            with target.open("wb") as dst:
+                first = True
+                while chunk := src.read(HEADER_BYTES if first else CHUNK):
+                    if first and repair_header:  # only the staged copy is repaired
+                        header = repaired(chunk, before.size)
+                        chunk = header + chunk[len(header) :]
+                    first = False
+                    dst.write(chunk)
+                    digest.update(chunk)
+                size = dst.tell()
+            after = identity_of(os.fstat(src.fileno()))
+        if after != before or size != before.size:
+            target.unlink(missing_ok=True)
+            raise ChangedWhileCopying(row.path)
+        return Staged(target, before, digest.hexdigest(), size)
+
+
+class ChangedWhileCopying(Exception):
+    """The spool file changed during the staging copy."""

@@ -1,0 +1,1 @@
+"""What the destination shows besides the recordings: day manifests (later: pages, webhook)."""

@@ -1,0 +1,74 @@
+"""Day manifests (`YYYY/MM/DD/manifest.json`), always rebuilt whole from the state database."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.log import kv
+from agent.model import RecordingState
+from agent.store.state import Row, Store
+from agent.testhooks import crash_point
+from agent.transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+def day_of(remote_path: str) -> str:
+    """`2024/03/15/x.wav` -> `2024/03/15`."""
+    return remote_path.rsplit("/", 1)[0]
+
+
+def entry(row: Row) -> dict[str, Any]:
+    """The DESIGN.md manifest entry; CDR fields stay null until a CDR source fills them."""
+    assert row.remote_path is not None
+    return {
+        "file": row.remote_path,
+        "original": row.path,
+        "uniqueid": row.uniqueid,
+        "linkedid": None,
+        "kind": row.kind,
+        "caller_number": row.src,
+        "caller_name": None,
+        "dst": row.dst,
+        "did": None,
+        "started_at": row.started_at,
+        "duration": None,
+        "billsec": None,
+        "disposition": None,
+        "size": row.shipped_size,
+        "sha256": row.sha256,
+        "format": row.remote_path.rsplit(".", 1)[-1].lower(),
+        "cdr": "missing",
+    }
+
+
+def day_rows(store: Store, day: str) -> list[Row]:
+    # A range on the unique remote_path index: cheap even with years of rows.
+    return store.rows(
+        "state = ? AND remote_path >= ? AND remote_path < ?",
+        [RecordingState.DONE.value, f"{day}/", f"{day}0"],
+        order="started_at, id",
+    )
+
+
+def render(day: str, rows: list[Row], now: float) -> bytes:
+    document = {
+        "date": day.replace("/", "-"),
+        "generated_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+        "recordings": [entry(row) for row in rows],
+    }
+    return json.dumps(document, indent=1, ensure_ascii=False).encode() + b"\n"
+
+
+def publish_dirty(store: Store, transport: Transport, now: float) -> int:
+    """Rewrite the manifest of every day touched since the last publish; return how many."""
+    days = store.dirty_days()
+    for day in days:
+        transport.write_bytes(f"{day}/manifest.json", render(day, day_rows(store, day), now))
+        crash_point("manifest:written")
+        store.clear_dirty(day)
+        log.info(kv("manifest", day=day))
+    return len(days)

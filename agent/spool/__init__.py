@@ -1,0 +1,1 @@
+"""The spool: noticing recordings and deciding when one is finished."""

@@ -1,0 +1,103 @@
+"""Read-only queries behind `status`, `list` and `show` (and later metrics, status.json)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from agent import __version__
+from agent.config import Config
+from agent.model import RecordingState
+from agent.store.state import Row, Store
+
+BACKLOG_STATES = (
+    RecordingState.PENDING,
+    RecordingState.WAITING_CDR,
+    RecordingState.UPLOADING,
+    RecordingState.FAILED,
+)
+
+
+def iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).astimezone().isoformat(timespec="seconds")
+
+
+def _scalar(store: Store, sql: str, params: list[Any] | None = None) -> Any:
+    return store.conn.execute(sql, params or []).fetchone()[0]
+
+
+def summary(store: Store, config: Config, now: float) -> dict[str, Any]:
+    """The DESIGN.md `status --json` document."""
+    counts = {state.value: 0 for state in RecordingState}
+    for state, count in store.conn.execute("SELECT state, count(*) FROM recordings GROUP BY state"):
+        counts[state] = count
+    backlog = [s.value for s in BACKLOG_STATES]
+    marks = ",".join("?" * len(backlog))
+    oldest = _scalar(
+        store,
+        f"SELECT min(seen_at) FROM recordings WHERE state IN ({marks})",
+        backlog,
+    )
+    last_error = store.conn.execute(
+        "SELECT e.at, e.recording_id, r.path, e.detail, e.event FROM events e"
+        " LEFT JOIN recordings r ON r.id = e.recording_id"
+        " WHERE e.event IN ('failed', 'quarantined') ORDER BY e.id DESC LIMIT 1"
+    ).fetchone()
+    return {
+        "version": __version__,
+        "host": socket.gethostname(),
+        "counts": counts,
+        "backlog": sum(counts[s] for s in backlog),
+        "oldest_pending_seconds": None if oldest is None else round(max(0.0, now - oldest), 1),
+        "last_upload_at": iso(_scalar(store, "SELECT max(uploaded_at) FROM recordings")),
+        "last_error": None
+        if last_error is None
+        else {
+            "at": iso(last_error[0]),
+            "id": last_error[1],
+            "path": last_error[2],
+            "error": last_error[3],
+            "state": last_error[4],
+        },
+        "destination": _destination(store),
+        "cdr": {
+            "type": config.cdr.type,
+            "state": "disabled" if config.cdr.type == "none" else "ok",
+        },
+        "generated_at": iso(now),
+    }
+
+
+def _destination(store: Store) -> dict[str, Any]:
+    raw = store.meta("destination")
+    value: dict[str, Any] = json.loads(raw) if raw else {"state": "unknown", "reason": None}
+    if value["state"] == "ok":
+        # "failing": the most recent upload outcome was a failure (it will be retried).
+        latest = store.conn.execute(
+            "SELECT event, detail FROM events WHERE event IN ('done', 'failed')"
+            " ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if latest is not None and latest[0] == "failed":
+            value = {"state": "failing", "reason": latest[1]}
+    return value
+
+
+def row_json(row: Row) -> dict[str, Any]:
+    data = dict(row.__dict__)
+    for key in ("seen_at", "settled_at", "uploaded_at", "updated_at"):
+        data[key] = iso(data[key])
+    data["next_attempt_at"] = iso(data["next_attempt_at"]) if row.state != "done" else None
+    return data
+
+
+def events(store: Store, rid: int) -> list[dict[str, Any]]:
+    return [
+        {"at": iso(at), "event": event, "detail": detail}
+        for at, event, detail in store.conn.execute(
+            "SELECT at, event, detail FROM events WHERE recording_id = ? ORDER BY id", (rid,)
+        )
+    ]

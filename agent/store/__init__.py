@@ -1,0 +1,1 @@
+"""The state database: the single source of truth about every recording."""

@@ -1,0 +1,57 @@
+"""Named schema migrations; each runs in one transaction together with its record."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("recsync")
+
+
+@migrations(name="0001_initial")
+def _initial(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE recordings (
+            id INTEGER PRIMARY KEY,
+            stem TEXT NOT NULL UNIQUE,      -- spool-relative path without extension
+            path TEXT NOT NULL,             -- spool-relative path of the current file
+            size INTEGER NOT NULL,          -- identity of the file last seen ...
+            mtime_ns INTEGER NOT NULL,
+            inode INTEGER NOT NULL,         -- ... or, once claimed, of the copy shipped
+            state TEXT NOT NULL,
+            reason TEXT,                    -- why skipped/quarantined/failed/waiting
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            kind TEXT, dst TEXT, src TEXT, started_at TEXT, uniqueid TEXT,
+            extension TEXT, era TEXT, pattern TEXT, format TEXT, head TEXT,
+            remote_path TEXT UNIQUE,        -- fixed once, before the first upload
+            obsolete_remote TEXT,           -- an earlier format's file to delete once shipped
+            version INTEGER NOT NULL DEFAULT 0,
+            sha256 TEXT,
+            shipped_size INTEGER,
+            seen_at REAL NOT NULL,
+            settled_at REAL,
+            uploaded_at REAL,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX recordings_due ON recordings (state, next_attempt_at)")
+    db.execute("CREATE INDEX recordings_uniqueid ON recordings (uniqueid)")
+    db.execute("CREATE INDEX recordings_uploaded ON recordings (uploaded_at)")
+    db.execute(
+        """
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            recording_id INTEGER,
+            event TEXT NOT NULL,
+            detail TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX events_recording ON events (recording_id)")
+    # Days whose manifest must be rewritten: set in the transaction that marks a file done.
+    db.execute("CREATE TABLE dirty_days (day TEXT PRIMARY KEY)")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")

@@ -1,0 +1,454 @@
+"""Every write to the state database, one transaction per transition."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from agent.errors import AgentError
+from agent.model import Recording, RecordingState
+from agent.store.migrations import migrations
+
+BUSY_TIMEOUT_MS = 10_000
+# States a worker may pick up when their next_attempt_at has come.
+ACTIVE_STATES = (RecordingState.PENDING, RecordingState.WAITING_CDR, RecordingState.FAILED)
+
+
+class StateDatabaseError(AgentError):
+    """The state database cannot be opened or is damaged."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Size, mtime and inode: a file counts as changed when any of them differs."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclass(frozen=True)
+class Row:
+    """One recording as the database holds it."""
+
+    id: int
+    stem: str
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    state: str
+    reason: str | None
+    attempts: int
+    next_attempt_at: float
+    kind: str | None
+    dst: str | None
+    src: str | None
+    started_at: str | None
+    uniqueid: str | None
+    extension: str | None
+    era: str | None
+    pattern: str | None
+    format: str | None
+    head: str | None
+    remote_path: str | None
+    obsolete_remote: str | None
+    version: int
+    sha256: str | None
+    shipped_size: int | None
+    seen_at: float
+    settled_at: float | None
+    uploaded_at: float | None
+    updated_at: float
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.size, self.mtime_ns, self.inode)
+
+
+_COLUMNS = ", ".join(f.name for f in fields(Row))
+_PARSED = ("kind", "dst", "src", "started_at", "uniqueid", "extension", "era", "pattern", "format")
+
+
+def _row(cursor: sqlite3.Cursor) -> Row | None:
+    values = cursor.fetchone()
+    return None if values is None else Row(*values)
+
+
+class Store:
+    """The recordings table and its neighbours. Only this class changes them."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.conn = db.conn
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating and migrating if needed) for the daemon and for CLI writes."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL survives a killed process; a power cut may lose the last
+            # transitions, which only causes a re-upload under the same remote name.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            db = Database(conn)
+            result = conn.execute("PRAGMA quick_check").fetchone()
+            if result is None or result[0] != "ok":
+                raise StateDatabaseError(f"state database {path} is damaged: {result}")
+            migrations.apply(db)
+        except sqlite3.DatabaseError as exc:
+            raise StateDatabaseError(f"cannot open state database {path}: {exc}") from exc
+        return cls(db)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Store:
+        """Open for reading only, so a CLI run as root leaves no root-owned files behind."""
+        if not path.exists():
+            raise StateDatabaseError(f"no state database at {path} (has the agent run yet?)")
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            conn.execute("SELECT 1 FROM recordings LIMIT 1")
+        except sqlite3.DatabaseError as exc:
+            raise StateDatabaseError(f"cannot read state database {path}: {exc}") from exc
+        return cls(Database(conn))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so a concurrent CLI write waits on the
+        # busy timeout instead of failing with a stale snapshot.
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _event(
+        self,
+        conn: sqlite3.Connection,
+        rid: int | None,
+        now: float,
+        event: str,
+        detail: str | None = None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (at, recording_id, event, detail) VALUES (?, ?, ?, ?)",
+            (now, rid, event, detail),
+        )
+
+    def _set(
+        self, rid: int, now: float, event: str, detail: str | None = None, **values: Any
+    ) -> None:
+        values["updated_at"] = now
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        with self._write() as conn:
+            conn.execute(
+                f"UPDATE recordings SET {assignments} WHERE id = ?",
+                [*values.values(), rid],
+            )
+            self._event(conn, rid, now, event, detail)
+
+    # --- reads ------------------------------------------------------------------------
+
+    def get(self, rid: int) -> Row | None:
+        return _row(self.conn.execute(f"SELECT {_COLUMNS} FROM recordings WHERE id = ?", (rid,)))
+
+    def by_stem(self, stem: str) -> Row | None:
+        return _row(self.conn.execute(f"SELECT {_COLUMNS} FROM recordings WHERE stem = ?", (stem,)))
+
+    def find(self, ref: str) -> Row | None:
+        """A row by id, uniqueid, spool-relative path or remote path."""
+        query = f"SELECT {_COLUMNS} FROM recordings WHERE "
+        if ref.isdigit():
+            found = _row(self.conn.execute(query + "id = ?", (int(ref),)))
+            if found:
+                return found
+        return _row(
+            self.conn.execute(
+                query + "uniqueid = ? OR path = ? OR remote_path = ? ORDER BY id DESC LIMIT 1",
+                (ref, ref, ref),
+            )
+        )
+
+    def rows(
+        self,
+        where: str = "1",
+        params: Iterable[Any] = (),
+        *,
+        order: str = "id",
+        limit: int | None = None,
+    ) -> list[Row]:
+        sql = f"SELECT {_COLUMNS} FROM recordings WHERE {where} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [Row(*values) for values in self.conn.execute(sql, list(params))]
+
+    def identities(self, paths: Iterable[str]) -> dict[str, tuple[str, Identity]]:
+        """Known paths among `paths`: path -> (state, identity), for fast reconcile scans."""
+        out: dict[str, tuple[str, Identity]] = {}
+        batch = list(paths)
+        for i in range(0, len(batch), 500):
+            chunk = batch[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for path, state, size, mtime_ns, inode in self.conn.execute(
+                "SELECT path, state, size, mtime_ns, inode FROM recordings"
+                f" WHERE path IN ({marks})",
+                chunk,
+            ):
+                out[path] = (state, Identity(size, mtime_ns, inode))
+        return out
+
+    def due(self, now: float, limit: int = 100) -> list[Row]:
+        marks = ",".join("?" * len(ACTIVE_STATES))
+        return self.rows(
+            f"state IN ({marks}) AND next_attempt_at <= ?",
+            [*(s.value for s in ACTIVE_STATES), now],
+            order="next_attempt_at, id",
+            limit=limit,
+        )
+
+    def next_due(self, states: Iterable[RecordingState] = ACTIVE_STATES) -> float | None:
+        names = [s.value for s in states]
+        marks = ",".join("?" * len(names))
+        (value,) = self.conn.execute(
+            f"SELECT min(next_attempt_at) FROM recordings WHERE state IN ({marks})",
+            names,
+        ).fetchone()
+        return None if value is None else float(value)
+
+    def meta(self, key: str) -> str | None:
+        found = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if found is None else str(found[0])
+
+    def dirty_days(self) -> list[str]:
+        return [day for (day,) in self.conn.execute("SELECT day FROM dirty_days ORDER BY day")]
+
+    # --- transitions ------------------------------------------------------------------
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def add(
+        self,
+        *,
+        stem: str,
+        path: str,
+        identity: Identity,
+        now: float,
+        state: RecordingState = RecordingState.PENDING,
+        reason: str | None = None,
+    ) -> int:
+        """A newly seen file: pending and due now, or born skipped/quarantined with a reason."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO recordings (stem, path, size, mtime_ns, inode, state, reason,"
+                " next_attempt_at, seen_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stem,
+                    path,
+                    identity.size,
+                    identity.mtime_ns,
+                    identity.inode,
+                    state.value,
+                    reason,
+                    now,
+                    now,
+                    now,
+                ),
+            )
+            rid = int(cursor.lastrowid or 0)
+            self._event(conn, rid, now, state.value, reason or path)
+        return rid
+
+    def reopen(self, rid: int, *, path: str, identity: Identity, now: float, why: str) -> None:
+        """The file changed (grew, was replaced, got a new version): settle it again now."""
+        self._set(
+            rid,
+            now,
+            "reopened",
+            why,
+            path=path,
+            size=identity.size,
+            mtime_ns=identity.mtime_ns,
+            inode=identity.inode,
+            state=RecordingState.PENDING.value,
+            reason=None,
+            attempts=0,
+            next_attempt_at=now,
+        )
+
+    def replace_file(self, rid: int, *, path: str, identity: Identity, now: float) -> None:
+        """An admin's script swapped the file for another format (.wav -> .mp3): same
+        recording, new version; a shipped copy keeps its name with the new extension and
+        the old file is deleted at the destination once the new one is there."""
+        row = self.get(rid)
+        assert row is not None
+        values: dict[str, Any] = {}
+        if row.remote_path is not None:
+            new_remote = f"{row.remote_path.rsplit('.', 1)[0]}.{path.rsplit('.', 1)[1]}"
+            if new_remote != row.remote_path:
+                values = {"remote_path": new_remote, "obsolete_remote": row.remote_path}
+        self._set(
+            rid,
+            now,
+            "replaced",
+            path,
+            path=path,
+            size=identity.size,
+            mtime_ns=identity.mtime_ns,
+            inode=identity.inode,
+            format=None,
+            kind=None,
+            state=RecordingState.PENDING.value,
+            reason=None,
+            attempts=0,
+            next_attempt_at=now,
+            **values,
+        )
+
+    def clear_obsolete(self, rid: int, now: float) -> None:
+        self._set(rid, now, "obsolete-removed", None, obsolete_remote=None)
+
+    def defer(self, rid: int, *, until: float, reason: str, now: float) -> None:
+        """Still pending: look again at `until` (or sooner, on an event)."""
+        self.conn.execute(
+            "UPDATE recordings SET next_attempt_at = ?, reason = ?, updated_at = ? WHERE id = ?",
+            (until, reason, now, rid),
+        )
+
+    def wake(self, rid: int, now: float) -> None:
+        """An event says this pending file may be ready: make it due now."""
+        self.conn.execute(
+            "UPDATE recordings SET next_attempt_at = ? WHERE id = ? AND state = ?",
+            (now, rid, RecordingState.PENDING.value),
+        )
+
+    def skip(self, rid: int, *, reason: str, now: float) -> None:
+        self._set(rid, now, "skipped", reason, state=RecordingState.SKIPPED.value, reason=reason)
+
+    def quarantine(self, rid: int, *, reason: str, now: float) -> None:
+        self._set(
+            rid, now, "quarantined", reason, state=RecordingState.QUARANTINED.value, reason=reason
+        )
+
+    def set_parsed(self, rid: int, recording: Recording, now: float) -> None:
+        data = recording.to_json()
+        self._set(
+            rid,
+            now,
+            "parsed",
+            recording.pattern,
+            settled_at=now,
+            head=recording.head,
+            **{name: data[name] for name in _PARSED},
+        )
+
+    def fix_remote_path(self, rid: int, candidates: Iterable[str], now: float) -> str:
+        """Give the row the first free remote path of `candidates`, once; later calls keep it."""
+        with self._write() as conn:
+            (current,) = conn.execute(
+                "SELECT remote_path FROM recordings WHERE id = ?", (rid,)
+            ).fetchone()
+            if current is not None:
+                return str(current)
+            for candidate in candidates:
+                taken = conn.execute(
+                    "SELECT 1 FROM recordings WHERE remote_path = ?", (candidate,)
+                ).fetchone()
+                if not taken:
+                    conn.execute(
+                        "UPDATE recordings SET remote_path = ?, updated_at = ? WHERE id = ?",
+                        (candidate, now, rid),
+                    )
+                    self._event(conn, rid, now, "named", candidate)
+                    return candidate
+        raise AgentError(f"no free remote path for recording {rid}")
+
+    def claim(self, rid: int, *, identity: Identity, sha256: str, size: int, now: float) -> None:
+        """A staged copy is ready: the row is the uploader's until done, failed or released."""
+        self._set(
+            rid,
+            now,
+            "uploading",
+            None,
+            state=RecordingState.UPLOADING.value,
+            size=identity.size,
+            mtime_ns=identity.mtime_ns,
+            inode=identity.inode,
+            sha256=sha256,
+            shipped_size=size,
+            reason=None,
+        )
+
+    def mark_done(self, rid: int, *, day: str, now: float) -> None:
+        """Verified at the destination; its day's manifest must be rewritten."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE recordings SET state = ?, reason = NULL, attempts = 0, uploaded_at = ?,"
+                " version = version + 1, updated_at = ? WHERE id = ?",
+                (RecordingState.DONE.value, now, now, rid),
+            )
+            conn.execute("INSERT OR IGNORE INTO dirty_days (day) VALUES (?)", (day,))
+            self._event(conn, rid, now, "done", day)
+
+    def mark_failed(self, rid: int, *, error: str, retry_at: float, now: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE recordings SET state = ?, reason = ?, attempts = attempts + 1,"
+                " next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (RecordingState.FAILED.value, error, retry_at, now, rid),
+            )
+            self._event(conn, rid, now, "failed", error)
+
+    def release(self, rid: int, *, why: str, now: float) -> None:
+        """Give a claimed row back untouched (agent stopping, destination paused)."""
+        self._set(
+            rid, now, "released", why, state=RecordingState.PENDING.value, next_attempt_at=now
+        )
+
+    def recover(self, now: float) -> list[Row]:
+        """At start-up: rows a crash left `uploading` go back to pending. Returns them."""
+        stranded = self.rows("state = ?", [RecordingState.UPLOADING.value])
+        for row in stranded:
+            self.release(row.id, why="recovered after an unclean stop", now=now)
+        return stranded
+
+    def retry(
+        self, *, ids: Iterable[int] = (), states: Iterable[RecordingState] = (), now: float
+    ) -> int:
+        """Make failed or quarantined rows pending again, re-parsed (a pattern may be new)."""
+        wanted_ids, wanted_states = set(ids), {s.value for s in states}
+        targets = [
+            row.id
+            for row in self.rows(
+                "state IN (?, ?)", [RecordingState.FAILED.value, RecordingState.QUARANTINED.value]
+            )
+            if row.id in wanted_ids or row.state in wanted_states
+        ]
+        clear = ", ".join(f"{name} = NULL" for name in _PARSED)
+        with self._write() as conn:
+            for rid in targets:
+                conn.execute(
+                    f"UPDATE recordings SET state = ?, reason = NULL, attempts = 0,"
+                    f" next_attempt_at = ?, updated_at = ?, {clear} WHERE id = ?",
+                    (RecordingState.PENDING.value, now, now, rid),
+                )
+                self._event(conn, rid, now, "retry")
+        return len(targets)
+
+    def clear_dirty(self, day: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM dirty_days WHERE day = ?", (day,))

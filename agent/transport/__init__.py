@@ -1,0 +1,85 @@
+"""Where shipped recordings go: the Transport protocol and the registry of implementations."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from agent.config import DestinationConfig
+from agent.errors import PermanentError
+
+TEMP_PREFIX = ".recsync-"
+TEMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class Features:
+    """What a destination can do, as data rather than isinstance checks."""
+
+    atomic_rename: bool = True
+    fsync: bool = True
+
+
+class Transport(Protocol):
+    """A destination root holding `YYYY/MM/DD/<file>` and the published pages.
+
+    Remote paths are relative POSIX paths under the root. `put` and `write_bytes` are
+    atomic (a temporary dot-name in the target folder, verified, then renamed over the
+    final name) and idempotent: putting the same path again replaces it. Errors:
+    DestinationDown when the whole destination refuses work (permission on the root,
+    disk full), TransientError for what may pass, PermanentError for a fault of one file,
+    Interrupted when `should_stop` said so mid-transfer (the partial is removed).
+    """
+
+    features: Features
+
+    def probe(self) -> None:
+        """Raise DestinationDown unless a file can be written under the root now."""
+
+    def put(
+        self,
+        local: Path,
+        remote: str,
+        *,
+        sha256: str,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Ship `local` to `remote`; verify it arrived whole (size and sha256)."""
+
+    def write_bytes(self, remote: str, data: bytes) -> None:
+        """Atomically replace `remote` with `data` (manifests, pages)."""
+
+    def remove(self, remote: str) -> None:
+        """Delete `remote`; a missing file is not an error."""
+
+    def sweep(self, folders: Iterable[str]) -> int:
+        """Delete this agent's temporary files left in `folders`; return how many."""
+
+    def close(self) -> None: ...
+
+
+def check_remote(remote: str) -> str:
+    """Refuse a remote path that could leave the root, whatever produced it."""
+    normal = posixpath.normpath(remote)
+    if (
+        not remote
+        or remote.startswith("/")
+        or normal != remote
+        or normal.startswith("..")
+        or any(part in ("", ".", "..") for part in remote.split("/"))
+        or "\x00" in remote
+    ):
+        raise PermanentError(f"unsafe remote path {remote!r}")
+    return remote
+
+
+def open_transport(config: DestinationConfig) -> Transport:
+    from agent.transport.local import LocalTransport
+
+    registry: dict[str, Callable[[DestinationConfig], Transport]] = {
+        "local": lambda c: LocalTransport(root=c.root),
+    }
+    return registry[config.type](config)

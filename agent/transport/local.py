@@ -1,0 +1,136 @@
+"""A destination folder on this machine (a mounted share, or the demo's output)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from agent.errors import DestinationDown, Interrupted, PermanentError, TransientError
+from agent.testhooks import crash_point
+from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, check_remote
+
+CHUNK = 1 << 20
+# Errors of the whole destination: every other file would fail the same way.
+_DESTINATION_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+_FILE_ERRNOS = {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR}
+
+
+def _classify(exc: OSError, what: str) -> Exception:
+    reason = f"{what}: {exc.strerror or exc}"
+    if exc.errno in _DESTINATION_ERRNOS:
+        return DestinationDown(reason)
+    if exc.errno in _FILE_ERRNOS:
+        return PermanentError(reason)
+    return TransientError(reason)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalTransport:
+    features = Features(atomic_rename=True, fsync=True)
+
+    def __init__(self, *, root: Path) -> None:
+        self.root = root
+
+    def _target(self, remote: str) -> Path:
+        return self.root / check_remote(remote)
+
+    def _make_folder(self, folder: Path) -> None:
+        missing = []
+        cursor = folder
+        while not cursor.exists() and cursor != self.root:
+            missing.append(cursor)
+            cursor = cursor.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for created in reversed(missing):  # make each new folder's entry durable
+            _fsync_dir(created.parent)
+
+    @contextmanager
+    def _temporary(self, target: Path) -> Iterator[Path]:
+        """A dot-named temporary beside `target`, renamed over it on success."""
+        self._make_folder(target.parent)
+        temp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        try:
+            yield temp
+            crash_point("upload:before-rename")
+            os.replace(temp, target)
+            _fsync_dir(target.parent)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def probe(self) -> None:
+        try:
+            if not self.root.is_dir():
+                raise DestinationDown(f"destination root {self.root} does not exist")
+            probe = self.root / f"{TEMP_PREFIX}probe{TEMP_SUFFIX}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise DestinationDown(f"cannot write in {self.root}: {exc.strerror}") from exc
+
+    def put(
+        self,
+        local: Path,
+        remote: str,
+        *,
+        sha256: str,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        target = self._target(remote)
+        try:
+            with self._temporary(target) as temp, local.open("rb") as src, temp.open("xb") as dst:
+                digest = hashlib.sha256()
+                while chunk := src.read(CHUNK):
+                    if should_stop():
+                        raise Interrupted(f"stopped while writing {remote}")
+                    dst.write(chunk)
+                    digest.update(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+                if digest.hexdigest() != sha256 or dst.tell() != local.stat().st_size:
+                    raise TransientError(f"{remote}: copy does not match the staged file")
+        except OSError as exc:
+            raise _classify(exc, remote) from exc
+
+    def write_bytes(self, remote: str, data: bytes) -> None:
+        target = self._target(remote)
+        try:
+            with self._temporary(target) as temp, temp.open("xb") as dst:
+                dst.write(data)
+                dst.flush()
+                os.fsync(dst.fileno())
+        except OSError as exc:
+            raise _classify(exc, remote) from exc
+
+    def remove(self, remote: str) -> None:
+        try:
+            self._target(remote).unlink(missing_ok=True)
+        except OSError as exc:
+            raise _classify(exc, remote) from exc
+
+    def sweep(self, folders: Iterable[str]) -> int:
+        removed = 0
+        for folder in folders:
+            path = self.root / check_remote(folder)
+            if not path.is_dir():
+                continue
+            for entry in path.iterdir():
+                if entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX):
+                    entry.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def close(self) -> None:
+        pass
