@@ -18,7 +18,7 @@ from agent.log import kv
 from agent.model import RecordingState
 from agent.pipeline import Pipeline
 from agent.publish.manifest import day_of, publish_dirty
-from agent.spool.scan import day_folder, files_in, is_date_folder, recent_days, scan
+from agent.spool.scan import day_folder, files_below, is_date_folder, recent_days, scan
 from agent.spool.settle import open_files_under
 from agent.spool.watcher import SpoolWatcher
 from agent.store.state import Store
@@ -136,7 +136,7 @@ class Agent:
             # Files written before the new folder's watch existed are only seen by a scan.
             for folder in folders:
                 if is_date_folder(folder):
-                    files += list(files_in(self.config.spool.path, folder))
+                    files += list(files_below(self.config.spool.path, folder))
         for rel in files:
             self.pipeline.observe(rel, now)
 
@@ -203,20 +203,25 @@ class Agent:
 
     def run_until_idle(self) -> None:
         """`run --once`: everything due now, waiting out only short waits (quiet periods,
-        CDR rows); not open recordings or retry backoff."""
-        horizon = self.config.spool.settle_seconds + 1
-        if self.config.cdr.type != "none":
-            horizon += self.config.cdr.wait_seconds
+        CDR rows); not open recordings, stale headers or retry backoff."""
+        horizons = {
+            RecordingState.PENDING: self.config.spool.settle_seconds + 1,
+            RecordingState.WAITING_CDR: self.config.cdr.wait_seconds + 1,
+        }
         self.start(self.clock())
         while not self.stop_event.is_set():
             now = self.clock()
             self.run_once(now)
             if self.paused_until is not None:
                 return
-            soon = self.store.next_due([RecordingState.PENDING, RecordingState.WAITING_CDR])
-            if soon is None or soon > now + horizon:
+            waits = [
+                due
+                for state, horizon in horizons.items()
+                if (due := self.store.next_due([state])) is not None and due <= now + horizon
+            ]
+            if not waits:
                 return
-            self.stop_event.wait(max(0.0, soon - self.clock()))
+            self.stop_event.wait(max(0.0, min(waits) - self.clock()))
 
     def run_forever(self) -> None:
         """`run`: until stop(); inotify and due times wake the loop, reconcile runs on a timer."""

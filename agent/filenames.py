@@ -276,7 +276,7 @@ def _local_time(date: str, time: str, tz: tzinfo | None) -> datetime:
         naive = datetime(year, month, day, int(time[:2]), int(time[2:4]), int(time[4:]))
         return naive.astimezone() if tz is None else naive.replace(tzinfo=tz)
     except (ValueError, OverflowError, OSError):
-        raise UnparseableName(f"impossible date {date}-{time}") from None
+        raise UnparseableName(f"impossible date {date + '-' + time!r}") from None
 
 
 def _epoch_time(epoch: str, tz: tzinfo | None) -> datetime:
@@ -285,4 +285,4 @@ def _epoch_time(epoch: str, tz: tzinfo | None) -> datetime:
             raise ValueError
         return datetime.fromtimestamp(int(epoch), UTC).astimezone(tz)
     except (ValueError, OverflowError, OSError):
-        raise UnparseableName(f"impossible date: epoch {epoch}") from None
+        raise UnparseableName(f"impossible date: epoch {epoch!r}") from None

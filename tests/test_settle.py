@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.spool.settle import (
+    OPEN_RECHECK_SECONDS,
     Settled,
     Verdict,
     open_files_under,
@@ -58,7 +59,9 @@ def test_open_and_growing_file_is_never_ready(tmp_path: Path, fmt: Literal["wav"
             assert os.path.realpath(path) in opened
             for now in (t, t + SETTLE * 10, t + STALE * 10):
                 held = check(path, now, open_paths=opened)
-                assert held == Settled(Verdict.WAIT, "open by a process", recheck_at=now + 5)
+                assert held == Settled(
+                    Verdict.WAIT, "open by a process", recheck_at=now + OPEN_RECHECK_SECONDS
+                )
             # Without /proc the zero header alone holds it back until stale_seconds.
             unknown = check(path, t + STALE - 1)
             assert unknown.verdict is Verdict.WAIT

@@ -29,11 +29,49 @@ def files_in(root: Path, folder: str) -> Iterator[str]:
             yield f"{folder}/{entry.name}" if folder else entry.name
 
 
+def _subfolders(base: Path, width: int) -> list[str]:
+    try:
+        return sorted(
+            e.name
+            for e in os.scandir(base)
+            if e.is_dir(follow_symlinks=False) and len(e.name) == width and e.name.isdigit()
+        )
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def day_folders(root: Path, first: date, last: date) -> Iterator[str]:
+    """Existing `YYYY/MM/DD` folders from `first` to `last`, found by listing (a window of
+    years costs what exists, not one lookup per day)."""
+    for year in _subfolders(root, 4):
+        if not first.year <= int(year) <= last.year:
+            continue
+        for month in _subfolders(root / year, 2):
+            for day in _subfolders(root / year / month, 2):
+                try:
+                    found = date(int(year), int(month), int(day))
+                except ValueError:
+                    continue
+                if first <= found <= last:
+                    yield f"{year}/{month}/{day}"
+
+
 def scan(root: Path, today: date, days: int) -> Iterator[str]:
-    """The root's own files plus those of the recent day folders."""
+    """The root's own files plus those of the day folders from `days` ago to tomorrow."""
     yield from files_in(root, "")
-    for day in recent_days(today, days):
-        yield from files_in(root, day_folder(day))
+    first = today - timedelta(days=min(days, (today - date.min).days))
+    for folder in day_folders(root, first, today + timedelta(days=1)):
+        yield from files_in(root, folder)
+
+
+def files_below(root: Path, folder: str) -> Iterator[str]:
+    """Files in a new date folder and in the date folders inside it (a new year or month
+    folder may already hold the day folder by the time its event is handled)."""
+    yield from files_in(root, folder)
+    depth = folder.count("/") + 1
+    if depth < 3:
+        for sub in _subfolders(root / folder, 2):
+            yield from files_below(root, f"{folder}/{sub}")
 
 
 def is_date_folder(rel: str) -> bool:

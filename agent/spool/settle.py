@@ -19,6 +19,7 @@ from pathlib import Path
 from agent.spool.wavheader import WavLayout, is_complete, read_layout
 
 HEAD_BYTES = 4096
+OPEN_RECHECK_SECONDS = 60.0
 _BURST_BYTES = 32 * 1024  # MixMonitor's write buffer
 # Bytes per second Asterisk writes in each format: how long one burst takes to fill.
 _BYTES_PER_SECOND = {
@@ -82,7 +83,8 @@ def settle(
         st = os.fstat(f.fileno())
         head = f.read(HEAD_BYTES)
     if open_paths is not None and os.path.realpath(path) in open_paths:
-        return Settled(Verdict.WAIT, "open by a process", recheck_at=now + settle_seconds)
+        # The writer's close event normally comes first; this is the fallback.
+        return Settled(Verdict.WAIT, "open by a process", recheck_at=now + OPEN_RECHECK_SECONDS)
     # Deadlines, not durations: a caller that rechecks at exactly recheck_at must get
     # past the same comparison, whatever float rounding does to now - mtime.
     quiet_due = st.st_mtime + quiet_seconds(path, settle_seconds)

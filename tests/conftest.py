@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import config as config_module
+from agent.config import Config
+from agent.daemon import Agent
+from agent.store.state import Store
+from agent.transport.local import LocalTransport
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """A test that leaves a thread running (a watcher not stopped) fails."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    for thread in leaked:
+        thread.join(timeout=5)
+    leaked = [t for t in leaked if t.is_alive()]
+    assert not leaked, f"threads left running: {leaked}"
+
+
+@dataclass
+class Site:
+    """A spool, a destination and a state folder under one temp dir, plus its config file."""
+
+    root: Path
+    spool: Path
+    dest: Path
+    state: Path
+    config_path: Path
+
+    def data(self, **overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        data: dict[str, dict[str, Any]] = {
+            "spool": {"path": str(self.spool)},
+            "state": {"path": str(self.state / "state.db"), "staging": str(self.state / "staging")},
+            "destination": {"type": "local", "root": str(self.dest)},
+        }
+        for table, values in overrides.items():
+            data.setdefault(table, {}).update(values)
+        return data
+
+    def config(self, **overrides: dict[str, Any]) -> Config:
+        return config_module.from_dict(self.data(**overrides), base=self.root)
+
+    def write_config(self, **overrides: dict[str, Any]) -> Path:
+        """Write the config as TOML (tests of the CLI and the daemon read it from disk)."""
+        lines = []
+        for table, values in self.data(**overrides).items():
+            lines.append(f"[{table}]")
+            lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return self.config_path
+
+    def spool_file(self, rel: str) -> Path:
+        path = self.spool / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def shipped(self) -> list[str]:
+        """Relative paths of every file at the destination (manifests and temporaries too)."""
+        return sorted(
+            p.relative_to(self.dest).as_posix() for p in self.dest.rglob("*") if p.is_file()
+        )
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    s = Site(
+        root=tmp_path,
+        spool=tmp_path / "spool",
+        dest=tmp_path / "dest",
+        state=tmp_path / "state",
+        config_path=tmp_path / "config.toml",
+    )
+    for folder in (s.spool, s.dest, s.state):
+        folder.mkdir()
+    return s
+
+
+@pytest.fixture
+def make_agent(site: Site) -> Iterator[Any]:
+    """Build Agents over the site (no watcher: tests drive run_once); closed at the end."""
+    made: list[tuple[Agent, Store]] = []
+
+    def build(config: Config | None = None, transport: Any = None) -> Agent:
+        config = config or site.config()
+        store = Store.open(config.state.path)
+        agent = Agent(
+            config=config,
+            store=store,
+            transport=transport or LocalTransport(root=config.destination.root),
+            watch=False,
+        )
+        made.append((agent, store))
+        return agent
+
+    yield build
+    for agent, store in made:
+        agent.close()
+        store.close()
+
+
+def age(path: Path, seconds: float) -> None:
+    """Pretend `path` was last written `seconds` ago."""
+    st = path.stat()
+    os.utime(path, (st.st_atime - seconds, st.st_mtime - seconds))
