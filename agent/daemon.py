@@ -188,6 +188,7 @@ class Agent:
                     return self.paused_until
                 except Interrupted:
                     return None
+            self._publish(now)  # per batch: a long backlog shows progress as it drains
         self._publish(now)
         return self.store.next_due()
 
