@@ -181,6 +181,9 @@ def list_(
 @pass_context
 def show(ctx: Context, ref: str, as_json: bool) -> None:
     """One recording by id, uniqueid, spool path or remote path, with its history."""
+    spool = ctx.config.spool.path
+    if Path(ref).is_absolute() and Path(ref).is_relative_to(spool):
+        ref = Path(ref).relative_to(spool).as_posix()  # the full path an admin copied
     store = Store.open_readonly(ctx.config.state.path)
     try:
         row = store.find(ref)
@@ -213,7 +216,7 @@ def retry(ctx: Context, ids: tuple[int, ...], failed: bool, quarantined: bool) -
     if not (ids or failed or quarantined):
         raise click.UsageError("name recording ids, --failed or --quarantined")
     states = [RecordingState.FAILED] * failed + [RecordingState.QUARANTINED] * quarantined
-    store = Store.open(ctx.config.state.path)
+    store = Store.open(ctx.config.state.path, create=False)
     try:
         count = store.retry(ids=ids, states=states, now=time.time())
     finally:

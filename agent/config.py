@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ def _number(minimum: float = 0) -> Checker:
     def check(key: str, value: Any, _base: Path) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         if value < minimum:
             raise ConfigError(f"{key}: must be at least {minimum}, got {value!r}")
         return float(value)

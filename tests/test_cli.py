@@ -183,7 +183,6 @@ def test_reading_before_the_agent_ran(site: Site, recsync: Recsync, args: list[s
     assert not (site.state / "state.db").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="agent bug: retry creates an empty state database")
 def test_retry_before_the_agent_ran(site: Site, recsync: Recsync) -> None:
     assert "no state database" in one_line_error(recsync("retry", "--quarantined"))
     assert not (site.state / "state.db").exists()
@@ -291,7 +290,6 @@ def test_show_finds_a_recording(ran: Recsync, by: str) -> None:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="agent bug: show matches only spool-relative paths")
 def test_show_finds_a_recording_by_its_full_spool_path(site: Site, ran: Recsync) -> None:
     # What an admin copies from `ls /var/spool/asterisk/monitor/...` (DESIGN: show PATH).
     result = ran("show", str(site.spool / OUT))

@@ -105,7 +105,6 @@ def test_bad_value_names_the_key(tmp_path: Path, text: str, key: str) -> None:
     assert key in config_error(write(tmp_path, text))
 
 
-@pytest.mark.xfail(strict=True, reason="agent bug: _number accepts nan and inf")
 @pytest.mark.parametrize(
     ("line", "key"),
     [

@@ -89,8 +89,10 @@ class Store:
         self.conn = db.conn
 
     @classmethod
-    def open(cls, path: Path) -> Store:
+    def open(cls, path: Path, *, create: bool = True) -> Store:
         """Open (creating and migrating if needed) for the daemon and for CLI writes."""
+        if not create and not path.exists():
+            raise StateDatabaseError(f"no state database at {path} (has the agent run yet?)")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
@@ -300,7 +302,9 @@ class Store:
         if row.remote_path is not None:
             new_remote = f"{row.remote_path.rsplit('.', 1)[0]}.{path.rsplit('.', 1)[1]}"
             if new_remote != row.remote_path:
-                values = {"remote_path": new_remote, "obsolete_remote": row.remote_path}
+                # The first obsolete name is the one that may be at the destination.
+                obsolete = row.obsolete_remote or row.remote_path
+                values = {"remote_path": new_remote, "obsolete_remote": obsolete}
         self._set(
             rid,
             now,
