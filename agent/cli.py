@@ -82,13 +82,19 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
 @pass_context
 def run(ctx: Context, once: bool) -> None:
     """Run the agent in the foreground (systemd runs it like this)."""
+    from agent.cdr import open_source
     from agent.daemon import Agent
     from agent.transport import open_transport
 
     config = ctx.config
+    cdr = open_source(config.cdr)
     store = Store.open(config.state.path)
     agent = Agent(
-        config=config, store=store, transport=open_transport(config.destination), watch=not once
+        config=config,
+        store=store,
+        transport=open_transport(config.destination),
+        cdr=cdr,
+        watch=not once,
     )
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -125,7 +131,7 @@ def status(ctx: Context, as_json: bool) -> None:
     table = Table(show_header=False, box=None)
     table.add_row("host", data["host"])
     table.add_row("destination", _with_reason(data["destination"]))
-    table.add_row("cdr", data["cdr"]["type"] + " (" + data["cdr"]["state"] + ")")
+    table.add_row("cdr", f"{data['cdr']['type']}: {_with_reason(data['cdr'])}")
     table.add_row("backlog", str(data["backlog"]))
     oldest = data["oldest_pending_seconds"]
     table.add_row("oldest waiting", "-" if oldest is None else f"{oldest:.0f} s")

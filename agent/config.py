@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,7 +15,16 @@ from agent.filenames import DEFAULT_EXTENSIONS, CustomPattern, compile_custom_pa
 
 DEFAULT_PATH = Path("/etc/recsync/config.toml")
 
-CDR_TYPES = ("none",)
+CDR_TYPES = ("auto", "mysql", "sqlite", "csv", "none")
+# Keys each cdr.type accepts besides type, wait_seconds and asterisk_conf_dir.
+CDR_KEYS = {
+    "auto": {"freepbx_conf", "amportal_conf"},
+    "mysql": {"host", "port", "socket", "user", "password_file", "database", "table"},
+    "sqlite": {"path", "table"},
+    "csv": {"path", "columns"},
+    "none": set(),
+}
+REQUIRED = object()  # a SCHEMA default that means "no default: the key must be set"
 DESTINATION_TYPES = ("local",)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -39,7 +49,19 @@ class StateConfig:
 @dataclass(frozen=True, kw_only=True)
 class CdrConfig:
     type: str
-    wait_seconds: float
+    wait_seconds: float | None  # None: 120 s, more when Asterisk's CDR batch mode is on
+    asterisk_conf_dir: Path
+    freepbx_conf: Path
+    amportal_conf: Path
+    host: str
+    port: int
+    socket: Path | None
+    user: str
+    password_file: Path | None
+    database: str
+    table: str
+    path: Path | None  # None: the type's standard file
+    columns: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +119,30 @@ def _choice(choices: tuple[str, ...]) -> Checker:
     return check
 
 
+def _text(key: str, value: Any, _base: Path) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _identifier(key: str, value: Any, _base: Path) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", value):
+        raise ConfigError(f"{key}: expected a table or database name (letters, digits, _)")
+    return value
+
+
+def _port(key: str, value: Any, _base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ConfigError(f"{key}: expected a TCP port number, got {value!r}")
+    return value
+
+
+def _names(key: str, value: Any, _base: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key}: expected a list of column names, got {value!r}")
+    return tuple(value)
+
+
 def _extensions(key: str, value: Any, _base: Path) -> tuple[str, ...]:
     if (
         not isinstance(value, list)
@@ -124,7 +170,7 @@ def _patterns(key: str, value: Any, _base: Path) -> tuple[CustomPattern, ...]:
     return tuple(compiled)
 
 
-# One table of every key: its default (None = required) and its checker.
+# One table of every key: its default (REQUIRED: none; None: unset) and its checker.
 SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
     "spool": {
         "path": ("/var/spool/asterisk/monitor", _path),
@@ -140,12 +186,24 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "staging": ("/var/lib/recsync/staging", _path),
     },
     "cdr": {
-        "type": ("none", _choice(CDR_TYPES)),
-        "wait_seconds": (120, _number()),
+        "type": ("auto", _choice(CDR_TYPES)),
+        "wait_seconds": (None, _number()),
+        "asterisk_conf_dir": ("/etc/asterisk", _path),
+        "freepbx_conf": ("/etc/freepbx.conf", _path),
+        "amportal_conf": ("/etc/amportal.conf", _path),
+        "host": ("localhost", _text),
+        "port": (3306, _port),
+        "socket": (None, _path),
+        "user": ("freepbxuser", _text),
+        "password_file": (None, _path),
+        "database": ("asteriskcdrdb", _identifier),
+        "table": ("cdr", _identifier),
+        "path": (None, _path),
+        "columns": ([], _names),
     },
     "destination": {
         "type": ("local", _choice(DESTINATION_TYPES)),
-        "root": (None, _path),
+        "root": (REQUIRED, _path),
     },
     "log": {
         "level": ("info", _choice(LOG_LEVELS)),
@@ -164,12 +222,22 @@ def _section(name: str, raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
     for key, (default, check) in schema.items():
         if key in raw:
             value = raw[key]
-        elif default is None:
+        elif default is REQUIRED:
             raise ConfigError(f"{name}.{key} is required")
         else:
             value = default
-        values[key] = check(f"{name}.{key}", value, base)
+        values[key] = None if value is None else check(f"{name}.{key}", value, base)
     return values
+
+
+def _check_cdr_keys(raw: Mapping[str, Any], cdr_type: str) -> None:
+    allowed = {"type", "wait_seconds", "asterisk_conf_dir"} | CDR_KEYS[cdr_type]
+    refused = sorted(set(raw) - allowed)
+    if refused:
+        raise ConfigError(
+            f"cdr.{refused[0]} does not apply to cdr.type = {cdr_type!r}"
+            f" (its keys: {', '.join(sorted(allowed))})"
+        )
 
 
 def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None) -> Config:
@@ -183,6 +251,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         if not isinstance(raw, dict):
             raise ConfigError(f"{name}: expected a table, got {raw!r}")
         sections[name] = _section(name, raw, base)
+    _check_cdr_keys(data.get("cdr", {}), sections["cdr"]["type"])
     return Config(
         spool=SpoolConfig(**sections["spool"]),
         state=StateConfig(**sections["state"]),

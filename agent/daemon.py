@@ -12,6 +12,7 @@ from datetime import date
 
 import schedule
 
+from agent.cdr import CdrSource, wait_seconds
 from agent.config import Config
 from agent.errors import DestinationDown, Interrupted, TransientError
 from agent.log import kv
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 PROBE_SECONDS = 30  # how often a paused destination is tried again
 RECONCILE_DAYS = 1  # the periodic scan covers today and yesterday (and tomorrow)
 IDLE_WAKE_SECONDS = 60
+LATE_CDR_SWEEP_SECONDS = 60
+LATE_CDR_SECONDS = 86400  # how long a shipped recording's missing CDR is still looked for
 
 
 class Agent:
@@ -40,6 +43,7 @@ class Agent:
         config: Config,
         store: Store,
         transport: Transport,
+        cdr: CdrSource | None = None,
         clock: Callable[[], float] = time.time,
         watch: bool = True,
     ) -> None:
@@ -56,6 +60,8 @@ class Agent:
             transport=transport,
             should_stop=self.stop_event.is_set,
             backfill_cutoff=0.0,
+            cdr=cdr,
+            cdr_wait=wait_seconds(config.cdr),
         )
         self.paused_until: float | None = None
         self.paused_reason: str | None = None
@@ -82,6 +88,7 @@ class Agent:
         window = self.config.spool.backfill_days * 86400
         self.pipeline.backfill_cutoff = float(first_start) - window
         self._probe(now)
+        self._note_cdr_health()
         if self.watcher is not None:
             self._refresh_watches(now)
             self.watcher.start()
@@ -92,6 +99,8 @@ class Agent:
         if self.watcher is not None:
             self.watcher.stop()
         self.transport.close()
+        if self.pipeline.cdr is not None:
+            self.pipeline.cdr.close()
 
     # --- discovery ---------------------------------------------------------------------
 
@@ -190,7 +199,29 @@ class Agent:
                     return None
             self._publish(now)  # per batch: a long backlog shows progress as it drains
         self._publish(now)
+        self._note_cdr_health()
         return self.store.next_due()
+
+    def fill_late_cdr(self, now: float) -> int:
+        """Periodic job: late CDR rows fill in the manifests of recordings already shipped."""
+        if self.pipeline.cdr is None or self.paused_until is not None:
+            return 0
+        filled = self.pipeline.fill_late_cdr(now, within=LATE_CDR_SECONDS)
+        self._publish(now)
+        self._note_cdr_health()
+        return filled
+
+    def _note_cdr_health(self) -> None:
+        """What `status` says of the CDR source: ok, failing (with why) or disabled."""
+        error = self.pipeline.cdr_error
+        if self.pipeline.cdr is not None:
+            value = json.dumps({"state": "failing" if error else "ok", "reason": error})
+        elif self.config.cdr.type == "none":
+            value = json.dumps({"state": "disabled", "reason": None})
+        else:
+            value = json.dumps({"state": "disabled", "reason": "no FreePBX configuration found"})
+        if self.store.meta("cdr") != value:
+            self.store.set_meta("cdr", value)
 
     def _publish(self, now: float) -> None:
         try:
@@ -207,9 +238,10 @@ class Agent:
         CDR rows); not open recordings, stale headers or retry backoff."""
         horizons = {
             RecordingState.PENDING: self.config.spool.settle_seconds + 1,
-            RecordingState.WAITING_CDR: self.config.cdr.wait_seconds + 1,
+            RecordingState.WAITING_CDR: self.pipeline.cdr_wait + 1,
         }
         self.start(self.clock())
+        self.fill_late_cdr(self.clock())
         while not self.stop_event.is_set():
             now = self.clock()
             self.run_once(now)
@@ -230,6 +262,7 @@ class Agent:
         scheduler.every(max(1, round(self.config.spool.reconcile_minutes * 60))).seconds.do(
             lambda: self.reconcile(self.clock())
         )
+        scheduler.every(LATE_CDR_SWEEP_SECONDS).seconds.do(lambda: self.fill_late_cdr(self.clock()))
         self.start(self.clock())
         while not self.stop_event.is_set():
             self.wake_event.clear()

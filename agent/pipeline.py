@@ -8,11 +8,14 @@ import os
 import stat
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from agent import filenames
+from agent.cdr import CdrQuery, CdrSource, recordingfile_variants
 from agent.config import Config
 from agent.errors import (
+    AgentError,
     DestinationDown,
     Interrupted,
     PermanentError,
@@ -20,7 +23,7 @@ from agent.errors import (
     UnparseableName,
 )
 from agent.log import kv
-from agent.model import Recording, RecordingState
+from agent.model import CallInfo, Recording, RecordingState
 from agent.publish.manifest import day_of
 from agent.spool.settle import Verdict, settle
 from agent.spool.wavheader import repaired
@@ -34,6 +37,8 @@ CHUNK = 1 << 20
 HEADER_BYTES = 4096
 RETRY_BASE_SECONDS = 30
 RETRY_MAX_SECONDS = 3600
+CDR_FIRST_POLL = 0.25
+CDR_MAX_POLL = 5.0
 # States whose file may still change what we ship: a changed file is looked at again.
 _REOPEN_WHEN_CHANGED = {RecordingState.DONE.value, RecordingState.SKIPPED.value}
 
@@ -73,6 +78,9 @@ class Pipeline:
     transport: Transport
     should_stop: Callable[[], bool]
     backfill_cutoff: float  # files older than this (mtime) wait for `recsync backfill`
+    cdr: CdrSource | None = None
+    cdr_wait: float = 0.0
+    cdr_error: str | None = None  # the last lookup's error, None after a good answer
 
     @property
     def spool(self) -> Path:
@@ -179,7 +187,7 @@ class Pipeline:
             self.store.skip(row.id, reason=verdict.reason, now=now)
             return
         recording = self._parse(row, now)
-        if recording is None:
+        if recording is None or not self._enrich(row, recording, now):
             return
         self._ship(row, recording, repair_header=verdict.repair_header, now=now)
 
@@ -197,6 +205,59 @@ class Pipeline:
         if row.kind is None:
             self.store.set_parsed(row.id, recording, now)
         return recording
+
+    def lookup(self, query: CdrQuery) -> CallInfo | None:
+        """Ask the CDR; a store that cannot answer now counts as "not there yet"."""
+        if self.cdr is None:
+            return None
+        try:
+            info = self.cdr.lookup(query)
+        except AgentError as exc:
+            if str(exc) != self.cdr_error:
+                log.warning(kv("cdr-error", error=str(exc)))
+            self.cdr_error = str(exc)
+            return None
+        self.cdr_error = None
+        return info
+
+    def _enrich(self, row: Row, recording: Recording, now: float) -> bool:
+        """Wait (bounded, without blocking other recordings) for the CDR row; True when
+        the recording may ship, with or without it."""
+        if self.cdr is None or row.cdr is not None:
+            return True
+        info = self.lookup(CdrQuery.for_recording(row.path.rsplit("/", 1)[-1], recording))
+        deadline = row.cdr_deadline if row.cdr_deadline is not None else now + self.cdr_wait
+        if info is None and now < deadline:
+            waited = now - (deadline - self.cdr_wait)
+            # Soon at first (the row usually follows the file within a second), then calmer.
+            delay = min(max(CDR_FIRST_POLL, waited / 2), CDR_MAX_POLL)
+            self.store.wait_cdr(
+                row.id, deadline=deadline, until=min(deadline, now + delay), now=now
+            )
+            return False
+        self.store.set_cdr(row.id, info, now)
+        if info is None:
+            log.info(kv("cdr-missing", id=row.id, path=row.path, waited=self.cdr_wait))
+        return True
+
+    def fill_late_cdr(self, now: float, *, within: float, limit: int = 500) -> int:
+        """Shipped without a CDR row: ask again, and fill the manifest in if it came."""
+        rows = self.store.rows(
+            "state = ? AND cdr = 'missing' AND uploaded_at >= ?",
+            [RecordingState.DONE.value, now - within],
+            order="uploaded_at DESC",
+            limit=limit,
+        )
+        filled = 0
+        for row in rows:
+            if row.remote_path is None or row.started_at is None:
+                continue
+            info = self.lookup(query_for_row(row))
+            if info is not None:
+                self.store.fill_cdr(row.id, info, day=day_of(row.remote_path), now=now)
+                log.info(kv("cdr-filled", id=row.id, path=row.path))
+                filled += 1
+        return filled
 
     def _ship(self, row: Row, recording: Recording, *, repair_header: bool, now: float) -> None:
         try:
@@ -268,6 +329,17 @@ class Pipeline:
             target.unlink(missing_ok=True)
             raise ChangedWhileCopying(row.path)
         return Staged(target, before, digest.hexdigest(), size)
+
+
+def query_for_row(row: Row) -> CdrQuery:
+    assert row.started_at is not None
+    return CdrQuery(
+        recordingfiles=recordingfile_variants(row.path.rsplit("/", 1)[-1], row.pattern or ""),
+        uniqueid=row.uniqueid,
+        started_at=datetime.fromisoformat(row.started_at),
+        src=row.src,
+        dst=row.dst,
+    )
 
 
 class ChangedWhileCopying(Exception):

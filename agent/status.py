@@ -64,17 +64,20 @@ def summary(store: Store, config: Config, now: float) -> dict[str, Any]:
             "state": last_error[4],
         },
         "destination": _destination(store),
-        "cdr": {
-            "type": config.cdr.type,
-            "state": "disabled" if config.cdr.type == "none" else "ok",
-        },
+        "cdr": {"type": config.cdr.type, **_meta(store, "cdr")},
         "generated_at": iso(now),
     }
 
 
-def _destination(store: Store) -> dict[str, Any]:
-    raw = store.meta("destination")
+def _meta(store: Store, key: str) -> dict[str, Any]:
+    """A health record the daemon keeps in the meta table ({"state", "reason"})."""
+    raw = store.meta(key)
     value: dict[str, Any] = json.loads(raw) if raw else {"state": "unknown", "reason": None}
+    return value
+
+
+def _destination(store: Store) -> dict[str, Any]:
+    value = _meta(store, "destination")
     if value["state"] == "ok":
         # "failing": the most recent upload outcome was a failure (it will be retried).
         latest = store.conn.execute(

@@ -15,6 +15,8 @@ from agent.daemon import Agent
 from agent.store.state import Store
 from agent.transport.local import LocalTransport
 
+pytest_plugins = ["tests.support.mariadb"]
+
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
@@ -43,6 +45,7 @@ class Site:
             "spool": {"path": str(self.spool)},
             "state": {"path": str(self.state / "state.db"), "staging": str(self.state / "staging")},
             "destination": {"type": "local", "root": str(self.dest)},
+            "cdr": {"type": "none"},  # never find this machine's own FreePBX, if any
         }
         for table, values in overrides.items():
             data.setdefault(table, {}).update(values)

@@ -206,7 +206,7 @@ def test_status_json(site: Site, ran: Recsync) -> None:
     }
     assert (data["backlog"], data["oldest_pending_seconds"]) == (0, None)
     assert data["destination"]["state"] == "ok"
-    assert data["cdr"] == {"type": "none", "state": "disabled"}
+    assert data["cdr"] == {"type": "none", "state": "disabled", "reason": None}
     assert data["last_error"]["path"] == BAD_NAME
     assert data["last_error"]["state"] == "quarantined"
     uploaded = datetime.fromisoformat(data["last_upload_at"])

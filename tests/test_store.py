@@ -84,7 +84,7 @@ def test_open_creates_a_wal_database_with_its_migration(store: Store, db_path: P
     finally:
         other.close()
     assert {"recordings", "events", "dirty_days", "meta"} <= tables
-    assert applied == [("recsync", "0001_initial")]
+    assert applied == [("recsync", "0001_initial"), ("recsync", "0002_cdr")]
 
 
 def test_opening_again_keeps_rows_and_applies_nothing(db_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_opening_again_keeps_rows_and_applies_nothing(db_path: Path) -> None:
         count = again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()
     finally:
         again.close()
-    assert count == (1,)
+    assert count == (2,)  # one record per migration, not one per open
 
 
 # --- transitions ----------------------------------------------------------------------

@@ -22,26 +22,26 @@ def day_of(remote_path: str) -> str:
 
 
 def entry(row: Row) -> dict[str, Any]:
-    """The DESIGN.md manifest entry; CDR fields stay null until a CDR source fills them."""
+    """The DESIGN.md manifest entry; CDR fields are null until the CDR has the call."""
     assert row.remote_path is not None
     return {
         "file": row.remote_path,
         "original": row.path,
         "uniqueid": row.uniqueid,
-        "linkedid": None,
+        "linkedid": row.linkedid,
         "kind": row.kind,
-        "caller_number": row.src,
-        "caller_name": None,
-        "dst": row.dst,
-        "did": None,
+        "caller_number": row.caller_number or row.src,  # CDR values win over the name's
+        "caller_name": row.caller_name,
+        "dst": row.cdr_dst or row.dst,
+        "did": row.did,
         "started_at": row.started_at,
-        "duration": None,
-        "billsec": None,
-        "disposition": None,
+        "duration": row.duration,
+        "billsec": row.billsec,
+        "disposition": row.disposition,
         "size": row.shipped_size,
         "sha256": row.sha256,
         "format": row.remote_path.rsplit(".", 1)[-1].lower(),
-        "cdr": "missing",
+        "cdr": "found" if row.cdr == "found" else "missing",
     }
 
 

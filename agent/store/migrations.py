@@ -55,3 +55,22 @@ def _initial(db: Database) -> None:
     # Days whose manifest must be rewritten: set in the transaction that marks a file done.
     db.execute("CREATE TABLE dirty_days (day TEXT PRIMARY KEY)")
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@migrations(name="0002_cdr")
+def _cdr(db: Database) -> None:
+    # cdr: NULL (not asked yet), 'found' or 'missing' (shipped without; a sweep retries).
+    for column in (
+        "cdr TEXT",
+        "cdr_deadline REAL",
+        "caller_number TEXT",
+        "caller_name TEXT",
+        "cdr_dst TEXT",
+        "did TEXT",
+        "linkedid TEXT",
+        "duration INTEGER",
+        "billsec INTEGER",
+        "disposition TEXT",
+    ):
+        db.execute(f"ALTER TABLE recordings ADD COLUMN {column}")
+    db.execute("CREATE INDEX recordings_cdr ON recordings (cdr, uploaded_at)")

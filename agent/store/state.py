@@ -12,7 +12,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.errors import AgentError
-from agent.model import Recording, RecordingState
+from agent.model import CallInfo, Recording, RecordingState
 from agent.store.migrations import migrations
 
 BUSY_TIMEOUT_MS = 10_000
@@ -66,6 +66,16 @@ class Row:
     settled_at: float | None
     uploaded_at: float | None
     updated_at: float
+    cdr: str | None
+    cdr_deadline: float | None
+    caller_number: str | None
+    caller_name: str | None
+    cdr_dst: str | None
+    did: str | None
+    linkedid: str | None
+    duration: int | None
+    billsec: int | None
+    disposition: str | None
 
     @property
     def identity(self) -> Identity:
@@ -79,6 +89,22 @@ _PARSED = ("kind", "dst", "src", "started_at", "uniqueid", "extension", "era", "
 def _row(cursor: sqlite3.Cursor) -> Row | None:
     values = cursor.fetchone()
     return None if values is None else Row(*values)
+
+
+def _cdr_values(info: CallInfo | None) -> dict[str, Any]:
+    if info is None:
+        return {"cdr": "missing"}
+    return {
+        "cdr": "found",
+        "caller_number": info.caller_number,
+        "caller_name": info.caller_name,
+        "cdr_dst": info.dst,
+        "did": info.did,
+        "linkedid": info.linkedid,
+        "duration": info.duration,
+        "billsec": info.billsec,
+        "disposition": info.disposition,
+    }
 
 
 class Store:
@@ -359,6 +385,34 @@ class Store:
             head=recording.head,
             **{name: data[name] for name in _PARSED},
         )
+
+    def wait_cdr(self, rid: int, *, deadline: float, until: float, now: float) -> None:
+        """Finished, but its CDR row is not there yet: ask again at `until`."""
+        self._set(
+            rid,
+            now,
+            "waiting-cdr",
+            None,
+            state=RecordingState.WAITING_CDR.value,
+            cdr_deadline=deadline,
+            next_attempt_at=until,
+            reason="waiting for the CDR row",
+        )
+
+    def set_cdr(self, rid: int, info: CallInfo | None, now: float) -> None:
+        """The CDR answered (`info`) or the wait is over (None: ships with cdr missing)."""
+        self._set(rid, now, "cdr-found" if info else "cdr-missing", None, **_cdr_values(info))
+
+    def fill_cdr(self, rid: int, info: CallInfo, *, day: str, now: float) -> None:
+        """A late CDR row for a shipped recording: its day's manifest must be rewritten."""
+        with self._write() as conn:
+            values = _cdr_values(info) | {"updated_at": now}
+            assignments = ", ".join(f"{name} = ?" for name in values)
+            conn.execute(
+                f"UPDATE recordings SET {assignments} WHERE id = ?", [*values.values(), rid]
+            )
+            conn.execute("INSERT OR IGNORE INTO dirty_days (day) VALUES (?)", (day,))
+            self._event(conn, rid, now, "cdr-filled", day)
 
     def fix_remote_path(self, rid: int, candidates: Iterable[str], now: float) -> str:
         """Give the row the first free remote path of `candidates`, once; later calls keep it."""

@@ -1,0 +1,404 @@
+"""CsvCdr against real Master.csv files written the way Asterisk's cdr_csv writes them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.cdr import CdrQuery, csvfile, split_clid
+from agent.cdr.csvfile import LAYOUTS, CsvCdr
+from agent.errors import ConfigError, TransientError
+
+DEFAULTS = {
+    "accountcode": "",
+    "src": "201",
+    "dst": "5551234",
+    "dcontext": "from-internal",
+    "clid": '"Alice" <201>',
+    "channel": "PJSIP/201-00000001",
+    "dstchannel": "PJSIP/trunk-00000002",
+    "lastapp": "Dial",
+    "lastdata": "PJSIP/5551234@trunk,300,Tt",
+    "start": "2024-03-15 10:15:02",
+    "answer": "2024-03-15 10:15:07",
+    "end": "2024-03-15 10:15:32",
+    "duration": "30",
+    "billsec": "25",
+    "disposition": "ANSWERED",
+    "amaflags": "DOCUMENTATION",
+    "uniqueid": "1710497702.42",
+    "userfield": "",
+    "peeraccount": "",
+    "linkedid": "1710497702.42",
+    "sequence": "7",
+}
+
+
+def fields(width: int = 21, **values: str) -> list[str]:
+    data = {**DEFAULTS, **values}
+    return [data[name] for name in LAYOUTS[width]]
+
+
+def write(path: Path, *rows: list[str], mode: str = "w") -> None:
+    """Rows as cdr_csv writes them: every field quoted, quotes doubled, one line each."""
+    with open(path, mode, newline="") as f:
+        csv.writer(f, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows(rows)
+
+
+def line(row: list[str]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(row)
+    return out.getvalue().encode()
+
+
+def query(
+    uniqueid: str | None = None,
+    at: tuple[int, int, int] = (10, 15, 2),
+    src: str | None = None,
+    dst: str | None = None,
+    day: int = 15,
+) -> CdrQuery:
+    return CdrQuery(
+        recordingfiles=("out-5551234-201-20240315-101502-1710497702.42.wav",),
+        uniqueid=uniqueid,
+        started_at=datetime(2024, 3, day, *at).astimezone(),  # local_start: this wall time
+        src=src,
+        dst=dst,
+    )
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Path:
+    return tmp_path / "Master.csv"
+
+
+@pytest.fixture
+def source(master: Path) -> Iterator[Callable[..., CsvCdr]]:
+    made: list[CsvCdr] = []
+
+    def build(**kwargs: Any) -> CsvCdr:
+        made.append(CsvCdr(**{"path": master, **kwargs}))
+        return made[-1]
+
+    yield build
+    for cdr in made:
+        cdr.close()
+
+
+# --- layouts
+
+
+@pytest.mark.parametrize("width", [16, 18, 21])
+def test_each_layout_is_read_by_its_field_count(
+    master: Path, source: Callable[..., CsvCdr], width: int
+) -> None:
+    write(master, fields(width))
+    cdr = source()
+    # a 16-column row has no uniqueid: the query's uniqueid cannot match, time and number do
+    info = cdr.lookup(query(uniqueid="1710497702.42", src="201", dst="5551234"))
+    assert info is not None
+    assert (info.caller_number, info.caller_name) == ("201", "Alice")
+    assert (info.dst, info.duration, info.billsec) == ("5551234", 30, 25)
+    assert info.disposition == "ANSWERED"
+    assert info.linkedid == ("1710497702.42" if width == 21 else None)
+    description = cdr.check()
+    assert description.startswith(f"csv {master} ({width} columns, ")
+    assert ("with uniqueid" in description) == (width > 16)
+
+
+def test_check_descriptions_and_advice(master: Path, source: Callable[..., CsvCdr]) -> None:
+    master.write_bytes(b"")
+    assert source().check() == f"csv {master} (no rows yet)"
+    write(master, fields(18))
+    assert source().check() == f"csv {master} (18 columns, with uniqueid)"
+    assert "newcdrcolumns=yes" in source().advice()[0]
+    write(master, fields(21))
+    assert source().check() == f"csv {master} (21 columns, with uniqueid and linkedid)"
+    assert source().advice() == []
+    write(master, fields(16))
+    assert "matched by time and number" in source().check()
+    assert "loguniqueid=yes" in source().advice()[0]
+
+
+def test_rows_of_mixed_layouts_in_one_file(master: Path, source: Callable[..., CsvCdr]) -> None:
+    """loguniqueid switched on one day: the old rows stay 16 columns wide."""
+    write(master, fields(16, start="2024-03-15 09:00:00", dst="100"), fields(21, uniqueid="9.1"))
+    cdr = source()
+    assert cdr.lookup(query(at=(9, 0, 0), dst="100")) is not None
+    assert cdr.lookup(query(uniqueid="9.1")) is not None
+    assert cdr.skipped == 0
+
+
+def test_explicit_columns(master: Path, source: Callable[..., CsvCdr]) -> None:
+    columns = ["start", "clid", "src", "dst", "uniqueid", "whatever", "billsec", "did"]
+    write(
+        master,
+        ["2024-03-15 10:15:02", '"Carol" <301>', "301", "600", "5.5", "x", "12", "2125550100"],
+        ["too", "few"],
+    )
+    cdr = source(columns=columns)
+    info = cdr.lookup(query(uniqueid="5.5"))
+    assert info is not None
+    assert (info.caller_name, info.caller_number, info.dst) == ("Carol", "301", "600")
+    assert (info.billsec, info.duration, info.did) == (12, None, "2125550100")
+    assert cdr.skipped == 1
+    with pytest.raises(ConfigError, match=r"cdr\.columns names 8 columns .* has 2 fields"):
+        cdr.check()
+    write(master, ["2024-03-15 10:15:02", '"Carol" <301>', "301", "600", "5.5", "x", "12", ""])
+    assert (
+        source(columns=columns).check() == f"csv {master} (cdr.columns: 8 columns, with uniqueid)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (["src", "dst"], "start"),
+        (["start", "dst", "uniqueid"], "src` or `clid"),
+        (["start", "calldate", "src"], "calldate named more than once"),
+    ],
+)
+def test_bad_columns_are_a_config_error(master: Path, columns: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"cdr\.columns: .*{message}"):
+        CsvCdr(path=master, columns=columns)
+
+
+def test_unknown_layout_needs_columns(master: Path, source: Callable[..., CsvCdr]) -> None:
+    write(master, [*fields(16), "1710497702.42"])  # loguniqueid=yes but loguserfield=no
+    cdr = source()
+    assert cdr.lookup(query(uniqueid="1710497702.42", src="201")) is None
+    assert cdr.skipped == 1
+    with pytest.raises(ConfigError, match=r"17 fields.*cdr\.columns"):
+        cdr.check()
+    named = source(columns=[*LAYOUTS[16], "uniqueid"])
+    assert named.lookup(query(uniqueid="1710497702.42")) is not None
+
+
+# --- matching
+
+
+def test_queue_call_joined_through_linkedid(master: Path, source: Callable[..., CsvCdr]) -> None:
+    caller = fields(
+        uniqueid="100.1", linkedid="100.1", clid='"Alice" <2125550100>', src="2125550100",
+        dst="600", start="2024-03-15 10:15:00", duration="40", sequence="1",
+    )  # fmt: skip
+    agent = fields(
+        uniqueid="100.2", linkedid="100.1", clid='"Sales" <600>', src="600",
+        dst="301", start="2024-03-15 10:15:04", duration="33", sequence="2",
+    )  # fmt: skip
+    other = fields(uniqueid="200.1", linkedid="200.1", clid='"Mallory" <666>', src="666")
+    write(master, other, agent, caller)
+    cdr = source()
+
+    info = cdr.lookup(query(uniqueid="100.2"))  # the agent leg's recording
+    assert info is not None
+    assert (info.caller_name, info.caller_number) == ("Alice", "2125550100")  # earliest row
+    assert (info.dst, info.duration, info.linkedid) == ("301", 33, "100.1")  # its own row
+
+    info = cdr.lookup(query(uniqueid="100.1"))  # the caller's: own row first
+    assert info is not None
+    assert (info.caller_name, info.dst, info.duration) == ("Alice", "600", 40)
+
+    assert cdr.lookup(query(uniqueid="300.1", src="201")) is None  # uniqueids never by time
+
+
+def test_time_window_and_numbers_without_uniqueid(
+    master: Path, source: Callable[..., CsvCdr]
+) -> None:
+    write(
+        master,
+        fields(16, start="2024-03-15 10:15:02", duration="30"),
+        fields(16, start="2024-03-15 10:15:06", duration="60", src="", clid='"Bob" <202>'),
+    )
+    cdr = source()
+
+    def duration(at: tuple[int, int, int], src: str | None, dst: str | None) -> int | None:
+        info = cdr.lookup(query(at=at, src=src, dst=dst))
+        return None if info is None else info.duration
+
+    assert duration((10, 15, 2), "201", "5551234") == 30
+    assert duration((10, 15, 0), "201", "5551234") == 30  # -2 s
+    assert duration((10, 15, 4), "201", None) == 30  # +2 s
+    assert duration((10, 14, 59), "201", "5551234") is None  # -3 s
+    assert duration((10, 15, 5), "201", "5551234") is None  # +3 s
+    assert duration((10, 15, 2), "209", "5551234") is None  # wrong caller
+    assert duration((10, 15, 2), "201", "5559999") is None  # wrong destination
+    assert duration((10, 15, 6), "202", "5551234") == 60  # the number from clid
+    assert duration((10, 15, 4), None, "5551234") == 30  # both 2 s away: the earlier
+    assert duration((10, 15, 5), None, None) == 60  # the closer
+
+
+# --- reading the file
+
+
+def test_appended_rows_are_read_without_rereading(
+    master: Path, source: Callable[..., CsvCdr], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read = [0]
+
+    class Counting(io.FileIO):
+        def readinto(self, buffer: Any) -> int | None:
+            n = super().readinto(buffer)
+            read[0] += n or 0
+            return n
+
+    monkeypatch.setattr(
+        csvfile, "open", lambda path, mode: io.BufferedReader(Counting(path)), raising=False
+    )
+    write(master, *(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}") for i in range(2000)))
+    size = master.stat().st_size
+    cdr = source()
+    assert cdr.lookup(query(uniqueid="1.1999")) is not None
+    assert cdr.offset == size and read[0] == size
+
+    write(master, fields(uniqueid="2.0", linkedid="2.0"), mode="a")
+    read[0] = 0
+    assert cdr.lookup(query(uniqueid="2.0")) is not None
+    assert cdr.offset == master.stat().st_size > size
+    assert read[0] < 16 << 10  # the new row (and a look at the old tail), not the file
+    read[0] = 0
+    assert cdr.lookup(query(uniqueid="1.0")) is not None  # still indexed
+    assert read[0] < 16 << 10
+
+
+def test_partial_last_line_waits_for_its_end(master: Path, source: Callable[..., CsvCdr]) -> None:
+    first = line(fields(uniqueid="1.1", linkedid="1.1"))
+    second = line(fields(uniqueid="1.2", linkedid="1.2", clid='"Two\nLines" <202>'))
+    cut = second.index(b"\n") + 1  # inside the quoted clid, just after its newline
+    master.write_bytes(first + second[:cut])
+    cdr = source()
+    assert cdr.lookup(query(uniqueid="1.2")) is None
+    assert cdr.offset == len(first)
+    with open(master, "ab") as f:
+        f.write(second[cut:-3])
+    assert cdr.lookup(query(uniqueid="1.2")) is None
+    with open(master, "ab") as f:
+        f.write(second[-3:])
+    info = cdr.lookup(query(uniqueid="1.2"))
+    assert info is not None and info.caller_name == "Two\nLines"
+    assert cdr.offset == len(first + second)
+
+
+def test_records_split_across_read_chunks(
+    master: Path, source: Callable[..., CsvCdr], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(csvfile, "CHUNK", 7)
+    names = [f'"N{i}\n""q""" <20{i}>' for i in range(5)]
+    write(
+        master, *(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}", clid=n) for i, n in enumerate(names))
+    )
+    cdr = source()
+    for i in range(5):
+        info = cdr.lookup(query(uniqueid=f"1.{i}"))
+        assert info is not None and info.caller_number == "201"
+    assert cdr.skipped == 0
+
+
+def test_a_record_cut_short_is_dropped(master: Path, source: Callable[..., CsvCdr]) -> None:
+    """A line with an unbalanced quote (a crash mid-write) must not swallow the file."""
+    master.write_bytes(b'"","201","555","from-internal","\\"Cut\n')
+    write(master, *(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}") for i in range(80)), mode="a")
+    cdr = source()
+    assert cdr.lookup(query(uniqueid="1.0")) is not None
+    assert cdr.lookup(query(uniqueid="1.79")) is not None
+    assert cdr.skipped == 1
+
+
+def test_rotation_is_followed(master: Path, source: Callable[..., CsvCdr]) -> None:
+    write(master, fields(uniqueid="1.1", linkedid="1.1"))
+    cdr = source()
+    assert cdr.lookup(query(uniqueid="1.1")) is not None
+    write(master, fields(uniqueid="1.2", linkedid="1.2"), mode="a")  # just before the rename
+    os.rename(master, master.with_suffix(".csv.1"))
+    write(master, fields(uniqueid="2.1", linkedid="2.1"))
+    assert cdr.lookup(query(uniqueid="2.1")) is not None
+    assert cdr.lookup(query(uniqueid="1.2")) is not None  # the old file was read to its end
+    assert cdr.lookup(query(uniqueid="1.1")) is not None  # still indexed
+    assert cdr.offset == master.stat().st_size
+
+
+@pytest.mark.parametrize("rows_after", [1, 5])
+def test_truncation_starts_again(
+    master: Path, source: Callable[..., CsvCdr], rows_after: int
+) -> None:
+    """Shorter than before (size < offset), or already longer again (rewritten)."""
+    write(master, *(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}") for i in range(3)))
+    cdr = source()
+    assert cdr.lookup(query(uniqueid="1.0")) is not None
+    with open(master, "r+b") as f:  # copytruncate keeps the inode
+        f.truncate(0)
+    write(master, *(fields(uniqueid=f"2.{i}", linkedid=f"2.{i}") for i in range(rows_after)))
+    assert cdr.lookup(query(uniqueid="2.0")) is not None
+    assert cdr.offset == master.stat().st_size
+
+
+def test_missing_file(master: Path, source: Callable[..., CsvCdr]) -> None:
+    cdr = source()
+    with pytest.raises(TransientError, match="No such file"):
+        cdr.lookup(query(uniqueid="1.1"))
+    with pytest.raises(ConfigError, match=r"cdr\.path: .*cdr_csv"):
+        cdr.check()
+    write(master, fields(uniqueid="1.1", linkedid="1.1"))
+    assert cdr.lookup(query(uniqueid="1.1")) is not None
+    master.unlink()  # removed, not yet recreated
+    with pytest.raises(TransientError):
+        cdr.lookup(query(uniqueid="1.1"))
+
+
+def test_unreadable_file(
+    master: Path, source: Callable[..., CsvCdr], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(master, fields())
+
+    def denied(path: Path, mode: str) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(csvfile, "open", denied, raising=False)  # the tests may run as root
+    cdr = source()
+    with pytest.raises(TransientError, match="Permission denied"):
+        cdr.lookup(query(uniqueid="1.1"))
+    with pytest.raises(ConfigError, match="read access"):
+        cdr.check()
+
+
+def test_hostile_text_comes_through_verbatim(master: Path, source: Callable[..., CsvCdr]) -> None:
+    name = (
+        '<script>alert(\\"x\\")</script> ../../etc/passwd, \x1b[2J\x07\t\r\n'
+        + "\u00e9\u202e" * 5
+        + "A" * 2048
+    )
+    clid = f'"{name}" <2125550100>'
+    assert split_clid(clid) == (name, "2125550100")
+    src = '../<b>"1"</b>,'
+    write(master, fields(uniqueid="1.1", linkedid="1.1", clid=clid, src=src, dst="x\x00y" * 700))
+    cdr = source()
+    info = cdr.lookup(query(uniqueid="1.1"))
+    assert info is not None
+    assert (info.caller_name, info.caller_number, info.dst) == (name, src, "x\x00y" * 700)
+    info = cdr.lookup(query(src=src))  # by time and number too
+    assert info is not None and info.caller_name == name
+
+
+def test_rows_older_than_keep_days_are_dropped(master: Path, source: Callable[..., CsvCdr]) -> None:
+    write(
+        master,
+        fields(uniqueid="1.1", linkedid="1.1", start="2024-03-10 10:15:02"),
+        fields(uniqueid="1.2", linkedid="1.2", start="2024-03-13 10:15:02"),
+    )
+    cdr = source(keep_days=2)
+    assert cdr.lookup(query(uniqueid="1.1")) is None  # 3 days before the newest row
+    assert cdr.lookup(query(uniqueid="1.2")) is not None
+    write(master, fields(uniqueid="1.3", linkedid="1.3", start="2024-03-16 10:15:02"), mode="a")
+    assert cdr.lookup(query(uniqueid="1.3")) is not None
+    assert cdr.lookup(query(uniqueid="1.2")) is None  # aged out as newer rows came
+    assert cdr.lookup(query(at=(10, 15, 2), day=13)) is None  # from every index
+    write(master, fields(uniqueid="1.0", linkedid="1.0", start="2024-03-01 10:15:02"), mode="a")
+    assert cdr.lookup(query(uniqueid="1.0")) is None  # an old row written late
+    assert len(cdr._rows) == 1 and len(cdr._heap) == 1
