@@ -249,6 +249,29 @@ def parse(ctx: Context, name: str, as_json: bool) -> None:
             click.echo(f"{key:11} {'' if value is None else value}")
 
 
+@cli.command()
+@click.pass_context
+def doctor(click_ctx: click.Context) -> None:
+    """Check every dependency (config, spool, state, CDR, destination) and say what to do."""
+    from agent.doctor import run_checks
+
+    ctx: Context = click_ctx.obj
+    try:
+        config = ctx.config
+    except AgentError as exc:
+        click.echo(f"✗ config: {exc}")
+        click_ctx.exit(1)
+    click.echo(f"✓ config: {ctx.config_path}")
+    failed = 0
+    for check in run_checks(config):
+        failed += not check.ok
+        click.echo(f"{'✓' if check.ok else '✗'} {check.name}: {check.detail}")
+        for line in check.advice:
+            click.echo(f"    {line}")
+    if failed:
+        raise AgentError(f"{failed} check(s) failed")
+
+
 @cli.command("check-config")
 @pass_context
 def check_config(ctx: Context) -> None:

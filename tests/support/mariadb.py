@@ -75,7 +75,7 @@ def _free_port() -> int:
 def _short_temp_dir() -> Path:
     """A new temp dir whose socket path stays within the Unix limit."""
     base = Path(tempfile.mkdtemp(prefix="recsync-mariadb-"))
-    if len(str(base / "mysqld.sock")) > _MAX_SOCKET_PATH - 8:
+    if len(str(base / "mysqld.sock")) > _MAX_SOCKET_PATH:
         base.rmdir()
         base = Path(tempfile.mkdtemp(prefix="mdb-", dir="/tmp"))
     return base
@@ -105,6 +105,7 @@ class MariaDB:
         self._process: subprocess.Popen[bytes] | None = None
         self._atexit_registered = False
         self._started_once = False
+        self._log_offset = 0  # where this start's part of the (appended) log begins
         # Seconds the last start() took (the first one includes mariadb-install-db).
         self.start_seconds: float | None = None
 
@@ -240,6 +241,7 @@ class MariaDB:
             "--skip-log-bin",
             "--skip-name-resolve",
         ]
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with (self.base_dir / "console.log").open("ab") as console:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT
@@ -253,7 +255,7 @@ class MariaDB:
             assert process is not None
             if process.poll() is not None:
                 self._process = None
-                log_tail = _tail(self.log_path)
+                log_tail = _tail(self.log_path, self._log_offset)
                 error_type = _PortTaken if "Bind on TCP/IP port" in log_tail else MariaDBError
                 raise error_type(
                     f"mariadbd exited with code {process.returncode} while starting "
@@ -268,7 +270,7 @@ class MariaDB:
                 self.stop()
                 raise MariaDBError(
                     f"mariadbd did not accept connections within {timeout:.0f} s "
-                    f"(last error: {last_error}):\n{_tail(self.log_path)}"
+                    f"(last error: {last_error}):\n{_tail(self.log_path, self._log_offset)}"
                 )
             time.sleep(_POLL_INTERVAL)
 
@@ -371,9 +373,12 @@ class MariaDB:
                 cursor.execute(f"TRUNCATE TABLE `{table}`")
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def _tail(path: Path, offset: int = 0, lines: int = 30) -> str:
+    """The last `lines` lines of `path` from byte `offset` on, for error messages."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with path.open("rb") as file:
+            file.seek(offset)
+            text = file.read().decode("utf-8", errors="replace")
     except OSError as error:
         return f"({path}: {error})"
     return "\n".join(text.splitlines()[-lines:])
