@@ -6,7 +6,7 @@ import csv
 import io
 import os
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -238,20 +238,26 @@ def test_time_window_and_numbers_without_uniqueid(
 # --- reading the file
 
 
-def test_appended_rows_are_read_without_rereading(
-    master: Path, source: Callable[..., CsvCdr], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    read = [0]
+@pytest.fixture
+def read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """read[0]: the bytes CsvCdr has read from its files."""
+    count = [0]
 
     class Counting(io.FileIO):
         def readinto(self, buffer: Any) -> int | None:
             n = super().readinto(buffer)
-            read[0] += n or 0
+            count[0] += n or 0
             return n
 
     monkeypatch.setattr(
-        csvfile, "open", lambda path, mode: io.BufferedReader(Counting(path)), raising=False
+        csvfile, "open", lambda path, mode: io.BufferedReader(Counting(path), 256), raising=False
     )
+    return count
+
+
+def test_appended_rows_are_read_without_rereading(
+    master: Path, source: Callable[..., CsvCdr], read: list[int]
+) -> None:
     write(master, *(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}") for i in range(2000)))
     size = master.stat().st_size
     cdr = source()
@@ -266,6 +272,28 @@ def test_appended_rows_are_read_without_rereading(
     read[0] = 0
     assert cdr.lookup(query(uniqueid="1.0")) is not None  # still indexed
     assert read[0] < 16 << 10
+
+
+def test_a_large_file_is_first_read_from_near_its_end(
+    master: Path, source: Callable[..., CsvCdr], read: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(csvfile, "SKIP_FROM", 8192)
+    monkeypatch.setattr(csvfile, "BLOCK", 2048)
+    first = datetime(2024, 2, 1)
+    rows = []
+    for i in range(1200):  # one call every 2 hours for 100 days, some caller names on 2 lines
+        start = (first + i * timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S")
+        clid = f'"Line\n{i}" <201>' if i % 3 else '"Alice" <201>'
+        rows.append(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}", start=start, clid=clid))
+    write(master, *rows)
+    size = master.stat().st_size
+    cdr = source(keep_days=3)
+    assert cdr.lookup(query(uniqueid="1.1199")) is not None
+    assert read[0] < size / 8
+    assert cdr.offset == size and cdr.skipped == 0
+    found = [i for i in range(1100, 1200) if cdr.lookup(query(uniqueid=f"1.{i}"))]
+    assert found == list(range(1199 - 36, 1200))  # the last 3 days
+    assert cdr.lookup(query(uniqueid="1.0")) is None
 
 
 def test_partial_last_line_waits_for_its_end(master: Path, source: Callable[..., CsvCdr]) -> None:
@@ -402,3 +430,14 @@ def test_rows_older_than_keep_days_are_dropped(master: Path, source: Callable[..
     write(master, fields(uniqueid="1.0", linkedid="1.0", start="2024-03-01 10:15:02"), mode="a")
     assert cdr.lookup(query(uniqueid="1.0")) is None  # an old row written late
     assert len(cdr._rows) == 1 and len(cdr._heap) == 1
+
+
+def test_a_start_in_the_future_does_not_age_out_the_rest(
+    master: Path, source: Callable[..., CsvCdr]
+) -> None:
+    """A PBX whose clock once said 2038 must not make every later row look old."""
+    write(master, fields(uniqueid="9.9", linkedid="9.9", start="2038-01-01 00:00:00"))
+    write(master, fields(uniqueid="1.1", linkedid="1.1"), mode="a")
+    cdr = source(keep_days=1)
+    assert cdr.lookup(query(uniqueid="1.1")) is not None
+    assert cdr.lookup(query(uniqueid="9.9")) is not None

@@ -155,7 +155,8 @@ def open_source(config: CdrConfig) -> CdrSource | None:
     )
 
 
-_QUOTED_CLID = re.compile(r'^\s*"(?P<name>(?:[^"\\]|\\.)*)"\s*<(?P<number>[^>]*)>\s*$')
+# Asterisk does not escape quotes inside the name: the name runs to the last quote.
+_QUOTED_CLID = re.compile(r'^\s*"(?P<name>.*)"\s*<(?P<number>[^>]*)>\s*$', re.S)
 _BARE_CLID = re.compile(r"^\s*(?P<name>[^<]*?)\s*<(?P<number>[^>]*)>\s*$")
 
 

@@ -37,6 +37,12 @@ CHUNK = 1 << 20
 MAX_RECORD_LINES = 64
 MAX_RECORD_BYTES = 64 << 10
 _TAIL = 64  # bytes before the offset remembered to notice a file rewritten in place
+# A file this large is first read from near its end: from a line whose call started more
+# than keep_days + _MARGIN before the file's last rows (rows are appended about in order).
+SKIP_FROM = 8 << 20
+BLOCK = 1 << 20
+_MARGIN = timedelta(days=1)
+_PROBE_LINES = 200
 _ALIASES = {"start": "calldate"}
 _INTS = {"duration", "billsec", "sequence"}
 
@@ -57,6 +63,15 @@ def _int(text: str) -> int | None:
         return int(text)
     except ValueError:
         return None
+
+
+def _fields(raw: bytes) -> list[str] | None:
+    """One record's fields; text that is not UTF-8 is kept with U+FFFD in its place."""
+    try:
+        (fields,) = csv.reader([raw.decode("utf-8", "replace")])
+    except (csv.Error, ValueError):
+        return None
+    return fields
 
 
 def _date(text: str) -> datetime | None:
@@ -110,6 +125,7 @@ class CsvCdr:
         self._last_width: int | None = None  # field count of the last record read
         self.skipped = 0  # records not understood (field count, start time)
         self._newest: datetime | None = None
+        self._ceiling = datetime.max  # a start later than this is a clock error, not "newest"
         self._heap: list[tuple[datetime, int, CdrRow]] = []
         self._count = 0
         self._rows: set[CdrRow] = set()
@@ -246,6 +262,7 @@ class CsvCdr:
         self._tail = b""
 
     def _drain(self, file: IO[bytes]) -> None:
+        self._ceiling = datetime.now() + _MARGIN
         size = os.fstat(file.fileno()).st_size
         if size < self.offset:
             self._restart()  # truncated
@@ -253,6 +270,8 @@ class CsvCdr:
             file.seek(self.offset - len(self._tail))
             if file.read(len(self._tail)) != self._tail:
                 self._restart()  # rewritten in place
+        if self.offset == 0 and size >= SKIP_FROM:
+            self.offset = self._skip_old(file, size)
         if size == self.offset:
             return
         file.seek(self.offset)
@@ -265,6 +284,40 @@ class CsvCdr:
                 pending = pending[used:]
                 self.offset += used
                 self._prune()
+
+    def _skip_old(self, file: IO[bytes], size: int) -> int:
+        """Where to begin reading a large file: every row before it would be dropped."""
+        file.seek(max(0, size - BLOCK))
+        last = self._first_start(file.read(BLOCK), aligned=False)
+        if last is None:
+            return 0
+        horizon = min(last[1], self._ceiling) - self.keep - _MARGIN
+        pos = size - BLOCK
+        while pos > 0:
+            pos = max(0, pos - BLOCK)
+            file.seek(pos)
+            found = self._first_start(file.read(BLOCK), aligned=pos == 0)
+            if found is not None and found[1] < horizon:
+                return pos + found[0]
+        return 0
+
+    def _first_start(self, block: bytes, *, aligned: bool) -> tuple[int, datetime] | None:
+        """The first line of `block` that is a whole record, and its start time. Unless
+        `aligned`, the block's first line is taken to be the end of an earlier one."""
+        pos = 0 if aligned else block.find(b"\n") + 1
+        if pos == 0 and not aligned:
+            return None
+        for _ in range(_PROBE_LINES):
+            end = block.find(b"\n", pos)
+            if end < 0:
+                return None
+            raw = block[pos:end]
+            if raw.count(b'"') % 2 == 0 and (fields := _fields(raw)) is not None:
+                row = self._row(fields)
+                if row is not None and row.calldate is not None:
+                    return pos, row.calldate
+            pos = end + 1
+        return None
 
     def _consume(self, data: bytes) -> int:
         """Index the complete records at the start of `data`; return the bytes they take.
@@ -287,12 +340,10 @@ class CsvCdr:
         return start
 
     def _add_record(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", "replace")
-        if not text.strip():
+        if not raw.strip():
             return
-        try:
-            (fields,) = csv.reader([text])
-        except (csv.Error, ValueError):
+        fields = _fields(raw)
+        if fields is None:
             self.skipped += 1
             return
         self._last_width = len(fields)
@@ -329,9 +380,9 @@ class CsvCdr:
 
     def _add(self, row: CdrRow) -> None:
         assert row.calldate is not None
-        if self._newest is None or row.calldate > self._newest:
+        if (self._newest is None or row.calldate > self._newest) and row.calldate < self._ceiling:
             self._newest = row.calldate
-        if row in self._rows or row.calldate < self._newest - self.keep:
+        if row in self._rows or (self._newest and row.calldate < self._newest - self.keep):
             return
         self._rows.add(row)
         self._count += 1

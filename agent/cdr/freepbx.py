@@ -14,6 +14,8 @@ _PHP_ASSIGNMENT = re.compile(
     r"""\$amp_conf\[\s*(['"])(?P<key>\w+)\1\s*\]\s*=\s*"""
     r"""(?:'(?P<single>(?:[^'\\]|\\.)*)'|"(?P<double>(?:[^"\\]|\\.)*)"|(?P<bare>[\w.\-]+))\s*;"""
 )
+_PHP_BLOCK_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_PHP_LINE_COMMENT = re.compile(r"^\s*(//|#)")
 _INI_LINE = re.compile(r"^\s*(?P<key>[\w.]+)\s*=>?\s*(?P<value>.*?)\s*$")
 
 
@@ -35,8 +37,10 @@ def _unescape(text: str) -> str:
 
 def read_php_conf(path: Path) -> dict[str, str]:
     """The `$amp_conf[...] = ...;` assignments of /etc/freepbx.conf."""
+    text = _PHP_BLOCK_COMMENT.sub("", path.read_text(errors="replace"))
+    code = "\n".join(line for line in text.splitlines() if not _PHP_LINE_COMMENT.match(line))
     values = {}
-    for match in _PHP_ASSIGNMENT.finditer(path.read_text(errors="replace")):
+    for match in _PHP_ASSIGNMENT.finditer(code):
         raw = match["single"] if match["single"] is not None else match["double"]
         values[match["key"]] = _unescape(raw) if raw is not None else match["bare"]
     return values

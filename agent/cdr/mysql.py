@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,22 +68,23 @@ class MysqlCdr:
     def _connect(self) -> SqlLookup:
         if self._lookup is not None:
             return self._lookup
-        target: dict[str, Any] = (
-            {"unix_socket": self.socket} if self.socket else {"host": self.host, "port": self.port}
-        )
+        options: dict[str, Any] = {
+            "user": self.user,
+            "password": self._password or "",
+            "database": self.database,
+            "connect_timeout": self.timeout,
+            "read_timeout": self.timeout,
+            "write_timeout": self.timeout,
+            "charset": "utf8mb4",
+            "autocommit": True,
+        }
         try:
-            conn = pymysql.connect(
-                user=self.user,
-                password=self._password or "",
-                database=self.database,
-                connect_timeout=self.timeout,
-                read_timeout=self.timeout,
-                write_timeout=self.timeout,
-                charset="utf8mb4",
-                autocommit=True,
-                **target,
+            conn = (
+                self._open_socket(options)
+                if self.socket
+                else pymysql.connect(host=self.host, port=self.port, **options)
             )
-        except pymysql.err.OperationalError as exc:
+        except (OSError, pymysql.err.OperationalError) as exc:
             raise TransientError(f"CDR database {self._where()}: {exc.args[-1]}") from exc
         try:
             with conn.cursor() as cur:
@@ -100,6 +102,23 @@ class MysqlCdr:
             table=self.table, columns=columns, run=self._run, mark="%s", quote=_quote
         )
         return self._lookup
+
+    def _open_socket(self, options: dict[str, Any]) -> pymysql.connections.Connection[Any]:
+        # PyMySQL leaks its socket when the server is down; connecting it here closes it.
+        # TLS means nothing on a local socket and costs a context per connection.
+        assert self.socket is not None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket)
+        except OSError:
+            sock.close()
+            raise
+        conn = pymysql.connect(
+            unix_socket=self.socket, defer_connect=True, ssl_disabled=True, **options
+        )
+        conn.connect(sock)
+        return conn
 
     def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         assert self._conn is not None

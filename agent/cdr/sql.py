@@ -18,6 +18,8 @@ from agent.model import CallInfo
 
 # Without recordingfile or uniqueid columns, a row matches by its start time within this.
 TIME_WINDOW = timedelta(seconds=2)
+# Every leg of a call starts within this of the time in the recording's name.
+CALL_SPAN = timedelta(days=1)
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
@@ -70,8 +72,17 @@ class SqlLookup:
         group = matched
         linkedids = sorted({r.linkedid for r in matched if r.linkedid})
         if linkedids and "linkedid" in self.columns:
-            group = self._rows(self._in("linkedid", linkedids), linkedids)
+            near, params = self._near(query)
+            group = self._rows(f"{self._in('linkedid', linkedids)}{near}", [*linkedids, *params])
         return call_info(matched, group)
+
+    def _near(self, query: CdrQuery) -> tuple[str, list[str]]:
+        """A calldate range around the call, ANDed to uniqueid/linkedid lookups: many
+        FreePBX tables have no linkedid index, and `x OR linkedid` would scan them all."""
+        if "calldate" not in self.columns:
+            return "", []
+        start = query.local_start
+        return f" AND calldate BETWEEN {self.mark} AND {self.mark}", _between(start, CALL_SPAN)
 
     def _matched(self, query: CdrQuery) -> list[CdrRow]:
         """The rows naming this recording, in FreePBX's order of trust."""
@@ -82,17 +93,16 @@ class SqlLookup:
                 return sorted(found, key=by_time)
         ids = [c for c in ("uniqueid", "linkedid") if c in self.columns]
         if query.uniqueid and ids:
+            near, params = self._near(query)
             where = " OR ".join(f"{c} = {self.mark}" for c in ids)
-            found = self._rows(where, [query.uniqueid] * len(ids))
+            found = self._rows(f"({where}){near}", [*[query.uniqueid] * len(ids), *params])
             # The recording's own leg (uniqueid equal) before the others of its call.
             return sorted(found, key=lambda r: (r.uniqueid != query.uniqueid, *by_time(r)))
         if "calldate" not in self.columns:
             return []
         start = query.local_start
         found = self._rows(
-            f"calldate BETWEEN {self.mark} AND {self.mark}",
-            # As text: both MariaDB's DATETIME and SQLite's text dates compare with it.
-            [f"{t:%Y-%m-%d %H:%M:%S}" for t in (start - TIME_WINDOW, start + TIME_WINDOW)],
+            f"calldate BETWEEN {self.mark} AND {self.mark}", _between(start, TIME_WINDOW)
         )
         fitting = [r for r in found if _numbers_fit(r, query)]
         return sorted(fitting, key=lambda r: abs((r.calldate or start) - start))
@@ -111,6 +121,11 @@ def _to_row(values: tuple[Any, ...]) -> CdrRow:
             if name not in ("calldate", "duration", "billsec", "sequence")
         },
     )
+
+
+def _between(start: datetime, span: timedelta) -> list[str]:
+    # As text: both MariaDB's DATETIME and SQLite's text dates compare with it.
+    return [f"{t:%Y-%m-%d %H:%M:%S}" for t in (start - span, start + span)]
 
 
 def _numbers_fit(row: CdrRow, query: CdrQuery) -> bool:
