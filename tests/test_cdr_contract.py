@@ -17,34 +17,11 @@ from agent.cdr.csvfile import LAYOUTS, CsvCdr
 from agent.cdr.mysql import MysqlCdr
 from agent.cdr.sqlite import SqliteCdr
 from agent.errors import ConfigError, TransientError
+from tests.support.cdr import T0, SqliteCdrFile, cdr_row
 from tests.support.mariadb import MariaDB
 
-T0 = datetime(2024, 3, 15, 10, 15, 2)
 CSV_COLUMNS = LAYOUTS[21]  # with uniqueid, linkedid and sequence
 HOSTILE = "<script>alert(1)</script> ../../etc \"q\" 'x'\x07\x1b[31m"
-
-
-def cdr_row(
-    uid: str, *, at: datetime = T0, linkedid: str | None = None, **values: Any
-) -> dict[str, Any]:
-    """A FreePBX CDR row; `values` override the columns."""
-    row = {
-        "calldate": at,
-        "clid": '"Front Desk" <1001>',
-        "src": "1001",
-        "dst": "18005551234",
-        "cnum": "1001",
-        "cnam": "Front Desk",
-        "uniqueid": uid,
-        "linkedid": linkedid or uid,
-        "disposition": "ANSWERED",
-        "duration": 95,
-        "billsec": 90,
-        "sequence": 1,
-        "recordingfile": "",
-        "did": "",
-    }
-    return row | values
 
 
 def query(
@@ -95,20 +72,11 @@ class MysqlBackend:
         )
 
 
-class SqliteBackend:
+class SqliteBackend(SqliteCdrFile):
     has_did = has_recordingfile = True
 
     def __init__(self, folder: Path) -> None:
-        self.path = folder / "master.db"
-        with sqlite3.connect(self.path) as conn:
-            columns = ", ".join(cdr_row("x"))
-            conn.execute(f"CREATE TABLE cdr ({columns})")
-
-    def insert(self, row: dict[str, Any]) -> None:
-        row = row | {"calldate": f"{row['calldate']:%Y-%m-%d %H:%M:%S}"}
-        with sqlite3.connect(self.path) as conn:
-            marks = ", ".join("?" * len(row))
-            conn.execute(f"INSERT INTO cdr ({', '.join(row)}) VALUES ({marks})", list(row.values()))
+        super().__init__(folder / "master.db")
 
     def source(self) -> CdrSource:
         return SqliteCdr(path=self.path, table="cdr")

@@ -19,6 +19,8 @@ from agent.model import CallInfo, Recording
 log = logging.getLogger(__name__)
 
 DEFAULT_WAIT_SECONDS = 120.0
+# Rows of Master.csv kept in memory: the default backfill window (7 days) and one more.
+CSV_KEEP_DAYS = 8.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,7 +122,9 @@ def open_source(config: CdrConfig) -> CdrSource | None:
         )
     if config.type == "csv":
         return CsvCdr(
-            path=config.path or Path("/var/log/asterisk/cdr-csv/Master.csv"), columns=config.columns
+            path=config.path or Path("/var/log/asterisk/cdr-csv/Master.csv"),
+            columns=config.columns,
+            keep_days=CSV_KEEP_DAYS,
         )
     if config.type == "mysql":
         password = read_secret(config.password_file) if config.password_file else None
