@@ -102,13 +102,14 @@ def make_agent(site: Site) -> Iterator[Any]:
     """Build Agents over the site (no watcher: tests drive run_once); closed at the end."""
     made: list[tuple[Agent, Store]] = []
 
-    def build(config: Config | None = None, transport: Any = None) -> Agent:
+    def build(config: Config | None = None, transport: Any = None, cdr: Any = None) -> Agent:
         config = config or site.config()
         store = Store.open(config.state.path)
         agent = Agent(
             config=config,
             store=store,
             transport=transport or LocalTransport(root=config.destination.root),
+            cdr=cdr,
             watch=False,
         )
         made.append((agent, store))

@@ -3,63 +3,28 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
 
 from tests.conftest import Site
+from tests.support.daemon import Daemon, wait_for
 from tests.support.mixmonitor import BURST, MixMonitorWriter, audio, write_recording
-
-DEADLINE = 15.0
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Poll with a deadline: the event usually arrives in milliseconds."""
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def name_for(at: datetime, n: int) -> str:
     return f"in-600-2125550100-{at:%Y%m%d-%H%M%S}-{int(at.timestamp())}.{n}.wav"
 
 
-class Daemon:
-    def __init__(self, site: Site) -> None:
-        self.log = site.root / "agent.log"
-        config = site.write_config(spool={"reconcile_minutes": 600})  # only inotify can help
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", "--config", str(config), "run"],
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-        wait_for(lambda: "event=started" in self.text(), "the agent to start")
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=DEADLINE)
-
-
 @pytest.fixture
 def daemon(site: Site) -> Iterator[Daemon]:
     today = datetime.now().strftime("%Y/%m/%d")
     (site.spool / today).mkdir(parents=True)
-    d = Daemon(site)
+    config = site.write_config(spool={"reconcile_minutes": 600})  # only inotify can help
+    d = Daemon(config, site.root / "agent.log")
     yield d
-    if d.proc.poll() is None:
-        d.proc.kill()
-        d.proc.wait()
+    d.kill()
 
 
 @pytest.mark.slow
