@@ -21,7 +21,9 @@ def make_spool(spool: Path, count: int) -> int:
     total = 0
     for n in range(count):
         day = 10 + n % 5
-        name = f"in-600-21255{n:05d}-202403{day}-10{n // 60 % 60:02d}{n % 60:02d}-1710497702.{n}.wav"
+        name = (
+            f"in-600-21255{n:05d}-202403{day}-10{n // 60 % 60:02d}{n % 60:02d}-1710497702.{n}.wav"
+        )
         path = spool / f"2024/03/{day}" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         total += len(write_recording(path, seconds=2, seed=n))
