@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.errors import ConfigError
 from agent.filenames import DEFAULT_EXTENSIONS, CustomPattern, compile_custom_pattern
+from agent.media.naming import DEFAULT_TEMPLATE, NameTemplate
 
 DEFAULT_PATH = Path("/etc/recsync/config.toml")
 
@@ -26,6 +27,7 @@ CDR_KEYS = {
 }
 REQUIRED = object()  # a SCHEMA default that means "no default: the key must be set"
 DESTINATION_TYPES = ("local",)
+TRANSCODE_FORMATS = ("none", "mp3")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -65,6 +67,22 @@ class CdrConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NamingConfig:
+    template: str  # validated: agent.media.naming.NameTemplate accepts it
+
+
+@dataclass(frozen=True, kw_only=True)
+class TagsConfig:
+    enabled: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranscodeConfig:
+    format: str  # "none" or "mp3"
+    bitrate: int  # kbit/s
+
+
+@dataclass(frozen=True, kw_only=True)
 class DestinationConfig:
     type: str
     root: Path
@@ -80,6 +98,9 @@ class Config:
     spool: SpoolConfig
     state: StateConfig
     cdr: CdrConfig
+    naming: NamingConfig
+    tags: TagsConfig
+    transcode: TranscodeConfig
     destination: DestinationConfig
     log: LogConfig
     source: Path | None = None  # the file it was read from, for messages
@@ -143,6 +164,28 @@ def _names(key: str, value: Any, _base: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _bool(key: str, value: Any, _base: Path) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _bitrate(key: str, value: Any, _base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= 320:
+        raise ConfigError(f"{key}: expected a bitrate in kbit/s from 8 to 320, got {value!r}")
+    return value
+
+
+def _template(key: str, value: Any, _base: Path) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    try:
+        NameTemplate(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return value
+
+
 def _extensions(key: str, value: Any, _base: Path) -> tuple[str, ...]:
     if (
         not isinstance(value, list)
@@ -201,6 +244,16 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "path": (None, _path),
         "columns": ([], _names),
     },
+    "naming": {
+        "template": (DEFAULT_TEMPLATE, _template),
+    },
+    "tags": {
+        "enabled": (True, _bool),
+    },
+    "transcode": {
+        "format": ("none", _choice(TRANSCODE_FORMATS)),
+        "bitrate": (16, _bitrate),
+    },
     "destination": {
         "type": ("local", _choice(DESTINATION_TYPES)),
         "root": (REQUIRED, _path),
@@ -256,6 +309,9 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         spool=SpoolConfig(**sections["spool"]),
         state=StateConfig(**sections["state"]),
         cdr=CdrConfig(**sections["cdr"]),
+        naming=NamingConfig(**sections["naming"]),
+        tags=TagsConfig(**sections["tags"]),
+        transcode=TranscodeConfig(**sections["transcode"]),
         destination=DestinationConfig(**sections["destination"]),
         log=LogConfig(**sections["log"]),
         source=source,

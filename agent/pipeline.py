@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import logging
 import os
 import stat
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,10 +23,12 @@ from agent.errors import (
     UnparseableName,
 )
 from agent.log import kv
+from agent.media.naming import NameTemplate
+from agent.media.prepare import ChangedWhileCopying, Prepared, identity_of, prepare
+from agent.media.tags import can_hold_tags, sidecar
 from agent.model import CallInfo, Recording, RecordingState
-from agent.publish.manifest import day_of
+from agent.publish.manifest import call_fields, day_of, entry
 from agent.spool.settle import Verdict, settle
-from agent.spool.wavheader import repaired
 from agent.store.state import Identity, Row, Store
 from agent.testhooks import crash_point
 from agent.transport import Transport
@@ -48,27 +50,6 @@ def retry_delay(attempts: int) -> float:
     return float(min(RETRY_BASE_SECONDS * 2 ** min(attempts, 16), RETRY_MAX_SECONDS))
 
 
-def identity_of(st: os.stat_result) -> Identity:
-    return Identity(st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def remote_candidates(recording: Recording, basename: str) -> Iterator[str]:
-    """The remote path, then numbered variants in case two recordings share a name."""
-    folder = recording.started_at.strftime("%Y/%m/%d")
-    stem, _, ext = basename.rpartition(".")
-    yield f"{folder}/{basename}"
-    for n in range(2, 10_000):
-        yield f"{folder}/{stem}-{n}.{ext}"
-
-
-@dataclass(frozen=True)
-class Staged:
-    path: Path
-    identity: Identity
-    sha256: str
-    size: int
-
-
 @dataclass
 class Pipeline:
     """Moves one row at a time; every decision is written to the store before acting on it."""
@@ -81,6 +62,9 @@ class Pipeline:
     cdr: CdrSource | None = None
     cdr_wait: float = 0.0
     cdr_error: str | None = None  # the last lookup's error, None after a good answer
+
+    def __post_init__(self) -> None:
+        self.naming = NameTemplate(self.config.naming.template)
 
     @property
     def spool(self) -> Path:
@@ -255,34 +239,77 @@ class Pipeline:
             info = self.lookup(query_for_row(row))
             if info is not None:
                 self.store.fill_cdr(row.id, info, day=day_of(row.remote_path), now=now)
+                if self.config.tags.enabled and not can_hold_tags(row.remote_path.rsplit(".")[-1]):
+                    self._write_sidecar(row.id)  # the shipped file itself is never rewritten
                 log.info(kv("cdr-filled", id=row.id, path=row.path))
                 filled += 1
         return filled
 
     def _ship(self, row: Row, recording: Recording, *, repair_header: bool, now: float) -> None:
+        fresh = self.store.get(row.id)  # with what the CDR step added
+        assert fresh is not None
+        fields = call_fields(fresh)
         try:
-            staged = self._stage(row, repair_header=repair_header)
+            prepared = prepare(
+                self.config,
+                src=self.spool / row.path,
+                key=str(row.id),
+                fields=fields,
+                repair_header=repair_header,
+            )
         except FileNotFoundError:
             self._vanished(row, now)
             return
         except ChangedWhileCopying:
             self.store.wake(row.id, now)  # still being written: settle it again
             return
-        except OSError as exc:
+        except (OSError, TransientError) as exc:
             # Our own disk (staging) is full or unwritable: retry later, the spool is untouched.
-            self._fail(row, f"staging: {exc.strerror or exc}", now)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self._fail(row, f"staging: {reason}", now)
             return
+        try:
+            self._upload(fresh, recording, prepared, fields, now)
+        finally:
+            prepared.path.unlink(missing_ok=True)
+
+    def _upload(
+        self,
+        row: Row,
+        recording: Recording,
+        prepared: Prepared,
+        fields: dict[str, object],
+        now: float,
+    ) -> None:
+        values = fields | {
+            "format": prepared.format.lower(),
+            "size": prepared.size,
+            "sha256": prepared.sha256,
+        }
+        folder = recording.started_at.strftime("%Y/%m/%d")
+        try:
+            # The name, then -2, -3 ... should it be taken (all within 255 bytes).
+            names = [self.naming.render(values, extension=prepared.format)]
+        except ValueError as exc:
+            self.store.quarantine(row.id, reason=f"cannot name the shipped file: {exc}", now=now)
+            return
+        numbered = (
+            self.naming.render(values, extension=prepared.format, suffix=n)
+            for n in range(2, 10_000)
+        )
         remote = self.store.fix_remote_path(
-            row.id, remote_candidates(recording, row.path.rsplit("/", 1)[-1]), now
+            row.id, (f"{folder}/{name}" for name in itertools.chain(names, numbered)), now
         )
         self.store.claim(
-            row.id, identity=staged.identity, sha256=staged.sha256, size=staged.size, now=now
+            row.id, identity=prepared.source, sha256=prepared.sha256, size=prepared.size, now=now
         )
         crash_point("claimed")
         try:
             self.transport.put(
-                staged.path, remote, sha256=staged.sha256, should_stop=self.should_stop
+                prepared.path, remote, sha256=prepared.sha256, should_stop=self.should_stop
             )
+            if prepared.needs_sidecar:
+                self._write_sidecar(row.id)
         except (Interrupted, DestinationDown) as exc:
             self.store.release(row.id, why=str(exc), now=now)
             raise
@@ -292,43 +319,28 @@ class Pipeline:
         except PermanentError as exc:
             self.store.quarantine(row.id, reason=str(exc), now=now)
             return
-        finally:
-            staged.path.unlink(missing_ok=True)
         crash_point("uploaded")
         self.store.mark_done(row.id, day=day_of(remote), now=now)
-        log.info(kv("shipped", id=row.id, path=row.path, remote=remote, size=staged.size))
-        if row.obsolete_remote:
+        log.info(kv("shipped", id=row.id, path=row.path, remote=remote, size=prepared.size))
+        if row.obsolete_remote and row.obsolete_remote != remote:
             self.transport.remove(row.obsolete_remote)
+            self.transport.remove(sidecar_of(row.obsolete_remote))
             self.store.clear_obsolete(row.id, now)
+
+    def _write_sidecar(self, rid: int) -> None:
+        """The manifest entry beside a file that cannot hold tags (gsm, u-law ...)."""
+        row = self.store.get(rid)
+        assert row is not None and row.remote_path is not None
+        self.transport.write_bytes(sidecar_of(row.remote_path), sidecar(entry(row)))
 
     def _fail(self, row: Row, error: str, now: float) -> None:
         retry_at = now + retry_delay(row.attempts)
         self.store.mark_failed(row.id, error=error, retry_at=retry_at, now=now)
         log.warning(kv("failed", id=row.id, path=row.path, error=error, attempts=row.attempts + 1))
 
-    def _stage(self, row: Row, *, repair_header: bool) -> Staged:
-        """Copy the spool file into staging (read-only on the spool), hashing as it goes."""
-        staging = self.config.state.staging
-        staging.mkdir(parents=True, exist_ok=True)
-        target = staging / f"{row.id}.{row.path.rsplit('.', 1)[-1]}"
-        digest = hashlib.sha256()
-        with (self.spool / row.path).open("rb") as src:
-            before = identity_of(os.fstat(src.fileno()))
-            with target.open("wb") as dst:
-                first = True
-                while chunk := src.read(HEADER_BYTES if first else CHUNK):
-                    if first and repair_header:  # only the staged copy is repaired
-                        header = repaired(chunk, before.size)
-                        chunk = header + chunk[len(header) :]
-                    first = False
-                    dst.write(chunk)
-                    digest.update(chunk)
-                size = dst.tell()
-            after = identity_of(os.fstat(src.fileno()))
-        if after != before or size != before.size:
-            target.unlink(missing_ok=True)
-            raise ChangedWhileCopying(row.path)
-        return Staged(target, before, digest.hexdigest(), size)
+
+def sidecar_of(remote: str) -> str:
+    return f"{remote}.json"
 
 
 def query_for_row(row: Row) -> CdrQuery:
@@ -340,7 +352,3 @@ def query_for_row(row: Row) -> CdrQuery:
         src=row.src,
         dst=row.dst,
     )
-
-
-class ChangedWhileCopying(Exception):
-    """The spool file changed during the staging copy."""

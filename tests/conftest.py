@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ class Site:
             "state": {"path": str(self.state / "state.db"), "staging": str(self.state / "staging")},
             "destination": {"type": "local", "root": str(self.dest)},
             "cdr": {"type": "none"},  # never find this machine's own FreePBX, if any
+            # Byte-identical copies make the shipping tests simple; tag tests turn it on.
+            "tags": {"enabled": False},
         }
         for table, values in overrides.items():
             data.setdefault(table, {}).update(values)
@@ -67,6 +70,21 @@ class Site:
         path = self.spool / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def remote(self, rel: str) -> Path:
+        """Where the recording at spool path `rel` went (or would go), from the state db;
+        a path that does not exist when it was not named yet."""
+        db = self.state / "state.db"
+        if not db.exists():
+            return self.dest / "not-shipped-yet"
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            found = conn.execute(
+                "SELECT remote_path FROM recordings WHERE path = ?", (rel,)
+            ).fetchone()
+        finally:
+            conn.close()
+        return self.dest / (found[0] if found and found[0] else "not-shipped-yet")
 
     def shipped(self) -> list[str]:
         """Relative paths of every file at the destination (manifests and temporaries too)."""

@@ -110,7 +110,7 @@ def test_row_that_never_came_is_filled_in_when_it_does(
     cdr_db.insert_cdr(call.row(cnam="Finally"))
     assert recsync(config, "run", "--once").returncode == 0
     assert call.entry()["caller_name"] == "Finally"  # type: ignore[index]
-    assert (site.dest / call.rel).read_bytes() == (site.spool / call.rel).read_bytes()
+    assert site.remote(call.rel).read_bytes() == (site.spool / call.rel).read_bytes()
 
 
 @pytest.mark.slow
@@ -136,7 +136,7 @@ def test_database_stopped_mid_run_loses_nothing(
     assert recsync(config, "run", "--once").returncode == 0
     for call in calls:
         assert call.entry()["caller_name"] == f"Caller {call.uid}"  # type: ignore[index]
-        assert (site.dest / call.rel).read_bytes() == (site.spool / call.rel).read_bytes()
+        assert site.remote(call.rel).read_bytes() == (site.spool / call.rel).read_bytes()
     assert len(list(site.dest.rglob("*.wav"))) == len(calls)
 
 

@@ -213,7 +213,8 @@ def test_status_json(site: Site, ran: Recsync) -> None:
     generated = datetime.fromisoformat(data["generated_at"])
     assert uploaded.utcoffset() is not None
     assert 0 <= (generated - uploaded).total_seconds() < 600
-    assert {OUT, IN, f"{DAY}/manifest.json"} <= set(site.shipped())
+    shipped = {site.remote(OUT), site.remote(IN), site.dest / DAY / "manifest.json"}
+    assert {p.relative_to(site.dest).as_posix() for p in shipped} <= set(site.shipped())
 
 
 def test_status_counts_the_backlog(site: Site, ran: Recsync) -> None:

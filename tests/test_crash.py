@@ -47,7 +47,7 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
 
 def make_spool(site: Site) -> dict[str, str]:
     """RECORDINGS finished recordings over three day folders and the flat root;
-    returns the expected remote path -> sha256."""
+    returns spool path -> sha256."""
     expected = {}
     for n in range(RECORDINGS):
         day = 13 + n % 3
@@ -57,7 +57,7 @@ def make_spool(site: Site) -> dict[str, str]:
         folder = "" if n % 10 == 0 else f"2024/03/{day}/"
         path = site.spool_file(folder + name)
         write_recording(path, seconds=0.25 + (n % 7) / 10, seed=n)
-        expected[f"2024/03/{day}/{name}"] = digest(path)
+        expected[folder + name] = digest(path)
     return expected
 
 
@@ -122,17 +122,21 @@ def test_sigkill_anywhere_loses_nothing_and_ships_nothing_twice(site: Site) -> N
     assert run_once(site) == 0
 
     # Every recording exactly once, byte-identical; no -2 variants, no temporaries.
-    assert shipped_recordings(site) == expected
+    shipped = shipped_recordings(site)
+    assert len(shipped) == RECORDINGS
+    assert sorted(shipped.values()) == sorted(expected.values())
     leftovers = [p.name for p in site.dest.rglob(".*")]
     assert leftovers == []
     staging = site.state / "staging"
     assert not staging.exists() or list(staging.iterdir()) == []
     # Manifests agree with the files.
-    entries = {}
+    by_original, by_file = {}, {}
     for manifest in site.dest.rglob("manifest.json"):
         for entry in json.loads(manifest.read_text())["recordings"]:
-            assert entry["file"] not in entries
-            entries[entry["file"]] = entry["sha256"]
-    assert entries == expected
+            assert entry["file"] not in by_file
+            by_file[entry["file"]] = entry["sha256"]
+            by_original[entry["original"]] = entry["sha256"]
+    assert by_file == shipped
+    assert by_original == expected
     # The spool is exactly as it was: nothing modified, renamed or deleted.
     assert snapshot(site.spool) == spool_before

@@ -33,8 +33,8 @@ def test_closed_recording_ships_on_the_close_event(site: Site, daemon: Daemon) -
     rel = f"{at:%Y/%m/%d}/{name_for(at, 1)}"
     with MixMonitorWriter(site.spool / rel) as writer:
         writer.write(audio(BURST * 3, seed=1))
-    wait_for(lambda: (site.dest / rel).exists(), "the closed recording to ship")
-    assert (site.dest / rel).read_bytes() == (site.spool / rel).read_bytes()
+    wait_for(lambda: site.remote(rel).exists(), "the closed recording to ship")
+    assert site.remote(rel).read_bytes() == (site.spool / rel).read_bytes()
 
 
 @pytest.mark.slow
@@ -45,8 +45,8 @@ def test_recording_moved_into_the_spool_ships(site: Site, daemon: Daemon) -> Non
     outside.parent.mkdir()
     data = write_recording(outside, seconds=1, seed=2)
     os.rename(outside, site.spool / rel)
-    wait_for(lambda: (site.dest / rel).exists(), "the moved-in recording to ship")
-    assert (site.dest / rel).read_bytes() == data
+    wait_for(lambda: site.remote(rel).exists(), "the moved-in recording to ship")
+    assert site.remote(rel).read_bytes() == data
 
 
 @pytest.mark.slow
@@ -55,12 +55,12 @@ def test_recording_in_a_new_date_folder_ships(site: Site, daemon: Daemon) -> Non
     rel = f"{at:%Y/%m/%d}/{name_for(at, 3)}"
     (site.spool / rel).parent.mkdir(parents=True, exist_ok=True)
     data = write_recording(site.spool / rel, seconds=1, seed=3)
-    wait_for(lambda: (site.dest / rel).exists(), "the recording in the new folder to ship")
-    assert (site.dest / rel).read_bytes() == data
+    wait_for(lambda: site.remote(rel).exists(), "the recording in the new folder to ship")
+    assert site.remote(rel).read_bytes() == data
     # And the new folder is watched from now on.
     later = f"{at:%Y/%m/%d}/{name_for(at, 4)}"
     write_recording(site.spool / later, seconds=1, seed=4)
-    wait_for(lambda: (site.dest / later).exists(), "a second recording in the new folder")
+    wait_for(lambda: site.remote(later).exists(), "a second recording in the new folder")
 
 
 @pytest.mark.slow

@@ -26,6 +26,11 @@ def name(n: int, kind: str = "in") -> str:
     return f"{kind}-600-21255501{n:02d}-20240315-1015{n % 60:02d}-1710497702.{n}.wav"
 
 
+def shipped_as(site: Site, rel: str) -> str:
+    """The destination-relative name the recording at spool path `rel` shipped under."""
+    return site.remote(rel).relative_to(site.dest).as_posix()
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -67,14 +72,17 @@ def test_finished_recordings_ship_once_with_manifest(
     agent = make_agent(wide)
     agent.run_until_idle()
 
+    # Readable names by the default template; the day folder from the name's date.
+    readable = f"{DAY}/101502_out_1001_to_18005551234_1710497702.42.wav"
+    assert shipped_as(site, f"{DAY}/{NAME}") == readable
     assert site.shipped() == sorted(
-        [f"{DAY}/OUT201-20240315-101502-1710497702.77.wav", f"{DAY}/{NAME}", f"{DAY}/manifest.json"]
+        [f"{DAY}/101502_legacy-out_201_1710497702.77.wav", readable, f"{DAY}/manifest.json"]
     )
-    assert sha(site.dest / DAY / NAME) == sha(dated)
-    entries = {e["file"]: e for e in manifest(site)["recordings"]}
+    assert sha(site.remote(f"{DAY}/{NAME}")) == sha(dated)
+    entries = {e["original"]: e for e in manifest(site)["recordings"]}
     assert manifest(site)["date"] == "2024-03-15"
     entry = entries[f"{DAY}/{NAME}"]
-    assert entry["original"] == f"{DAY}/{NAME}"
+    assert entry["file"] == readable
     assert entry["kind"] == "out"
     assert entry["dst"] == "18005551234"
     assert entry["caller_number"] == "1001"
@@ -84,7 +92,7 @@ def test_finished_recordings_ship_once_with_manifest(
     assert entry["format"] == "wav"
     assert entry["cdr"] == "missing"
     assert entry["started_at"].startswith("2024-03-15T10:15:02")
-    assert entries[f"{DAY}/OUT201-20240315-101502-1710497702.77.wav"]["kind"] == "legacy-out"
+    assert entries["OUT201-20240315-101502-1710497702.77.wav"]["kind"] == "legacy-out"
 
     # Idempotent: a second run (new process, same state) ships nothing again.
     shipped = snapshot(site.dest)
@@ -110,7 +118,7 @@ def test_open_growing_and_reopened_files_are_never_shipped(
     writer.close()  # what the close-write event reports
     agent.pipeline.observe(f"{DAY}/{NAME}", time.time())
     agent.run_once(time.time())
-    assert sha(site.dest / DAY / NAME) == sha(path)
+    assert sha(site.remote(f"{DAY}/{NAME}")) == sha(path)
     first = sha(path)
 
     writer.reopen()  # pause/resume: the same file grows again
@@ -118,16 +126,16 @@ def test_open_growing_and_reopened_files_are_never_shipped(
     agent.pipeline.observe(f"{DAY}/{NAME}", time.time())
     agent.run_once(time.time())
     assert state_of(agent, f"{DAY}/{NAME}")[0] == "pending"
-    assert sha(site.dest / DAY / NAME) == first  # the shipped copy is not touched meanwhile
+    assert sha(site.remote(f"{DAY}/{NAME}")) == first  # the shipped copy is not touched meanwhile
 
     writer.close()
     agent.pipeline.observe(f"{DAY}/{NAME}", time.time())
     agent.run_once(time.time())
     # A new version under the same remote name, one manifest entry.
-    assert sha(site.dest / DAY / NAME) == sha(path) != first
+    assert sha(site.remote(f"{DAY}/{NAME}")) == sha(path) != first
     row = agent.store.by_stem(f"{DAY}/{NAME}"[:-4])
     assert row.state == "done" and row.version == 2
-    assert [e["file"] for e in manifest(site)["recordings"]] == [f"{DAY}/{NAME}"]
+    assert [e["original"] for e in manifest(site)["recordings"]] == [f"{DAY}/{NAME}"]
 
 
 @pytest.mark.parametrize(
@@ -176,7 +184,7 @@ def test_header_left_at_zero_by_a_crash_ships_repaired(
     assert state_of(agent, f"{DAY}/{NAME}")[0] == "pending"  # could still be recording
 
     agent.run_once(time.time() + wide.spool.stale_seconds + 1)  # no writer came back
-    shipped = (site.dest / DAY / NAME).read_bytes()
+    shipped = (site.remote(f"{DAY}/{NAME}")).read_bytes()
     layout = read_layout(shipped)
     assert layout is not None and is_complete(layout, len(shipped))
     assert shipped[layout.data_offset :] == original[layout.data_offset :]
@@ -199,7 +207,7 @@ def test_vanished_before_shipping_is_quarantined_after_stays_done(
     agent.pipeline.observe(f"{DAY}/{name(2)}", time.time())
     assert state_of(agent, f"{DAY}/{name(1)}") == ("quarantined", "vanished before it was shipped")
     assert state_of(agent, f"{DAY}/{name(2)}")[0] == "done"
-    assert (site.dest / DAY / name(2)).exists()
+    assert site.remote(f"{DAY}/{name(2)}").exists()
 
 
 def test_mp3_replacing_a_shipped_wav_is_the_same_recording(
@@ -209,7 +217,7 @@ def test_mp3_replacing_a_shipped_wav_is_the_same_recording(
     write_recording(wav)
     agent = make_agent(wide)
     agent.run_until_idle()
-    assert (site.dest / DAY / NAME).exists()
+    assert (site.remote(f"{DAY}/{NAME}")).exists()
 
     # An admin's post-recording script: convert, then delete the .wav.
     mp3 = wav.with_suffix(".mp3")
@@ -219,8 +227,10 @@ def test_mp3_replacing_a_shipped_wav_is_the_same_recording(
     agent.pipeline.observe(f"{DAY}/{NAME[:-4]}.mp3", time.time())
     agent.run_once(time.time())
 
-    assert site.shipped() == sorted([f"{DAY}/{NAME[:-4]}.mp3", f"{DAY}/manifest.json"])
-    assert sha(site.dest / DAY / f"{NAME[:-4]}.mp3") == sha(mp3)
+    mp3_remote = shipped_as(site, f"{DAY}/{NAME[:-4]}.mp3")
+    assert mp3_remote.endswith("1710497702.42.mp3")
+    assert site.shipped() == sorted([mp3_remote, f"{DAY}/manifest.json"])
+    assert sha(site.remote(f"{DAY}/{NAME[:-4]}.mp3")) == sha(mp3)
     (entry,) = manifest(site)["recordings"]
     assert entry["format"] == "mp3" and entry["original"] == f"{DAY}/{NAME[:-4]}.mp3"
     assert agent.store.rows() == [agent.store.by_stem(f"{DAY}/{NAME[:-4]}")]
@@ -245,9 +255,11 @@ def test_same_remote_name_gets_a_numbered_variant(site: Site, make_agent: Any, w
     write_recording(site.spool_file(NAME), seed=1)
     write_recording(site.spool_file(f"{DAY}/{NAME}"), seed=2)
     make_agent(wide).run_until_idle()
-    variant = NAME.replace(".wav", "-2.wav")
-    assert site.shipped() == sorted([f"{DAY}/manifest.json", f"{DAY}/{NAME}", f"{DAY}/{variant}"])
-    shas = {sha(site.dest / DAY / NAME), sha(site.dest / DAY / variant)}
+    base = f"{DAY}/101502_out_1001_to_18005551234_1710497702.42"
+    names = {shipped_as(site, NAME), shipped_as(site, f"{DAY}/{NAME}")}
+    assert names == {f"{base}.wav", f"{base}-2.wav"}
+    assert site.shipped() == sorted([f"{DAY}/manifest.json", *names])
+    shas = {sha(site.remote(NAME)), sha(site.remote(f"{DAY}/{NAME}"))}
     assert shas == {sha(site.spool / NAME), sha(site.spool / DAY / NAME)}
 
 
@@ -274,7 +286,7 @@ def test_transient_failure_is_retried_with_backoff(site: Site, make_agent: Any, 
     assert (row.state, row.reason, row.attempts) == ("failed", "connection reset", 1)
     assert row.next_attempt_at == pytest.approx(now + 30)
     assert agent.run_once(now + 10) == pytest.approx(now + 30)  # not yet due
-    assert not (site.dest / DAY / NAME).exists()
+    assert not (site.remote(f"{DAY}/{NAME}")).exists()
     agent.run_once(now + 31)
     assert state_of(agent, f"{DAY}/{NAME}")[0] == "done"
 
@@ -329,4 +341,4 @@ def test_crash_leftovers_are_cleaned_at_start(site: Site, make_agent: Any, wide:
     assert not temp.exists()
     assert list(wide.state.staging.iterdir()) == []
     assert state_of(again, f"{DAY}/{NAME}")[0] == "done"
-    assert site.shipped() == sorted([f"{DAY}/manifest.json", f"{DAY}/{NAME}"])
+    assert site.shipped() == sorted([f"{DAY}/manifest.json", shipped_as(site, f"{DAY}/{NAME}")])

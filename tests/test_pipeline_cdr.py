@@ -46,7 +46,7 @@ def agent(site: Site, cdr_file: SqliteCdrFile, make_agent: Callable[..., Agent])
 
 def entry(site: Site, n: int) -> dict[str, Any]:
     manifest = json.loads((site.dest / DAY / "manifest.json").read_text())
-    (found,) = [e for e in manifest["recordings"] if e["file"] == f"{DAY}/{name(n)}"]
+    (found,) = [e for e in manifest["recordings"] if e["original"] == f"{DAY}/{name(n)}"]
     return dict(found)
 
 
@@ -91,7 +91,7 @@ def test_late_row_is_waited_for_without_holding_up_others(
     agent.start(now)
     next_due = agent.run_once(now)
     assert (state(agent, 1), state(agent, 2)) == ("waiting_cdr", "done")
-    assert not (site.dest / DAY / name(1)).exists()
+    assert not site.remote(f"{DAY}/{name(1)}").exists()
     assert next_due is not None and now < next_due < now + 1  # asks again soon
 
     cdr_file.insert(cdr_row("1710497702.1", cnam="Late But There"))
@@ -109,7 +109,7 @@ def test_row_that_never_comes_ships_missing_then_is_filled_in(
     agent.run_once(now)
     assert state(agent, 1) == "waiting_cdr"
     agent.run_once(now + WAIT)  # the wait is over
-    shipped = site.dest / DAY / name(1)
+    shipped = site.remote(f"{DAY}/{name(1)}")
     assert state(agent, 1) == "done" and shipped.exists()
     got = entry(site, 1)
     assert (got["cdr"], got["caller_name"], got["caller_number"]) == ("missing", None, "1001")
@@ -118,7 +118,8 @@ def test_row_that_never_comes_ships_missing_then_is_filled_in(
     assert agent.fill_late_cdr(now + WAIT + 60) == 1
     got = entry(site, 1)
     assert (got["cdr"], got["caller_name"]) == ("found", "Came Later")
-    assert got["file"] == f"{DAY}/{name(1)}" and shipped.exists()  # the name stays
+    assert got["file"] == shipped.relative_to(site.dest).as_posix()  # the name stays
+    assert shipped.exists()
     assert agent.fill_late_cdr(now + WAIT + 120) == 0  # found rows are not asked again
 
 
@@ -165,7 +166,9 @@ def test_hostile_cdr_text_is_kept_verbatim_in_the_manifest(
     got = entry(site, 1)
     assert (got["caller_name"], got["caller_number"], got["dst"]) == (text, text, text)
     # The remote path comes from the file name, not from CDR text.
-    assert site.shipped() == sorted([f"{DAY}/{name(1)}", f"{DAY}/manifest.json"])
+    shipped = site.remote(f"{DAY}/{name(1)}").relative_to(site.dest).as_posix()
+    assert shipped.startswith(f"{DAY}/1015") and shipped.endswith("_1710497702.1.wav")
+    assert site.shipped() == sorted([shipped, f"{DAY}/manifest.json"])
 
 
 def test_no_cdr_source_ships_at_once_with_cdr_missing(

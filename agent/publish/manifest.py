@@ -21,11 +21,10 @@ def day_of(remote_path: str) -> str:
     return remote_path.rsplit("/", 1)[0]
 
 
-def entry(row: Row) -> dict[str, Any]:
-    """The DESIGN.md manifest entry; CDR fields are null until the CDR has the call."""
-    assert row.remote_path is not None
+def call_fields(row: Row) -> dict[str, Any]:
+    """What is known of the call: the manifest entry without the shipped file's facts.
+    CDR values win over the file name's; CDR fields are null until the CDR has the call."""
     return {
-        "file": row.remote_path,
         "original": row.path,
         "uniqueid": row.uniqueid,
         "linkedid": row.linkedid,
@@ -38,10 +37,22 @@ def entry(row: Row) -> dict[str, Any]:
         "duration": row.duration,
         "billsec": row.billsec,
         "disposition": row.disposition,
+        "cdr": "found" if row.cdr == "found" else "missing",
+    }
+
+
+def entry(row: Row) -> dict[str, Any]:
+    """The DESIGN.md manifest entry of a shipped recording."""
+    assert row.remote_path is not None
+    fields = call_fields(row)
+    cdr = fields.pop("cdr")
+    return {
+        "file": row.remote_path,
+        **fields,
         "size": row.shipped_size,
         "sha256": row.sha256,
         "format": row.remote_path.rsplit(".", 1)[-1].lower(),
-        "cdr": "found" if row.cdr == "found" else "missing",
+        "cdr": cdr,
     }
 
 

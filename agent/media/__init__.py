@@ -1,0 +1,1 @@
+"""The shipped copy: its name, tags and format."""

@@ -1,0 +1,101 @@
+"""The copy that ships: staged from the spool (which is only ever read), its header repaired
+if Asterisk died, converted to MP3 if asked, tagged; the original is never touched."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import Config
+from agent.errors import PermanentError
+from agent.log import kv
+from agent.media.tags import can_hold_tags, write_tags
+from agent.media.transcode import to_mp3
+from agent.spool.wavheader import repaired
+from agent.store.state import Identity
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+HEADER_BYTES = 4096
+
+
+class ChangedWhileCopying(Exception):
+    """The spool file changed during the staging copy: it is still being written."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    path: Path  # in staging; the caller removes it
+    source: Identity  # the spool file as it was copied
+    format: str  # the shipped file's extension
+    sha256: str
+    size: int
+    needs_sidecar: bool  # tags wanted, but this format cannot hold them
+
+
+def identity_of(st: os.stat_result) -> Identity:
+    return Identity(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def stage(src: Path, target: Path, *, repair_header: bool) -> Identity:
+    """Copy `src` to `target`; raise ChangedWhileCopying if it changed meanwhile."""
+    with src.open("rb") as fin:
+        before = identity_of(os.fstat(fin.fileno()))
+        with target.open("wb") as fout:
+            first = True
+            while chunk := fin.read(HEADER_BYTES if first else CHUNK):
+                if first and repair_header:  # only the staged copy is repaired
+                    header = repaired(chunk, before.size)
+                    chunk = header + chunk[len(header) :]
+                first = False
+                fout.write(chunk)
+            size = fout.tell()
+        after = identity_of(os.fstat(fin.fileno()))
+    if after != before or size != before.size:
+        target.unlink(missing_ok=True)
+        raise ChangedWhileCopying(str(src))
+    return before
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def prepare(
+    config: Config, *, src: Path, key: str, fields: Mapping[str, object], repair_header: bool
+) -> Prepared:
+    """Stage, convert and tag the copy of `src` to ship; `key` names it in staging.
+    Raises ChangedWhileCopying, FileNotFoundError (the spool file vanished), and OSError
+    or TransientError (our own disk)."""
+    staging = config.state.staging
+    staging.mkdir(parents=True, exist_ok=True)
+    fmt = src.name.rsplit(".", 1)[-1]
+    path = staging / f"{key}.{fmt}"
+    source = stage(src, path, repair_header=repair_header)
+    if config.transcode.format == "mp3" and fmt.lower() != "mp3":
+        mp3 = to_mp3(path, fmt, staging / f"{key}.mp3", bitrate_kbps=config.transcode.bitrate)
+        if mp3 is not None:
+            path.unlink()
+            path, fmt = mp3, "mp3"
+    needs_sidecar = False
+    if config.tags.enabled:
+        if can_hold_tags(fmt):
+            try:
+                write_tags(path, fmt, fields)
+            except PermanentError as exc:  # ship it untagged, the sidecar says it all
+                log.warning(kv("tags-failed", file=src.name, error=str(exc)))
+                needs_sidecar = True
+        else:
+            needs_sidecar = True
+    sha256, size = _digest(path)
+    return Prepared(path, source, fmt, sha256, size, needs_sidecar)
