@@ -26,7 +26,26 @@ CDR_KEYS = {
     "none": set(),
 }
 REQUIRED = object()  # a SCHEMA default that means "no default: the key must be set"
-DESTINATION_TYPES = ("local",)
+DESTINATION_TYPES = ("local", "sftp")
+# Keys each destination.type accepts besides type and root.
+DESTINATION_KEYS = {
+    "local": set(),
+    "sftp": {
+        "host",
+        "port",
+        "user",
+        "key_file",
+        "key_passphrase_file",
+        "password_file",
+        "known_hosts",
+        "connections",
+        "verify",
+        "bwlimit_kbps",
+        "timeout_seconds",
+        "file_mode",
+        "dir_mode",
+    },
+}
 TRANSCODE_FORMATS = ("none", "mp3")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -85,7 +104,20 @@ class TranscodeConfig:
 @dataclass(frozen=True, kw_only=True)
 class DestinationConfig:
     type: str
-    root: Path
+    root: Path  # local: resolved; sftp: the path on the server, as written
+    host: str | None
+    port: int
+    user: str | None
+    key_file: Path
+    key_passphrase_file: Path | None
+    password_file: Path | None
+    known_hosts: Path
+    connections: int
+    verify: str
+    bwlimit_kbps: int
+    timeout_seconds: float
+    file_mode: int
+    dir_mode: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,6 +194,24 @@ def _names(key: str, value: Any, _base: Path) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{key}: expected a list of column names, got {value!r}")
     return tuple(value)
+
+
+def _count(key: str, value: Any, _base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise ConfigError(f"{key}: expected a whole number from 1 to 64, got {value!r}")
+    return value
+
+
+def _count0(key: str, value: Any, _base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key}: expected a whole number, 0 or more, got {value!r}")
+    return value
+
+
+def _mode(key: str, value: Any, _base: Path) -> int:
+    if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3}", value):
+        raise ConfigError(f'{key}: expected an octal mode as a string, like "0644"; got {value!r}')
+    return int(value, 8)
 
 
 def _bool(key: str, value: Any, _base: Path) -> bool:
@@ -256,7 +306,20 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
     },
     "destination": {
         "type": ("local", _choice(DESTINATION_TYPES)),
-        "root": (REQUIRED, _path),
+        "root": (REQUIRED, _text),  # made a Path by type in _destination()
+        "host": (None, _text),
+        "port": (22, _port),
+        "user": (None, _text),
+        "key_file": ("/var/lib/recsync/id_ed25519", _path),
+        "key_passphrase_file": (None, _path),
+        "password_file": (None, _path),
+        "known_hosts": ("/var/lib/recsync/known_hosts", _path),
+        "connections": (4, _count),
+        "verify": ("size", _choice(("size", "sha256"))),
+        "bwlimit_kbps": (0, _count0),
+        "timeout_seconds": (30, _number(minimum=1)),
+        "file_mode": ("0644", _mode),
+        "dir_mode": ("0755", _mode),
     },
     "log": {
         "level": ("info", _choice(LOG_LEVELS)),
@@ -281,6 +344,21 @@ def _section(name: str, raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
             value = default
         values[key] = None if value is None else check(f"{name}.{key}", value, base)
     return values
+
+
+def _destination(raw: Mapping[str, Any], values: dict[str, Any], base: Path) -> DestinationConfig:
+    kind = values["type"]
+    refused = sorted(set(raw) - ({"type", "root"} | DESTINATION_KEYS[kind]))
+    if refused:
+        raise ConfigError(f"destination.{refused[0]} does not apply to destination.type = {kind!r}")
+    if kind == "sftp":
+        for key in ("host", "user"):
+            if values[key] is None:
+                raise ConfigError(f"destination.{key} is required for destination.type = 'sftp'")
+        values["root"] = Path(values["root"])  # a path on the server: not resolved here
+    else:
+        values["root"] = _path("destination.root", values["root"], base)
+    return DestinationConfig(**values)
 
 
 def _check_cdr_keys(raw: Mapping[str, Any], cdr_type: str) -> None:
@@ -312,7 +390,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         naming=NamingConfig(**sections["naming"]),
         tags=TagsConfig(**sections["tags"]),
         transcode=TranscodeConfig(**sections["transcode"]),
-        destination=DestinationConfig(**sections["destination"]),
+        destination=_destination(data.get("destination", {}), sections["destination"], base),
         log=LogConfig(**sections["log"]),
         source=source,
     )

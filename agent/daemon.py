@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date
 
 import schedule
@@ -17,7 +18,7 @@ from agent.config import Config
 from agent.errors import DestinationDown, Interrupted, TransientError
 from agent.log import kv
 from agent.model import RecordingState
-from agent.pipeline import Pipeline
+from agent.pipeline import Pipeline, Upload
 from agent.publish.manifest import day_of, publish_dirty
 from agent.spool.scan import day_folder, files_below, is_date_folder, recent_days, scan
 from agent.spool.settle import open_files_under
@@ -32,6 +33,36 @@ RECONCILE_DAYS = 1  # the periodic scan covers today and yesterday (and tomorrow
 IDLE_WAKE_SECONDS = 60
 LATE_CDR_SWEEP_SECONDS = 60
 LATE_CDR_SECONDS = 86400  # how long a shipped recording's missing CDR is still looked for
+
+
+class _Uploads:
+    """Uploads in worker threads while the main thread prepares the next recordings; every
+    outcome is recorded on the main thread (the only one that touches the database)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.inflight: dict[Future[None], Upload] = {}
+
+    def submit(self, job: Upload) -> None:
+        future = self.agent.workers.submit(self.agent.pipeline.upload, job)
+        self.inflight[future] = job
+        while len(self.inflight) >= self.agent.parallel:
+            self._finish(wait(self.inflight, return_when=FIRST_COMPLETED).done)
+
+    def wait_all(self) -> None:
+        while self.inflight:
+            self._finish(wait(self.inflight, return_when=FIRST_COMPLETED).done)
+
+    def _finish(self, done: set[Future[None]]) -> None:
+        for future in done:
+            job = self.inflight.pop(future)
+            now = self.agent.clock()
+            try:
+                self.agent.pipeline.finish(job, future.exception(), now)
+            except DestinationDown as exc:
+                self.agent._pause(str(exc), now)
+            except Interrupted:
+                pass  # the agent is stopping; the row was handed back
 
 
 class Agent:
@@ -65,6 +96,9 @@ class Agent:
         )
         self.paused_until: float | None = None
         self.paused_reason: str | None = None
+        sftp = config.destination.type == "sftp"
+        self.parallel = config.destination.connections if sftp else 1
+        self.workers = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="upload")
         self._watched_day: date | None = None
 
     # --- life cycle --------------------------------------------------------------------
@@ -96,6 +130,7 @@ class Agent:
         log.info(kv("started", spool=self.config.spool.path, recovered=len(stranded) or None))
 
     def close(self) -> None:
+        self.workers.shutdown(wait=True)
         if self.watcher is not None:
             self.watcher.stop()
         self.transport.close()
@@ -178,28 +213,30 @@ class Agent:
         self._take_events(now)
         if self.paused_until is not None and (now < self.paused_until or not self._probe(now)):
             return self.paused_until
-        done_this_pass: set[int] = set()
+        processed: set[int] = set()
         open_paths: frozenset[str] | None = None
-        while not self.stop_event.is_set():
-            rows = [r for r in self.store.due(now) if r.id not in done_this_pass]
+        scanned = False
+        uploads = _Uploads(self)
+        while not self.stop_event.is_set() and self.paused_until is None:
+            rows = [r for r in self.store.due(now) if r.id not in processed]
             if not rows:
                 break
-            if open_paths is None:  # one /proc scan per pass, not per file
-                open_paths = open_files_under(self.config.spool.path)
+            if not scanned:  # one /proc scan per pass, not per file
+                open_paths, scanned = open_files_under(self.config.spool.path), True
             for row in rows:
-                if self.stop_event.is_set():
+                if self.stop_event.is_set() or self.paused_until is not None:
                     break
-                done_this_pass.add(row.id)
-                try:
-                    self.pipeline.process(row, now, open_paths)
-                except DestinationDown as exc:
-                    self._pause(str(exc), now)
-                    return self.paused_until
-                except Interrupted:
-                    return None
+                processed.add(row.id)
+                job = self.pipeline.process(row, now, open_paths)
+                if job is not None:
+                    uploads.submit(job)
+            uploads.wait_all()
             self._publish(now)  # per batch: a long backlog shows progress as it drains
+        uploads.wait_all()
         self._publish(now)
         self._note_cdr_health()
+        if self.paused_until is not None:
+            return self.paused_until
         return self.store.next_due()
 
     def fill_late_cdr(self, now: float) -> int:

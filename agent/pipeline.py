@@ -50,6 +50,16 @@ def retry_delay(attempts: int) -> float:
     return float(min(RETRY_BASE_SECONDS * 2 ** min(attempts, 16), RETRY_MAX_SECONDS))
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A claimed recording whose prepared copy is ready to go."""
+
+    row: Row
+    prepared: Prepared
+    remote: str
+    sidecar: bytes | None  # the manifest entry, for formats that cannot hold tags
+
+
 @dataclass
 class Pipeline:
     """Moves one row at a time; every decision is written to the store before acting on it."""
@@ -142,13 +152,14 @@ class Pipeline:
 
     # --- process -----------------------------------------------------------------------
 
-    def process(self, row: Row, now: float, open_paths: Container[str] | None) -> None:
-        """Take a due row one step or more toward done. Raises DestinationDown and
-        Interrupted (after handing the row back); every other outcome lands in the store."""
+    def process(self, row: Row, now: float, open_paths: Container[str] | None) -> Upload | None:
+        """Take a due row as far as it goes without the network: settled, parsed, its CDR
+        asked, its copy prepared and claimed. Returns the Upload to run (`upload`, then
+        `finish`), or None when the row stopped earlier (the store says why)."""
         path = self.spool / row.path
         if filenames.is_leg_file(path.name):
             self.store.skip(row.id, reason="Monitor leg file (a later mix replaces it)", now=now)
-            return
+            return None
         try:
             verdict = settle(
                 path,
@@ -159,21 +170,21 @@ class Pipeline:
             )
         except FileNotFoundError:
             self._vanished(row, now)
-            return
+            return None
         except OSError as exc:
             self.store.quarantine(row.id, reason=f"unreadable: {exc.strerror}", now=now)
-            return
+            return None
         if verdict.verdict is Verdict.WAIT:
             until = verdict.recheck_at if verdict.recheck_at is not None else now
             self.store.defer(row.id, until=until, reason=verdict.reason, now=now)
-            return
+            return None
         if verdict.verdict is Verdict.NO_AUDIO:
             self.store.skip(row.id, reason=verdict.reason, now=now)
-            return
+            return None
         recording = self._parse(row, now)
         if recording is None or not self._enrich(row, recording, now):
-            return
-        self._ship(row, recording, repair_header=verdict.repair_header, now=now)
+            return None
+        return self._ship(row, recording, repair_header=verdict.repair_header, now=now)
 
     def _parse(self, row: Row, now: float) -> Recording | None:
         try:
@@ -245,7 +256,9 @@ class Pipeline:
                 filled += 1
         return filled
 
-    def _ship(self, row: Row, recording: Recording, *, repair_header: bool, now: float) -> None:
+    def _ship(
+        self, row: Row, recording: Recording, *, repair_header: bool, now: float
+    ) -> Upload | None:
         fresh = self.store.get(row.id)  # with what the CDR step added
         assert fresh is not None
         fields = call_fields(fresh)
@@ -259,28 +272,41 @@ class Pipeline:
             )
         except FileNotFoundError:
             self._vanished(row, now)
-            return
+            return None
         except ChangedWhileCopying:
             self.store.wake(row.id, now)  # still being written: settle it again
-            return
+            return None
         except (OSError, TransientError) as exc:
             # Our own disk (staging) is full or unwritable: retry later, the spool is untouched.
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self._fail(row, f"staging: {reason}", now)
-            return
-        try:
-            self._upload(fresh, recording, prepared, fields, now)
-        finally:
+            return None
+        remote = self._name(fresh, recording, prepared, fields, now)
+        if remote is None:
             prepared.path.unlink(missing_ok=True)
+            return None
+        self.store.claim(
+            row.id, identity=prepared.source, sha256=prepared.sha256, size=prepared.size, now=now
+        )
+        crash_point("claimed")
+        claimed = self.store.get(row.id)
+        assert claimed is not None
+        return Upload(
+            row=claimed,
+            prepared=prepared,
+            remote=remote,
+            sidecar=sidecar(entry(claimed)) if prepared.needs_sidecar else None,
+        )
 
-    def _upload(
+    def _name(
         self,
         row: Row,
         recording: Recording,
         prepared: Prepared,
         fields: dict[str, object],
         now: float,
-    ) -> None:
+    ) -> str | None:
+        """Fix the remote path once: the template's name, or -2, -3 ... if it is taken."""
         values = fields | {
             "format": prepared.format.lower(),
             "size": prepared.size,
@@ -288,41 +314,46 @@ class Pipeline:
         }
         folder = recording.started_at.strftime("%Y/%m/%d")
         try:
-            # The name, then -2, -3 ... should it be taken (all within 255 bytes).
             names = [self.naming.render(values, extension=prepared.format)]
         except ValueError as exc:
             self.store.quarantine(row.id, reason=f"cannot name the shipped file: {exc}", now=now)
-            return
+            return None
         numbered = (
             self.naming.render(values, extension=prepared.format, suffix=n)
             for n in range(2, 10_000)
         )
-        remote = self.store.fix_remote_path(
+        return self.store.fix_remote_path(
             row.id, (f"{folder}/{name}" for name in itertools.chain(names, numbered)), now
         )
-        self.store.claim(
-            row.id, identity=prepared.source, sha256=prepared.sha256, size=prepared.size, now=now
+
+    def upload(self, job: Upload) -> None:
+        """The network part, safe to run in a worker thread: no database access here."""
+        self.transport.put(
+            job.prepared.path, job.remote, sha256=job.prepared.sha256, should_stop=self.should_stop
         )
-        crash_point("claimed")
-        try:
-            self.transport.put(
-                prepared.path, remote, sha256=prepared.sha256, should_stop=self.should_stop
-            )
-            if prepared.needs_sidecar:
-                self._write_sidecar(row.id)
-        except (Interrupted, DestinationDown) as exc:
-            self.store.release(row.id, why=str(exc), now=now)
-            raise
-        except TransientError as exc:
-            self._fail(row, str(exc), now)
-            return
-        except PermanentError as exc:
-            self.store.quarantine(row.id, reason=str(exc), now=now)
-            return
+        if job.sidecar is not None:
+            self.transport.write_bytes(sidecar_of(job.remote), job.sidecar)
         crash_point("uploaded")
-        self.store.mark_done(row.id, day=day_of(remote), now=now)
-        log.info(kv("shipped", id=row.id, path=row.path, remote=remote, size=prepared.size))
-        if row.obsolete_remote and row.obsolete_remote != remote:
+
+    def finish(self, job: Upload, error: BaseException | None, now: float) -> None:
+        """Record how an upload ended (main thread). Re-raises DestinationDown and
+        Interrupted after handing the row back, for the caller to pause or stop."""
+        row = job.row
+        job.prepared.path.unlink(missing_ok=True)
+        if isinstance(error, Interrupted | DestinationDown):
+            self.store.release(row.id, why=str(error), now=now)
+            raise error
+        if isinstance(error, TransientError):
+            self._fail(row, str(error), now)
+            return
+        if isinstance(error, PermanentError):
+            self.store.quarantine(row.id, reason=str(error), now=now)
+            return
+        if error is not None:
+            raise error
+        self.store.mark_done(row.id, day=day_of(job.remote), now=now)
+        log.info(kv("shipped", id=row.id, path=row.path, remote=job.remote, size=job.prepared.size))
+        if row.obsolete_remote and row.obsolete_remote != job.remote:
             self.transport.remove(row.obsolete_remote)
             self.transport.remove(sidecar_of(row.obsolete_remote))
             self.store.clear_obsolete(row.id, now)
