@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from agent import log as log_module
 from agent import status as status_module
 from agent.errors import AgentError
 from agent.model import RecordingState
+from agent.secrets import give_to_folder_owner
 from agent.store.state import Store
 
 STATES = [s.value for s in RecordingState]
@@ -270,6 +272,62 @@ def doctor(click_ctx: click.Context) -> None:
             click.echo(f"    {line}")
     if failed:
         raise AgentError(f"{failed} check(s) failed")
+
+
+def _sftp_destination(ctx: Context) -> config_module.DestinationConfig:
+    destination = ctx.config.destination
+    if destination.type != "sftp":
+        raise AgentError(f"destination.type is {destination.type!r}: this is for 'sftp'")
+    return destination
+
+
+@cli.command("trust-host")
+@click.option("--yes", is_flag=True, help="Trust the key without asking (check it first!).")
+@pass_context
+def trust_host(ctx: Context, yes: bool) -> None:
+    """Fetch the webserver's SSH host key, show its fingerprint, and add it to known_hosts."""
+    from agent.transport import sshkeys
+
+    destination = _sftp_destination(ctx)
+    assert destination.host is not None
+    key = sshkeys.host_key_of(destination.host, destination.port)
+    where = sshkeys.known_hosts_entry(destination.host, destination.port, key).split()[0]
+    click.echo(
+        f"{where} offers a {key.get_algorithm()} key, fingerprint {sshkeys.fingerprint(key)}"
+    )
+    known = sshkeys.known_keys(destination.known_hosts, destination.host, destination.port)
+    if known and all(sshkeys.fingerprint(k) != sshkeys.fingerprint(key) for k in known):
+        click.echo(
+            f"WARNING: {destination.known_hosts} holds a DIFFERENT key for {where}: the"
+            " server was reinstalled, or someone is in the middle. Check before trusting."
+        )
+    if not yes and not click.confirm(f"Trust it (written to {destination.known_hosts})?"):
+        raise AgentError("not trusted; nothing written")
+    sshkeys.trust(destination.known_hosts, destination.host, destination.port, key)
+    give_to_folder_owner(destination.known_hosts)
+    click.echo(f"trusted: {destination.known_hosts}")
+
+
+@cli.command()
+@pass_context
+def keygen(ctx: Context) -> None:
+    """Create the agent's SSH key pair (ed25519); print the line for authorized_keys."""
+    from agent.transport import sshkeys
+
+    key_file = ctx.config.destination.key_file
+    public = Path(f"{key_file}.pub")
+    if key_file.exists():
+        click.echo(f"{key_file} exists (not overwritten); its public key:", err=True)
+        click.echo(public.read_text().strip() if public.exists() else "(no .pub file)")
+        return
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    line = sshkeys.keygen(key_file, comment=f"recsync@{socket.gethostname()}")
+    for path in (key_file, public):
+        give_to_folder_owner(path)
+    click.echo(
+        f"wrote {key_file}; add this line to the webserver's ~/.ssh/authorized_keys:", err=True
+    )
+    click.echo(line)
 
 
 @cli.command("check-config")

@@ -57,8 +57,11 @@ class _Uploads:
         for future in done:
             job = self.inflight.pop(future)
             now = self.agent.clock()
+            error = future.exception()
             try:
-                self.agent.pipeline.finish(job, future.exception(), now)
+                self.agent.pipeline.finish(job, error, now)
+                if error is None:
+                    self.agent._set_destination("ok")
             except DestinationDown as exc:
                 self.agent._pause(str(exc), now)
             except Interrupted:
@@ -96,6 +99,8 @@ class Agent:
         )
         self.paused_until: float | None = None
         self.paused_reason: str | None = None
+        self._unswept: set[str] = set()
+        self._destination: str | None = None  # the health record last written
         sftp = config.destination.type == "sftp"
         self.parallel = config.destination.connections if sftp else 1
         self.workers = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="upload")
@@ -111,8 +116,9 @@ class Agent:
     def start(self, now: float) -> None:
         """Recover from whatever the last run left, then look at the spool."""
         stranded = self.store.recover(now)
-        folders = {day_of(r.remote_path) for r in stranded if r.remote_path}
-        self.transport.sweep(folders | set(self.store.dirty_days()))
+        # Where a crash may have left temporaries; swept once the destination answers.
+        self._unswept = {day_of(r.remote_path) for r in stranded if r.remote_path}
+        self._unswept |= set(self.store.dirty_days())
         # Nothing is in flight now, so anything in staging is a leftover.
         shutil.rmtree(self.config.state.staging, ignore_errors=True)
         first_start = self.store.meta("first_start_at")
@@ -188,15 +194,25 @@ class Agent:
 
     def _set_destination(self, state: str, reason: str | None = None) -> None:
         value = json.dumps({"state": state, "reason": reason})
-        if self.store.meta("destination") != value:
+        if self._destination != value:  # written on change only, not once per file
             self.store.set_meta("destination", value)
+            self._destination = value
 
     def _probe(self, now: float) -> bool:
+        """Is the destination there? Paused when it refuses; a transient fault (server
+        down) is left to the uploads' own retries."""
         try:
             self.transport.probe()
+            if self._unswept:
+                self.transport.sweep(sorted(self._unswept))
+                self._unswept = set()
         except DestinationDown as exc:
             self._pause(str(exc), now)
             return False
+        except TransientError as exc:
+            log.warning(kv("destination-unreachable", reason=str(exc)))
+            self._set_destination("failing", str(exc))
+            return True
         self.paused_until = self.paused_reason = None
         self._set_destination("ok")
         return True

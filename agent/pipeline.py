@@ -49,7 +49,7 @@ _REOPEN_WHEN_CHANGED = {RecordingState.DONE.value, RecordingState.SKIPPED.value}
 def retry_delay(attempts: int) -> float:
     """Exponential backoff for a failed upload: 30 s, 60 s, ... capped at an hour, plus up
     to a fifth more at random so a returning server is not hit by everything at once."""
-    delay = min(RETRY_BASE_SECONDS * 2 ** min(attempts, 16), RETRY_MAX_SECONDS)
+    delay = float(min(RETRY_BASE_SECONDS * 2 ** min(attempts, 16), RETRY_MAX_SECONDS))
     return delay * random.uniform(1.0, 1.2)
 
 

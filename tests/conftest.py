@@ -16,7 +16,7 @@ from agent.daemon import Agent
 from agent.store.state import Store
 from agent.transport.local import LocalTransport
 
-pytest_plugins = ["tests.support.mariadb"]
+pytest_plugins = ["tests.support.mariadb", "tests.support.sshd"]
 
 
 @pytest.fixture(autouse=True)

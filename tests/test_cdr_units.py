@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from agent import config as config_module
-from agent.cdr import open_source, read_secret, recordingfile_variants, split_clid, wait_seconds
+from agent.cdr import open_source, recordingfile_variants, split_clid, wait_seconds
 from agent.cdr.freepbx import batch_seconds, find_database, read_php_conf
 from agent.cdr.mysql import MysqlCdr
 from agent.errors import ConfigError
+from agent.secrets import read_secret
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,9 +11,9 @@ from typing import Protocol
 
 from agent.cdr.freepbx import batch_seconds, find_database
 from agent.config import CdrConfig
-from agent.errors import ConfigError
 from agent.log import kv
 from agent.model import CallInfo, Recording
+from agent.secrets import read_secret
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +94,6 @@ def wait_seconds(config: CdrConfig) -> float:
         return config.wait_seconds
     batch = batch_seconds(config.asterisk_conf_dir) if config.type != "none" else None
     return DEFAULT_WAIT_SECONDS if batch is None else max(DEFAULT_WAIT_SECONDS, batch + 60)
-
-
-def read_secret(path: Path) -> str:
-    """A password from its own file, which must not be readable by everyone."""
-    try:
-        mode = path.stat().st_mode
-        if mode & stat.S_IROTH:
-            raise ConfigError(f"{path} is readable by everyone: chmod o-r {path}")
-        return path.read_text().rstrip("\n")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the password file {path}: {exc.strerror}") from exc
 
 
 def open_source(config: CdrConfig) -> CdrSource | None:

@@ -77,6 +77,22 @@ def prepare(
     """Stage, convert and tag the copy of `src` to ship; `key` names it in staging.
     Raises ChangedWhileCopying, FileNotFoundError (the spool file vanished), and OSError
     or TransientError (our own disk)."""
+    path, source, fmt = _copy(config, src, key, repair_header)
+    needs_sidecar = config.tags.enabled and not can_hold_tags(fmt)
+    if config.tags.enabled and not needs_sidecar:
+        try:
+            write_tags(path, fmt, fields)
+        except PermanentError as exc:  # the copy may be damaged: make it again, untagged
+            log.warning(kv("tags-failed", file=src.name, error=str(exc)))
+            path.unlink()
+            path, source, fmt = _copy(config, src, key, repair_header)
+            needs_sidecar = True
+    sha256, size = _digest(path)
+    return Prepared(path, source, fmt, sha256, size, needs_sidecar)
+
+
+def _copy(config: Config, src: Path, key: str, repair_header: bool) -> tuple[Path, Identity, str]:
+    """The staged copy, converted to MP3 when asked and possible: (path, source, format)."""
     staging = config.state.staging
     staging.mkdir(parents=True, exist_ok=True)
     fmt = src.name.rsplit(".", 1)[-1]
@@ -86,16 +102,5 @@ def prepare(
         mp3 = to_mp3(path, fmt, staging / f"{key}.mp3", bitrate_kbps=config.transcode.bitrate)
         if mp3 is not None:
             path.unlink()
-            path, fmt = mp3, "mp3"
-    needs_sidecar = False
-    if config.tags.enabled:
-        if can_hold_tags(fmt):
-            try:
-                write_tags(path, fmt, fields)
-            except PermanentError as exc:  # ship it untagged, the sidecar says it all
-                log.warning(kv("tags-failed", file=src.name, error=str(exc)))
-                needs_sidecar = True
-        else:
-            needs_sidecar = True
-    sha256, size = _digest(path)
-    return Prepared(path, source, fmt, sha256, size, needs_sidecar)
+            return mp3, source, "mp3"
+    return path, source, fmt

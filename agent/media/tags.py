@@ -10,9 +10,7 @@ is ever tagged: never a spool original.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -95,21 +93,19 @@ def tags_for(fields: Mapping[str, object]) -> Tags:
 def write_tags(path: Path, fmt: str, fields: Mapping[str, object]) -> None:
     """Tag `path` (a copy the caller owns) from the manifest entry `fields`.
 
-    All or nothing: the tags are written into a temporary copy that then replaces `path`.
-    Raises PermanentError when the file cannot be tagged (a format mutagen refuses, a
-    damaged file) and TransientError when our own disk fails (full, read-only).
+    In place, to spare a copy per recording: after an error `path` may be damaged, and the
+    caller (who can make it again from the spool) must not ship it. Raises PermanentError
+    when the file cannot be tagged (a format mutagen refuses, a damaged file) and
+    TransientError when our own disk fails (full, read-only).
     """
     if not can_hold_tags(fmt):
         raise PermanentError(f"{fmt} files cannot hold tags")
     tags = tags_for(fields)
-    work = path.with_name(f".{path.name}.tagging")
     try:
-        shutil.copyfile(path, work)
         if fmt.lower() in ("wav", "mp3"):
-            _write_id3(work, fmt.lower(), tags)
+            _write_id3(path, fmt.lower(), tags)
         else:
-            _write_vorbis(work, tags)
-        os.replace(work, path)
+            _write_vorbis(path, tags)
     except mutagen.MutagenError as exc:
         if isinstance(exc.__context__, OSError) or (exc.args and isinstance(exc.args[0], OSError)):
             raise TransientError(f"tags {path.name}: {exc}") from exc  # mutagen wraps IO errors
@@ -118,8 +114,6 @@ def write_tags(path: Path, fmt: str, fields: Mapping[str, object]) -> None:
         raise PermanentError(f"tags {path.name}: {exc}") from exc
     except OSError as exc:
         raise TransientError(f"tags {path.name}: {exc.strerror or exc}") from exc
-    finally:
-        work.unlink(missing_ok=True)
 
 
 def sidecar(fields: Mapping[str, object]) -> bytes:

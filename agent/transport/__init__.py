@@ -10,6 +10,7 @@ from typing import Protocol
 
 from agent.config import DestinationConfig
 from agent.errors import PermanentError
+from agent.secrets import read_secret
 
 TEMP_PREFIX = ".recsync-"
 TEMP_SUFFIX = ".tmp"
@@ -76,10 +77,40 @@ def check_remote(remote: str) -> str:
     return remote
 
 
-def open_transport(config: DestinationConfig) -> Transport:
+def _sftp(config: DestinationConfig) -> Transport:
+    from agent.transport.sftp import SftpTransport
+
+    secret = config.password_file
+    passphrase = config.key_passphrase_file
+    # A password login needs no key; otherwise the key must exist (`recsync keygen`).
+    use_key = secret is None or config.key_file.exists()
+    assert config.host is not None and config.user is not None
+    return SftpTransport(
+        host=config.host,
+        port=config.port,
+        user=config.user,
+        root=str(config.root),
+        known_hosts=config.known_hosts,
+        key_file=config.key_file if use_key else None,
+        key_passphrase=read_secret(passphrase) if passphrase else None,
+        password=read_secret(secret) if secret else None,
+        connections=config.connections,
+        verify=config.verify,
+        bwlimit_kbps=config.bwlimit_kbps,
+        timeout=config.timeout_seconds,
+        file_mode=config.file_mode,
+        dir_mode=config.dir_mode,
+    )
+
+
+def _local(config: DestinationConfig) -> Transport:
     from agent.transport.local import LocalTransport
 
-    registry: dict[str, Callable[[DestinationConfig], Transport]] = {
-        "local": lambda c: LocalTransport(root=c.root),
-    }
-    return registry[config.type](config)
+    return LocalTransport(root=config.root)
+
+
+REGISTRY: dict[str, Callable[[DestinationConfig], Transport]] = {"local": _local, "sftp": _sftp}
+
+
+def open_transport(config: DestinationConfig) -> Transport:
+    return REGISTRY[config.type](config)

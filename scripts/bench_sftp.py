@@ -1,0 +1,139 @@
+"""recsync against OpenSSH `sftp -b` over the same loopback sshd, in one run.
+
+Both ship the same generated recordings with a temporary name and a rename per file;
+recsync runs its whole pipeline (`recsync run --once`: settle, parse, stage, tag, name,
+upload, verify, state, manifests). Usage: scripts/bench sftp [SMALL_COUNT LARGE_COUNT].
+Prints figures; asserts nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent.spool.wavheader import wav_header  # noqa: E402
+from tests.support.sshd import Sshd  # noqa: E402
+
+BASELINE = "OpenSSH sftp -b, 1 connection"
+
+
+def make_spool(spool: Path, count: int, size: int) -> int:
+    """`count` finished .wav recordings of about `size` bytes; returns the bytes written."""
+    audio = os.urandom(size - 44)
+    for n in range(count):
+        name = f"in-600-21255{n:05d}-20240315-1{n // 3600 % 10}{n // 60 % 60:02d}{n % 60:02d}"
+        path = spool / "2024/03/15" / f"{name}-1710497702.{n}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(wav_header("wav", len(audio)) + audio)
+    return count * size
+
+
+def openssh(sshd: Sshd, spool: Path, remote: Path, work: Path) -> float:
+    """`sftp -b`: one connection, put to a temporary name, rename into place."""
+    batch = work / "batch"
+    files = sorted(spool.rglob("*.wav"))
+    lines = [
+        f'-mkdir "{remote}/2024"',
+        f'-mkdir "{remote}/2024/03"',
+        f'-mkdir "{remote}/2024/03/15"',
+    ]
+    for path in files:
+        final = f"{remote}/2024/03/15/{path.name}"
+        temp = f"{remote}/2024/03/15/.{path.name}.tmp"
+        lines += [f'put "{path}" "{temp}"', f'rename "{temp}" "{final}"']
+    batch.write_text("\n".join(lines) + "\n")
+    command = [
+        "sftp",
+        "-q",
+        "-b",
+        str(batch),
+        "-i",
+        str(sshd.client_key),
+        "-P",
+        str(sshd.port),
+        "-o",
+        f"UserKnownHostsFile={sshd.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        f"{sshd.user}@{sshd.host}",
+    ]
+    began = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - began
+
+
+def recsync(sshd: Sshd, spool: Path, remote: Path, work: Path, connections: int) -> float:
+    config = work / "config.toml"
+    config.write_text(
+        f'[spool]\npath = "{spool}"\nbackfill_days = 100000\n'
+        f'[state]\npath = "{work / "state.db"}"\nstaging = "{work / "staging"}"\n'
+        '[cdr]\ntype = "none"\n'
+        f'[destination]\ntype = "sftp"\nroot = "{remote}"\nhost = "{sshd.host}"\n'
+        f'port = {sshd.port}\nuser = "{sshd.user}"\nkey_file = "{sshd.client_key}"\n'
+        f'known_hosts = "{sshd.known_hosts}"\nconnections = {connections}\n'
+    )
+    began = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "--config",
+            str(config),
+            "--log-level",
+            "warning",
+            "run",
+            "--once",
+        ],
+        check=True,
+    )
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    small, large = (int(a) for a in sys.argv[1:3]) if len(sys.argv) > 2 else (2000, 300)
+    print("ratio: the baseline's time over this run's time (above 1.00x is faster)")
+    with Sshd() as sshd:
+        sshd.start()
+        for count, size in ((small, 100_000), (large, 2_000_000)):
+            with tempfile.TemporaryDirectory() as tmp:
+                work = Path(tmp)
+                total = make_spool(work / "spool", count, size) / 1e6
+                spool = work / "spool"
+                figures: dict[str, float] = {}
+                print(f"{count} recordings of {size // 1000} KB ({total:.0f} MB):")
+                runs = (
+                    (BASELINE, 0),
+                    ("recsync run --once, 4 connections", 4),
+                    ("recsync run --once, 1 connection", 1),
+                )
+                for label, connections in runs:
+                    remote = sshd.new_dir(label.split()[0] + str(len(figures)))
+                    scratch = work / f"run{len(figures)}"
+                    scratch.mkdir()
+                    if connections:
+                        seconds = recsync(sshd, spool, remote, scratch, connections)
+                    else:
+                        seconds = openssh(sshd, spool, remote, scratch)
+                    shipped = sum(1 for _ in remote.rglob("*.wav"))
+                    assert shipped == count, f"{label}: {shipped} of {count} arrived"
+                    figures[label] = seconds
+                    ratio = figures[BASELINE] / seconds
+                    print(
+                        f"  {label:36}{count / seconds:8.0f} files/s{total / seconds:7.1f} MB/s"
+                        f"{seconds:8.2f} s{ratio:7.2f}x"
+                    )
+                    shutil.rmtree(remote)
+
+
+if __name__ == "__main__":
+    main()
