@@ -28,9 +28,6 @@ from agent.transport.sshkeys import (
 )
 from tests.support.sshd import Sshd, TcpProxy
 
-# Registers the sshd fixtures when tests/conftest.py does not (a no-op when it does).
-pytest_plugins = ["tests.support.sshd"]
-
 Make = Callable[..., SftpTransport]
 
 
@@ -39,7 +36,7 @@ def _sha(data: bytes) -> str:
 
 
 def _temps(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob(".recsync-*.tmp")]
+    return list(folder.rglob(".recsync-*.tmp"))
 
 
 def _staged(tmp_path: Path, size: int, name: str = "rec.wav") -> tuple[Path, bytes]:
@@ -310,7 +307,7 @@ def test_server_down_is_transient_and_recovers(own_sshd: Sshd, make: Make, tmp_p
     own_sshd.stop()
     with pytest.raises(TransientError):
         transport.put(local, "2024/03/15/b.wav", sha256=_sha(data))
-    with pytest.raises(DestinationDown, match="unreachable"):
+    with pytest.raises(TransientError):  # failing, not paused: uploads retry with backoff
         transport.probe()
     own_sshd.start()
     transport.probe()
@@ -424,7 +421,7 @@ def test_bwlimit_caps_the_rate(sshd: Sshd, sftp_root: Path, make: Make, tmp_path
     transport = make(sshd, sftp_root, bwlimit_kbps=16_000)  # 2 MB/s
     began = time.monotonic()
     transport.put(local, "a.wav", sha256=_sha(data))
-    assert time.monotonic() - began >= 0.3
+    assert 0.3 <= time.monotonic() - began < 5  # 0.5 s less the first burst
 
 
 # --- sshkeys -------------------------------------------------------------------------------

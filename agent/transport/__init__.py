@@ -38,7 +38,9 @@ class Transport(Protocol):
     features: Features
 
     def probe(self) -> None:
-        """Raise DestinationDown unless a file can be written under the root now."""
+        """Raise DestinationDown when the destination refuses work (host key, login,
+        permission, missing root, disk full), TransientError when it cannot be reached
+        now (down, refused, timeout); return when a file can be written under the root."""
 
     def put(
         self,

@@ -279,10 +279,9 @@ class SftpTransport:
     # --- the synchronous surface -------------------------------------------------------
 
     def probe(self) -> None:
-        try:
-            self._call(self.root, self._probe)
-        except TransientError as exc:  # the contract: unreachable is "down" for a probe
-            raise DestinationDown(f"destination unreachable: {exc}") from exc
+        """DestinationDown when the server refuses work; TransientError when it cannot be
+        reached (server down, timeout): the daemon leaves that to the uploads' retries."""
+        self._call(self.root, self._probe)
 
     def put(
         self,
