@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date
+from typing import Any
 
 import schedule
 
@@ -17,8 +18,9 @@ from agent.cdr import CdrSource, wait_seconds
 from agent.config import Config
 from agent.errors import DestinationDown, Interrupted, TransientError
 from agent.log import kv
+from agent.media.prepare import Prepared
 from agent.model import RecordingState
-from agent.pipeline import Pipeline, Upload
+from agent.pipeline import Pipeline, Stage, Upload
 from agent.publish.manifest import day_of, publish_dirty
 from agent.spool.scan import day_folder, files_below, is_date_folder, recent_days, scan
 from agent.spool.settle import open_files_under
@@ -35,37 +37,59 @@ LATE_CDR_SWEEP_SECONDS = 60
 LATE_CDR_SECONDS = 86400  # how long a shipped recording's missing CDR is still looked for
 
 
-class _Uploads:
-    """Uploads in worker threads while the main thread prepares the next recordings; every
-    outcome is recorded on the main thread (the only one that touches the database)."""
+class _Work:
+    """Copies and uploads in worker threads while the main thread settles the next
+    recordings; every outcome is recorded on the main thread, the only one that touches
+    the database. At most `parallel` uploads and one copy in flight."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.inflight: dict[Future[None], Upload] = {}
+        self.staging: dict[Future[Prepared], Stage] = {}
+        self.uploads: dict[Future[None], Upload] = {}
 
-    def submit(self, job: Upload) -> None:
-        future = self.agent.workers.submit(self.agent.pipeline.upload, job)
-        self.inflight[future] = job
-        while len(self.inflight) >= self.agent.parallel:
-            self._finish(wait(self.inflight, return_when=FIRST_COMPLETED).done)
+    def submit(self, job: Stage) -> None:
+        self.staging[self.agent.workers.submit(self.agent.pipeline.stage, job)] = job
+        while len(self.staging) > 1 or len(self.uploads) >= self.agent.parallel:
+            self._step()
 
     def wait_all(self) -> None:
-        while self.inflight:
-            self._finish(wait(self.inflight, return_when=FIRST_COMPLETED).done)
+        while self.staging or self.uploads:
+            self._step()
 
-    def _finish(self, done: set[Future[None]]) -> None:
-        for future in done:
-            job = self.inflight.pop(future)
-            now = self.agent.clock()
-            error = future.exception()
-            try:
-                self.agent.pipeline.finish(job, error, now)
-                if error is None:
-                    self.agent._set_destination("ok")
-            except DestinationDown as exc:
-                self.agent._pause(str(exc), now)
-            except Interrupted:
-                pass  # the agent is stopping; the row was handed back
+    def _step(self) -> None:
+        futures: list[Future[Any]] = [*self.staging, *self.uploads]
+        for future in wait(futures, return_when=FIRST_COMPLETED).done:
+            if future in self.staging:
+                self._staged(future)
+            else:
+                self._uploaded(future)
+
+    def _staged(self, future: Future[Prepared]) -> None:
+        job = self.staging.pop(future)
+        error = future.exception()
+        prepared = None if error else future.result()
+        upload = self.agent.pipeline.claim(job, prepared, error, self.agent.clock())
+        if upload is None:
+            return
+        if self.agent.stop_event.is_set() or self.agent.paused_until is not None:
+            self.agent.pipeline.finish(
+                upload, Interrupted("not started"), self.agent.clock(), reraise=False
+            )
+            return
+        self.uploads[self.agent.workers.submit(self.agent.pipeline.upload, upload)] = upload
+
+    def _uploaded(self, future: Future[None]) -> None:
+        job = self.uploads.pop(future)
+        now = self.agent.clock()
+        error = future.exception()
+        try:
+            self.agent.pipeline.finish(job, error, now)
+            if error is None:
+                self.agent._set_destination("ok")
+        except DestinationDown as exc:
+            self.agent._pause(str(exc), now)
+        except Interrupted:
+            pass  # the agent is stopping; the row was handed back
 
 
 class Agent:
@@ -103,7 +127,8 @@ class Agent:
         self._destination: str | None = None  # the health record last written
         sftp = config.destination.type == "sftp"
         self.parallel = config.destination.connections if sftp else 1
-        self.workers = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="upload")
+        # One more worker than uploads: the next copy is made while they run.
+        self.workers = ThreadPoolExecutor(max_workers=self.parallel + 1, thread_name_prefix="ship")
         self._watched_day: date | None = None
 
     # --- life cycle --------------------------------------------------------------------
@@ -232,7 +257,7 @@ class Agent:
         processed: set[int] = set()
         open_paths: frozenset[str] | None = None
         scanned = False
-        uploads = _Uploads(self)
+        work = _Work(self)
         while not self.stop_event.is_set() and self.paused_until is None:
             rows = [r for r in self.store.due(now) if r.id not in processed]
             if not rows:
@@ -245,10 +270,10 @@ class Agent:
                 processed.add(row.id)
                 job = self.pipeline.process(row, now, open_paths)
                 if job is not None:
-                    uploads.submit(job)
-            uploads.wait_all()
+                    work.submit(job)
+            work.wait_all()
             self._publish(now)  # per batch: a long backlog shows progress as it drains
-        uploads.wait_all()
+        work.wait_all()
         self._publish(now)
         self._note_cdr_health()
         if self.paused_until is not None:

@@ -54,6 +54,16 @@ def retry_delay(attempts: int) -> float:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A recording ready to be copied for shipping: what the copy needs to know."""
+
+    row: Row
+    recording: Recording
+    fields: dict[str, object]  # the manifest fields so far, for tags and the name
+    repair_header: bool
+
+
+@dataclass(frozen=True)
 class Upload:
     """A claimed recording whose prepared copy is ready to go."""
 
@@ -155,10 +165,10 @@ class Pipeline:
 
     # --- process -----------------------------------------------------------------------
 
-    def process(self, row: Row, now: float, open_paths: Container[str] | None) -> Upload | None:
-        """Take a due row as far as it goes without the network: settled, parsed, its CDR
-        asked, its copy prepared and claimed. Returns the Upload to run (`upload`, then
-        `finish`), or None when the row stopped earlier (the store says why)."""
+    def process(self, row: Row, now: float, open_paths: Container[str] | None) -> Stage | None:
+        """Take a due row as far as the main thread takes it: settled, parsed, its CDR
+        asked. Returns the Stage to run next (`stage` in a worker, `claim`, `upload` in a
+        worker, `finish`), or None when the row stopped here (the store says why)."""
         path = self.spool / row.path
         if filenames.is_leg_file(path.name):
             self.store.skip(row.id, reason="Monitor leg file (a later mix replaces it)", now=now)
@@ -187,7 +197,7 @@ class Pipeline:
         recording = self._parse(row, now)
         if recording is None or not self._enrich(row, recording, now):
             return None
-        return self._ship(row, recording, repair_header=verdict.repair_header, now=now)
+        return self._to_stage(row, recording, repair_header=verdict.repair_header)
 
     def _parse(self, row: Row, now: float) -> Recording | None:
         try:
@@ -259,32 +269,43 @@ class Pipeline:
                 filled += 1
         return filled
 
-    def _ship(
-        self, row: Row, recording: Recording, *, repair_header: bool, now: float
-    ) -> Upload | None:
+    def _to_stage(self, row: Row, recording: Recording, *, repair_header: bool) -> Stage:
         fresh = self.store.get(row.id)  # with what the CDR step added
         assert fresh is not None
-        fields = call_fields(fresh)
-        try:
-            prepared = prepare(
-                self.config,
-                src=self.spool / row.path,
-                key=str(row.id),
-                fields=fields,
-                repair_header=repair_header,
-            )
-        except FileNotFoundError:
+        return Stage(fresh, recording, call_fields(fresh), repair_header)
+
+    def stage(self, job: Stage) -> Prepared:
+        """Make the copy to ship (copy, convert, tag, hash), safe in a worker thread: no
+        database access here. Raises what `prepare` raises, for `claim` to record."""
+        return prepare(
+            self.config,
+            src=self.spool / job.row.path,
+            key=str(job.row.id),
+            fields=job.fields,
+            repair_header=job.repair_header,
+        )
+
+    def claim(
+        self, job: Stage, prepared: Prepared | None, error: BaseException | None, now: float
+    ) -> Upload | None:
+        """Name the prepared copy once and claim the row for its upload (main thread);
+        None when staging failed, with the outcome recorded."""
+        row = job.row
+        if isinstance(error, FileNotFoundError):
             self._vanished(row, now)
             return None
-        except ChangedWhileCopying:
+        if isinstance(error, ChangedWhileCopying):
             self.store.wake(row.id, now)  # still being written: settle it again
             return None
-        except (OSError, TransientError) as exc:
+        if isinstance(error, OSError | TransientError):
             # Our own disk (staging) is full or unwritable: retry later, the spool is untouched.
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
             self._fail(row, f"staging: {reason}", now)
             return None
-        remote = self._name(fresh, recording, prepared, fields, now)
+        if error is not None:
+            raise error
+        assert prepared is not None
+        remote = self._name(row, job.recording, prepared, job.fields, now)
         if remote is None:
             prepared.path.unlink(missing_ok=True)
             return None
@@ -338,14 +359,18 @@ class Pipeline:
             self.transport.write_bytes(sidecar_of(job.remote), job.sidecar)
         crash_point("uploaded")
 
-    def finish(self, job: Upload, error: BaseException | None, now: float) -> None:
+    def finish(
+        self, job: Upload, error: BaseException | None, now: float, *, reraise: bool = True
+    ) -> None:
         """Record how an upload ended (main thread). Re-raises DestinationDown and
         Interrupted after handing the row back, for the caller to pause or stop."""
         row = job.row
         job.prepared.path.unlink(missing_ok=True)
         if isinstance(error, Interrupted | DestinationDown):
             self.store.release(row.id, why=str(error), now=now)
-            raise error
+            if reraise:
+                raise error
+            return
         if isinstance(error, TransientError):
             self._fail(row, str(error), now)
             return
