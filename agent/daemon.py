@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 PROBE_SECONDS = 30  # how often a paused destination is tried again
 RECONCILE_DAYS = 1  # the periodic scan covers today and yesterday (and tomorrow)
 IDLE_WAKE_SECONDS = 60
+PUBLISH_SECONDS = 2  # during a long pass, manifests are rewritten at most this often
 LATE_CDR_SWEEP_SECONDS = 60
 LATE_CDR_SECONDS = 86400  # how long a shipped recording's missing CDR is still looked for
 
@@ -125,6 +126,7 @@ class Agent:
         self.paused_reason: str | None = None
         self._unswept: set[str] = set()
         self._destination: str | None = None  # the health record last written
+        self._published_at = 0.0
         sftp = config.destination.type == "sftp"
         self.parallel = config.destination.connections if sftp else 1
         # One more worker than uploads: the next copy is made while they run.
@@ -272,7 +274,8 @@ class Agent:
                 if job is not None:
                     work.submit(job)
             work.wait_all()
-            self._publish(now)  # per batch: a long backlog shows progress as it drains
+            if self.clock() - self._published_at >= PUBLISH_SECONDS:
+                self._publish(now)  # a long backlog shows progress as it drains
         work.wait_all()
         self._publish(now)
         self._note_cdr_health()
@@ -302,6 +305,7 @@ class Agent:
             self.store.set_meta("cdr", value)
 
     def _publish(self, now: float) -> None:
+        self._published_at = self.clock()
         try:
             publish_dirty(self.store, self.transport, now)
         except DestinationDown as exc:

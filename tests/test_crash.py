@@ -25,7 +25,6 @@ STAGE_KILLS = [
     ("claimed", 1),
     ("upload:before-rename", 3),
     ("uploaded", 5),
-    ("manifest:written", 1),
     ("claimed", 25),
     ("upload:before-rename", 25),
     ("uploaded", 25),
@@ -45,11 +44,11 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
     }
 
 
-def make_spool(site: Site) -> dict[str, str]:
-    """RECORDINGS finished recordings over three day folders and the flat root;
+def make_spool(site: Site, numbers: range) -> dict[str, str]:
+    """Finished recordings over three day folders and the flat root;
     returns spool path -> sha256."""
     expected = {}
-    for n in range(RECORDINGS):
+    for n in numbers:
         day = 13 + n % 3
         name = (
             f"in-600-21255{n:05d}-202403{day}-10{n // 60 % 60:02d}{n % 60:02d}-1710497702.{n}.wav"
@@ -89,7 +88,7 @@ def shipped_recordings(site: Site) -> dict[str, str]:
     }
 
 
-def kill_after_progress(site: Site, rng: random.Random) -> None:
+def kill_after_progress(site: Site, rng: random.Random, total: int) -> None:
     """Start `recsync run`, let it ship a random number of files, SIGKILL it."""
     target = len(shipped_recordings(site)) + rng.randint(1, 25)
     proc = subprocess.Popen(
@@ -100,7 +99,7 @@ def kill_after_progress(site: Site, rng: random.Random) -> None:
     )
     try:
         end = time.monotonic() + DEADLINE
-        while len(shipped_recordings(site)) < min(target, RECORDINGS) and time.monotonic() < end:
+        while len(shipped_recordings(site)) < min(target, total) and time.monotonic() < end:
             time.sleep(rng.uniform(0.001, 0.01))
     finally:
         proc.kill()
@@ -110,15 +109,21 @@ def kill_after_progress(site: Site, rng: random.Random) -> None:
 @pytest.mark.slow
 def test_sigkill_anywhere_loses_nothing_and_ships_nothing_twice(site: Site) -> None:
     site.write_config(spool={"backfill_days": 100_000})
-    expected = make_spool(site)
-    spool_before = snapshot(site.spool)
+    later = RECORDINGS // 6  # calls that arrive after the first kills
+    expected = make_spool(site, range(RECORDINGS - later))
+    first_part = snapshot(site.spool)
 
     for point, nth in STAGE_KILLS:
-        assert run_once(site, f"{point}@{nth}") == -signal.SIGKILL, f"{point}:{nth} not reached"
-    assert 0 < len(shipped_recordings(site)) < RECORDINGS  # the kills left work behind
+        assert run_once(site, f"{point}@{nth}") == -signal.SIGKILL, f"{point}@{nth} not reached"
+    assert 0 < len(shipped_recordings(site)) < len(expected)  # the kills left work behind
     rng = random.Random(SEED)
     for _ in range(RANDOM_KILLS):
-        kill_after_progress(site, rng)
+        kill_after_progress(site, rng, len(expected))
+    expected |= make_spool(site, range(RECORDINGS - later, RECORDINGS))
+    spool_before = snapshot(site.spool)
+    assert first_part.items() <= spool_before.items()  # the kills changed nothing in it
+    # They ship, then the agent dies between writing one day's manifest and noting it.
+    assert run_once(site, "manifest:written@1") == -signal.SIGKILL
     assert run_once(site) == 0
 
     # Every recording exactly once, byte-identical; no -2 variants, no temporaries.
