@@ -7,8 +7,8 @@ import logging
 import os
 import random
 import stat
-from collections.abc import Callable, Container
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -305,16 +305,27 @@ class Pipeline:
         if error is not None:
             raise error
         assert prepared is not None
-        remote = self._name(row, job.recording, prepared, job.fields, now)
-        if remote is None:
+        candidates = self._names(row, job.recording, prepared, job.fields, now)
+        if candidates is None:
             prepared.path.unlink(missing_ok=True)
             return None
-        self.store.claim(
-            row.id, identity=prepared.source, sha256=prepared.sha256, size=prepared.size, now=now
+        remote = self.store.claim(
+            row.id,
+            identity=prepared.source,
+            sha256=prepared.sha256,
+            size=prepared.size,
+            now=now,
+            candidates=candidates,
         )
         crash_point("claimed")
-        claimed = self.store.get(row.id)
-        assert claimed is not None
+        assert remote is not None
+        claimed = replace(
+            row,
+            remote_path=remote,
+            sha256=prepared.sha256,
+            shipped_size=prepared.size,
+            state=RecordingState.UPLOADING.value,
+        )
         return Upload(
             row=claimed,
             prepared=prepared,
@@ -322,15 +333,16 @@ class Pipeline:
             sidecar=sidecar(entry(claimed)) if prepared.needs_sidecar else None,
         )
 
-    def _name(
+    def _names(
         self,
         row: Row,
         recording: Recording,
         prepared: Prepared,
         fields: dict[str, object],
         now: float,
-    ) -> str | None:
-        """Fix the remote path once: the template's name, or -2, -3 ... if it is taken."""
+    ) -> Iterator[str] | None:
+        """The remote path from the template, then -2, -3 ... should it be taken; None
+        (and quarantined) when the template cannot name this recording."""
         values = fields | {
             "format": prepared.format.lower(),
             "size": prepared.size,
@@ -338,7 +350,7 @@ class Pipeline:
         }
         folder = recording.started_at.strftime("%Y/%m/%d")
         try:
-            names = [self.naming.render(values, extension=prepared.format)]
+            first = self.naming.render(values, extension=prepared.format)
         except ValueError as exc:
             self.store.quarantine(row.id, reason=f"cannot name the shipped file: {exc}", now=now)
             return None
@@ -346,9 +358,7 @@ class Pipeline:
             self.naming.render(values, extension=prepared.format, suffix=n)
             for n in range(2, 10_000)
         )
-        return self.store.fix_remote_path(
-            row.id, (f"{folder}/{name}" for name in itertools.chain(names, numbered)), now
-        )
+        return (f"{folder}/{name}" for name in itertools.chain([first], numbered))
 
     def upload(self, job: Upload) -> None:
         """The network part, safe to run in a worker thread: no database access here."""

@@ -275,7 +275,6 @@ def test_show_finds_a_recording(ran: Recsync, by: str) -> None:
     history = result.stdout.split("history:\n", 1)[1]
     assert [line.split()[1] for line in history.splitlines()] == [
         "pending",
-        "parsed",
         "named",
         "uploading",
         "done",
@@ -284,7 +283,6 @@ def test_show_finds_a_recording(ran: Recsync, by: str) -> None:
     assert (data["id"], data["state"]) == (row["id"], "done")
     assert [e["event"] for e in data["events"]] == [
         "pending",
-        "parsed",
         "named",
         "uploading",
         "done",

@@ -375,15 +375,16 @@ class Store:
         )
 
     def set_parsed(self, rid: int, recording: Recording, now: float) -> None:
+        """What the file name says; no event row (the claim that follows has one)."""
         data = recording.to_json()
-        self._set(
-            rid,
-            now,
-            "parsed",
-            recording.pattern,
-            settled_at=now,
-            head=recording.head,
-            **{name: data[name] for name in _PARSED},
+        values = {name: data[name] for name in _PARSED} | {
+            "settled_at": now,
+            "head": recording.head,
+            "updated_at": now,
+        }
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        self.conn.execute(
+            f"UPDATE recordings SET {assignments} WHERE id = ?", [*values.values(), rid]
         )
 
     def wait_cdr(self, rid: int, *, deadline: float, until: float, now: float) -> None:
@@ -417,39 +418,57 @@ class Store:
     def fix_remote_path(self, rid: int, candidates: Iterable[str], now: float) -> str:
         """Give the row the first free remote path of `candidates`, once; later calls keep it."""
         with self._write() as conn:
-            (current,) = conn.execute(
-                "SELECT remote_path FROM recordings WHERE id = ?", (rid,)
+            return self._pick_remote(conn, rid, candidates, now)
+
+    def _pick_remote(
+        self, conn: sqlite3.Connection, rid: int, candidates: Iterable[str], now: float
+    ) -> str:
+        (current,) = conn.execute(
+            "SELECT remote_path FROM recordings WHERE id = ?", (rid,)
+        ).fetchone()
+        if current is not None:
+            return str(current)
+        for candidate in candidates:
+            taken = conn.execute(
+                "SELECT 1 FROM recordings WHERE remote_path = ?", (candidate,)
             ).fetchone()
-            if current is not None:
-                return str(current)
-            for candidate in candidates:
-                taken = conn.execute(
-                    "SELECT 1 FROM recordings WHERE remote_path = ?", (candidate,)
-                ).fetchone()
-                if not taken:
-                    conn.execute(
-                        "UPDATE recordings SET remote_path = ?, updated_at = ? WHERE id = ?",
-                        (candidate, now, rid),
-                    )
-                    self._event(conn, rid, now, "named", candidate)
-                    return candidate
+            if not taken:
+                conn.execute("UPDATE recordings SET remote_path = ? WHERE id = ?", (candidate, rid))
+                self._event(conn, rid, now, "named", candidate)
+                return candidate
         raise AgentError(f"no free remote path for recording {rid}")
 
-    def claim(self, rid: int, *, identity: Identity, sha256: str, size: int, now: float) -> None:
-        """A staged copy is ready: the row is the uploader's until done, failed or released."""
-        self._set(
-            rid,
-            now,
-            "uploading",
-            None,
-            state=RecordingState.UPLOADING.value,
-            size=identity.size,
-            mtime_ns=identity.mtime_ns,
-            inode=identity.inode,
-            sha256=sha256,
-            shipped_size=size,
-            reason=None,
-        )
+    def claim(
+        self,
+        rid: int,
+        *,
+        identity: Identity,
+        sha256: str,
+        size: int,
+        now: float,
+        candidates: Iterable[str] = (),
+    ) -> str | None:
+        """A staged copy is ready: the row is the uploader's until done, failed or released.
+        With `candidates`, the remote path is fixed (once) in the same transaction; returns
+        it."""
+        with self._write() as conn:
+            remote = self._pick_remote(conn, rid, candidates, now) if candidates else None
+            conn.execute(
+                "UPDATE recordings SET state = ?, size = ?, mtime_ns = ?, inode = ?, sha256 = ?,"
+                " shipped_size = ?, reason = NULL, updated_at = ? WHERE id = ?",
+                (
+                    RecordingState.UPLOADING.value,
+                    identity.size,
+                    identity.mtime_ns,
+                    identity.inode,
+                    sha256,
+                    size,
+                    now,
+                    rid,
+                ),
+            )
+            self._event(conn, rid, now, "uploading")
+        return remote
 
     def mark_done(self, rid: int, *, day: str, now: float) -> None:
         """Verified at the destination; its day's manifest must be rewritten."""
