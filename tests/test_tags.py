@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import wave
@@ -19,6 +18,7 @@ from agent.errors import PermanentError, TransientError
 from agent.media.tags import TAGGABLE, can_hold_tags, sidecar, tags_for, value_text, write_tags
 from agent.media.transcode import to_mp3
 from tests.support.mixmonitor import write_recording
+from tests.support.servers import require_program
 
 HOSTILE = "<script>alert(1)</script> \x1b[31m\x07\t\r\nBöb\u202e " + "x" * 2048
 
@@ -41,13 +41,7 @@ FIELDS: dict[str, Any] = {
 
 def tool(name: str) -> str:
     """The path of a Debian ffmpeg program; a failure in CI, a skip elsewhere."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (Debian package ffmpeg; scripts/test installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_program(name, "ffmpeg")
 
 
 def ffprobe_tags(path: Path) -> dict[str, str]:

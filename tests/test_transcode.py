@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import struct
 import subprocess
@@ -22,6 +21,7 @@ from mutagen.mp3 import MP3, BitrateMode
 from agent.errors import TransientError
 from agent.media.transcode import ALAW, FORMATS, ULAW, can_transcode, crc16, to_mp3
 from tests.support.mixmonitor import MixMonitorWriter, write_recording
+from tests.support.servers import require_program
 
 RATE = 8000
 FRAME = 576  # samples in one MPEG-2.5 Layer III frame: the tolerance the issue allows
@@ -29,13 +29,7 @@ FRAME = 576  # samples in one MPEG-2.5 Layer III frame: the tolerance the issue 
 
 def tool(name: str) -> str:
     """The path of a Debian ffmpeg program; a failure in CI, a skip elsewhere."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (Debian package ffmpeg; scripts/test installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_program(name, "ffmpeg")
 
 
 def tone(seconds: float, rate: int = RATE) -> array[int]:

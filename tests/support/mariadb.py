@@ -17,7 +17,6 @@ Without `mariadbd` the fixtures skip, except in CI (`CI=true`), where that is a 
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
 import shutil
@@ -32,6 +31,8 @@ from typing import Any
 
 import pymysql
 import pytest
+
+from tests.support.servers import PrivateServer, require
 
 SCHEMA_FILE = Path(__file__).with_name("freepbx_cdr.sql")
 CDR_DATABASE = "asteriskcdrdb"
@@ -88,7 +89,7 @@ def split_sql(script: str) -> list[str]:
     return [statement.strip() for statement in statements if statement.strip()]
 
 
-class MariaDB:
+class MariaDB(PrivateServer):
     """One private `mariadbd`; see the module docstring."""
 
     host = "127.0.0.1"
@@ -103,7 +104,6 @@ class MariaDB:
             raise MariaDBError(f"socket path too long for a Unix socket: {self._socket}")
         self._port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
-        self._atexit_registered = False
         self._started_once = False
         self._log_offset = 0  # where this start's part of the (appended) log begins
         # Seconds the last start() took (the first one includes mariadb-install-db).
@@ -135,9 +135,7 @@ class MariaDB:
         began = time.monotonic()
         if not (self.datadir / "mysql").is_dir():
             self._install_db()
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
+        self._stop_at_exit()
         for attempt in range(3):
             self._spawn()
             try:
@@ -175,19 +173,6 @@ class MariaDB:
             process.kill()
             process.wait()
         self._process = None
-
-    def restart(self, timeout: float = START_TIMEOUT) -> None:
-        self.stop()
-        self.start(timeout)
-
-    def close(self) -> None:
-        """Stop the server and delete its temp dir (if this object made it)."""
-        self.stop()
-        if self._atexit_registered:
-            atexit.unregister(self.stop)
-            self._atexit_registered = False
-        if self._own_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def __enter__(self) -> MariaDB:
         self.start()
@@ -388,16 +373,11 @@ def _tail(path: Path, offset: int = 0, lines: int = 30) -> str:
 
 
 def _require_mariadb() -> None:
-    missing = missing_programs()
-    if not missing:
-        return
-    message = (
-        f"MariaDB is not installed ({', '.join(missing)} missing): "
-        "run scripts/test as root, which installs Debian's mariadb-server"
+    require(
+        missing_programs(),
+        "MariaDB",
+        "run scripts/test as root, which installs Debian's mariadb-server",
     )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,6 @@ failure.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import pwd
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from tests.support.servers import PrivateServer, require
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -196,7 +197,7 @@ def _world_traversable(path: Path) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in (path, *path.parents))
 
 
-class Sshd:
+class Sshd(PrivateServer):
     """A private OpenSSH sshd on 127.0.0.1 for tests; see the module docstring."""
 
     host = "127.0.0.1"
@@ -235,7 +236,6 @@ class Sshd:
         self.root = self.base_dir / "root"
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
-        self._atexit_registered = False
         self._started_once = False
         self._log_offset = 0
         # Seconds the last start() took.
@@ -359,9 +359,7 @@ class Sshd:
         if os.geteuid() == 0 and not PRIVSEP_DIR.is_dir():
             PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
             PRIVSEP_DIR.chmod(0o755)
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
+        self._stop_at_exit()
         for attempt in range(3):
             self._write_config()
             self._spawn()
@@ -409,20 +407,6 @@ class Sshd:
             if time.monotonic() >= deadline:
                 raise SshdError(f"sshd session processes still running: {sessions}")
             time.sleep(_POLL_INTERVAL)
-
-    def restart(self, timeout: float = START_TIMEOUT) -> None:
-        """Stop, then start on the same port with the same host key."""
-        self.stop()
-        self.start(timeout)
-
-    def close(self) -> None:
-        """Stop the server and delete its temp dir (if this object made it)."""
-        self.stop()
-        if self._atexit_registered:
-            atexit.unregister(self.stop)
-            self._atexit_registered = False
-        if self._own_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def __enter__(self) -> Sshd:
         self.start()
@@ -794,13 +778,7 @@ class TcpProxy:
 
 
 def _require_sshd() -> None:
-    missing = missing_programs()
-    if not missing:
-        return
-    message = f"OpenSSH is not installed ({', '.join(missing)} missing): {_INSTALL_HINT}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    require(missing_programs(), "OpenSSH", _INSTALL_HINT)
 
 
 def _session_server(**options: Any) -> Iterator[Sshd]:

@@ -1,0 +1,71 @@
+"""What the private test servers (MariaDB, sshd) share: clean-up at exit and a clear skip
+or, in CI, a failure when their Debian package is missing."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+from pathlib import Path
+from typing import Self
+
+import pytest
+
+
+def require(missing: list[str], what: str, hint: str) -> None:
+    """Skip (or in CI, where a missing server is a failure, fail) when programs are missing."""
+    if not missing:
+        return
+    message = f"{what} is not installed ({', '.join(missing)} missing): {hint}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def require_program(name: str, package: str) -> str:
+    """The path of a program from a Debian package; a skip, or in CI a failure, without."""
+    path = shutil.which(name)
+    if path is None:
+        require([name], name, f"Debian package {package}; scripts/test installs it as root")
+    assert path is not None
+    return path
+
+
+class PrivateServer:
+    """A server process of the tests' own, in a temp dir; subclasses start and stop it."""
+
+    base_dir: Path
+    _own_dir: bool  # the temp dir was made here, and is removed by close()
+    _atexit_registered = False
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _stop_at_exit(self) -> None:
+        """Never leave a server running after the test session, however it ends."""
+        if not self._atexit_registered:
+            atexit.register(self.stop)
+            self._atexit_registered = True
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and delete its temp dir (if this object made it)."""
+        self.stop()
+        if self._atexit_registered:
+            atexit.unregister(self.stop)
+            self._atexit_registered = False
+        if self._own_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
