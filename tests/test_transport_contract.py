@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent.transport.sftp import SftpTransport
 
 from agent.errors import Interrupted, PermanentError
 from agent.transport import Transport
 from agent.transport.local import LocalTransport
+from agent.transport.sftp import SftpTransport
 from tests.support.sshd import Sshd
 
 
