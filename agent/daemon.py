@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import schedule
 
 from agent.cdr import CdrSource, wait_seconds
 from agent.config import Config
-from agent.errors import DestinationDown, Interrupted, TransientError
+from agent.errors import AgentError, DestinationDown, Interrupted, TransientError
 from agent.log import kv
 from agent.media.prepare import Prepared
 from agent.model import RecordingState
@@ -25,6 +26,7 @@ from agent.publish.manifest import day_of, publish_dirty
 from agent.spool.scan import day_folder, files_below, is_date_folder, recent_days, scan
 from agent.spool.settle import open_files_under
 from agent.spool.watcher import SpoolWatcher
+from agent.status import summary
 from agent.store.state import Store
 from agent.transport import Transport
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 PROBE_SECONDS = 30  # how often a paused destination is tried again
 RECONCILE_DAYS = 1  # the periodic scan covers today and yesterday (and tomorrow)
 IDLE_WAKE_SECONDS = 60
+STATUS_FILE = "status.json"
+STATUS_SECONDS = 60  # the heartbeat: status.json is rewritten at least this often
 PUBLISH_SECONDS = 2  # during a long pass, manifests are rewritten at most this often
 LATE_CDR_SWEEP_SECONDS = 60
 LATE_CDR_SECONDS = 86400  # how long a shipped recording's missing CDR is still looked for
@@ -127,6 +131,7 @@ class Agent:
         self._unswept: set[str] = set()
         self._destination: str | None = None  # the health record last written
         self._published_at = 0.0
+        self._owner_checked = False
         sftp = config.destination.type == "sftp"
         self.parallel = config.destination.connections if sftp else 1
         # One more worker than uploads: the next copy is made while they run.
@@ -240,9 +245,36 @@ class Agent:
             log.warning(kv("destination-unreachable", reason=str(exc)))
             self._set_destination("failing", str(exc))
             return True
+        if not self._owner_checked:
+            self._check_owner()
         self.paused_until = self.paused_reason = None
         self._set_destination("ok")
         return True
+
+    def _check_owner(self) -> None:
+        """One agent owns one root: another host's status.json there stops this one."""
+        data = self.transport.read_bytes(STATUS_FILE)
+        try:
+            owner = json.loads(data).get("host") if data else None
+        except (ValueError, AttributeError):
+            owner = None  # not ours to judge: it is rewritten at the first publish
+        if owner and owner != socket.gethostname():
+            raise AgentError(
+                f"the destination root already belongs to the agent on {owner!r} (its"
+                f" {STATUS_FILE}); one agent per root: choose another destination.root, or"
+                f" delete {STATUS_FILE} there if that agent is gone for good"
+            )
+        self._owner_checked = True
+
+    def write_status(self, now: float) -> None:
+        """status.json at the root: the agent's health, readable from the webserver alone."""
+        if self.paused_until is not None or not self._owner_checked:
+            return
+        document = summary(self.store, self.config, now)
+        try:
+            self.transport.write_bytes(STATUS_FILE, json.dumps(document, indent=1).encode())
+        except (DestinationDown, TransientError) as exc:
+            log.warning(kv("status-failed", error=str(exc)))
 
     def _pause(self, reason: str, now: float) -> None:
         if self.paused_until is None:
@@ -307,7 +339,8 @@ class Agent:
     def _publish(self, now: float) -> None:
         self._published_at = self.clock()
         try:
-            publish_dirty(self.store, self.transport, now)
+            if publish_dirty(self.store, self.transport, now):
+                self.write_status(now)
         except DestinationDown as exc:
             self._pause(str(exc), now)
         except TransientError as exc:  # the days stay dirty: the next pass tries again
@@ -328,15 +361,16 @@ class Agent:
             now = self.clock()
             self.run_once(now)
             if self.paused_until is not None:
-                return
+                break
             waits = [
                 due
                 for state, horizon in horizons.items()
                 if (due := self.store.next_due([state])) is not None and due <= now + horizon
             ]
             if not waits:
-                return
+                break
             self.stop_event.wait(max(0.0, min(waits) - self.clock()))
+        self.write_status(self.clock())
 
     def run_forever(self) -> None:
         """`run`: until stop(); inotify and due times wake the loop, reconcile runs on a timer."""
@@ -345,6 +379,7 @@ class Agent:
             lambda: self.reconcile(self.clock())
         )
         scheduler.every(LATE_CDR_SWEEP_SECONDS).seconds.do(lambda: self.fill_late_cdr(self.clock()))
+        scheduler.every(STATUS_SECONDS).seconds.do(lambda: self.write_status(self.clock()))
         self.start(self.clock())
         while not self.stop_event.is_set():
             self.wake_event.clear()

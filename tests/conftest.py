@@ -87,9 +87,12 @@ class Site:
         return self.dest / (found[0] if found and found[0] else "not-shipped-yet")
 
     def shipped(self) -> list[str]:
-        """Relative paths of every file at the destination (manifests and temporaries too)."""
+        """Relative paths of the files at the destination (manifests and temporaries too),
+        but for the agent's status.json."""
         return sorted(
-            p.relative_to(self.dest).as_posix() for p in self.dest.rglob("*") if p.is_file()
+            p.relative_to(self.dest).as_posix()
+            for p in self.dest.rglob("*")
+            if p.is_file() and p.name != "status.json"
         )
 
 

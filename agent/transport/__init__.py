@@ -55,6 +55,9 @@ class Transport(Protocol):
     def write_bytes(self, remote: str, data: bytes) -> None:
         """Atomically replace `remote` with `data` (manifests, pages)."""
 
+    def read_bytes(self, remote: str) -> bytes | None:
+        """The content of a small file the agent published (status.json), None if absent."""
+
     def remove(self, remote: str) -> None:
         """Delete `remote`; a missing file is not an error."""
 

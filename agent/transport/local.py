@@ -114,6 +114,14 @@ class LocalTransport:
         except OSError as exc:
             raise _classify(exc, remote) from exc
 
+    def read_bytes(self, remote: str) -> bytes | None:
+        try:
+            return self._target(remote).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _classify(exc, remote) from exc
+
     def remove(self, remote: str) -> None:
         try:
             self._target(remote).unlink(missing_ok=True)

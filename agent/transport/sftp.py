@@ -163,6 +163,10 @@ class SftpTransport:
         target = self._path(remote)
         self._call(target, lambda s: self._remove(s, target))
 
+    def read_bytes(self, remote: str) -> bytes | None:
+        target = self._path(remote)
+        return self._call(target, lambda s: self._read(s, target))
+
     def sweep(self, folders: Iterable[str]) -> int:
         paths = [self._path(folder) for folder in folders]
         return self._call(self.root, lambda s: self._sweep(s, paths))
@@ -454,6 +458,17 @@ class SftpTransport:
         with suppress(asyncssh.SFTPNoSuchFile):
             await self._op(session.sftp.remove(target))
         await self._op(session.sftp.rename(temp, target))
+
+    async def _read(self, session: Session, target: str) -> bytes | None:
+        try:
+            file = await self._op(session.sftp.open(target, "rb"))
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        try:
+            data: bytes = await self._op(file.read())
+            return data
+        finally:
+            await file.close()
 
     async def _remove(self, session: Session, target: str) -> None:
         with suppress(asyncssh.SFTPNoSuchFile):
