@@ -86,16 +86,19 @@ def run(ctx: Context, once: bool) -> None:
     """Run the agent in the foreground (systemd runs it like this)."""
     from agent.cdr import open_source
     from agent.daemon import Agent
+    from agent.publish.webhook import open_webhook
     from agent.transport import open_transport
 
     config = ctx.config
     cdr = open_source(config.cdr)
+    webhook = open_webhook(config.webhook)
     store = Store.open(config.state.path)
     agent = Agent(
         config=config,
         store=store,
         transport=open_transport(config.destination),
         cdr=cdr,
+        webhook=webhook,
         watch=not once,
     )
 

@@ -102,6 +102,19 @@ class TranscodeConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class IndexConfig:
+    enabled: bool
+    title: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookConfig:
+    url: str | None  # None: no webhook
+    secret_file: Path | None
+    timeout_seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class DestinationConfig:
     type: str
     root: Path  # local: resolved; sftp: the path on the server, as written
@@ -134,6 +147,8 @@ class Config:
     tags: TagsConfig
     transcode: TranscodeConfig
     destination: DestinationConfig
+    index: IndexConfig
+    webhook: WebhookConfig
     log: LogConfig
     source: Path | None = None  # the file it was read from, for messages
 
@@ -212,6 +227,12 @@ def _mode(key: str, value: Any, _base: Path) -> int:
     if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3}", value):
         raise ConfigError(f'{key}: expected an octal mode as a string, like "0644"; got {value!r}')
     return int(value, 8)
+
+
+def _url(key: str, value: Any, _base: Path) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[\x21-\x7e]+", value):
+        raise ConfigError(f"{key}: expected an http:// or https:// URL, got {value!r}")
+    return value
 
 
 def _bool(key: str, value: Any, _base: Path) -> bool:
@@ -321,6 +342,15 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "file_mode": ("0644", _mode),
         "dir_mode": ("0755", _mode),
     },
+    "index": {
+        "enabled": (True, _bool),
+        "title": ("Call recordings", _text),
+    },
+    "webhook": {
+        "url": (None, _url),
+        "secret_file": (None, _path),
+        "timeout_seconds": (5, _number(minimum=0.1)),
+    },
     "log": {
         "level": ("info", _choice(LOG_LEVELS)),
     },
@@ -391,6 +421,8 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         tags=TagsConfig(**sections["tags"]),
         transcode=TranscodeConfig(**sections["transcode"]),
         destination=_destination(data.get("destination", {}), sections["destination"], base),
+        index=IndexConfig(**sections["index"]),
+        webhook=WebhookConfig(**sections["webhook"]),
         log=LogConfig(**sections["log"]),
         source=source,
     )

@@ -17,12 +17,15 @@ import schedule
 
 from agent.cdr import CdrSource, wait_seconds
 from agent.config import Config
-from agent.errors import AgentError, DestinationDown, Interrupted, TransientError
+from agent.errors import AgentError, DestinationDown, Interrupted, PermanentError, TransientError
 from agent.log import kv
 from agent.media.prepare import Prepared
 from agent.model import RecordingState
 from agent.pipeline import Pipeline, Stage, Upload
-from agent.publish.manifest import day_of, publish_dirty
+from agent.publish.manifest import day_of, entry, publish_dirty
+from agent.publish.webhook import Webhook
+from agent.publish.webhook import body as webhook_body
+from agent.publish.webhook import retry_delay as webhook_delay
 from agent.spool.scan import day_folder, files_below, is_date_folder, recent_days, scan
 from agent.spool.settle import open_files_under
 from agent.spool.watcher import SpoolWatcher
@@ -107,6 +110,7 @@ class Agent:
         store: Store,
         transport: Transport,
         cdr: CdrSource | None = None,
+        webhook: Webhook | None = None,
         clock: Callable[[], float] = time.time,
         watch: bool = True,
     ) -> None:
@@ -125,7 +129,9 @@ class Agent:
             backfill_cutoff=0.0,
             cdr=cdr,
             cdr_wait=wait_seconds(config.cdr),
+            notify=webhook is not None,
         )
+        self.webhook = webhook
         self.paused_until: float | None = None
         self.paused_reason: str | None = None
         self._unswept: set[str] = set()
@@ -310,10 +316,39 @@ class Agent:
                 self._publish(now)  # a long backlog shows progress as it drains
         work.wait_all()
         self._publish(now)
+        self.deliver_webhooks(self.clock())
         self._note_cdr_health()
         if self.paused_until is not None:
             return self.paused_until
         return self.store.next_due()
+
+    def deliver_webhooks(self, now: float) -> int:
+        """Send the CRM what it has not been told yet; a CRM that is down waits for its
+        next attempt, and never holds up shipping. Returns how many were delivered."""
+        if self.webhook is None:
+            return 0
+        delivered = 0
+        for wid, rid, event, attempts in self.store.due_webhooks(now):
+            row = self.store.get(rid)
+            if row is None or row.remote_path is None:
+                self.store.webhook_failed(wid, error="recording no longer shipped", retry_at=None)
+                continue
+            key = f"{rid}.{wid}"  # stable across retries: the CRM dedupes on it
+            payload = webhook_body(event, key, entry(row))
+            try:
+                self.webhook.send(payload, event=event, key=key)
+            except TransientError as exc:
+                retry_at = now + webhook_delay(attempts + 1)
+                self.store.webhook_failed(wid, error=str(exc), retry_at=retry_at)
+                log.warning(kv("webhook-failed", id=rid, webhook_event=event, error=str(exc)))
+                break  # the CRM is down: the rest wait for their turn
+            except PermanentError as exc:
+                self.store.webhook_failed(wid, error=str(exc), retry_at=None)
+                log.error(kv("webhook-refused", id=rid, webhook_event=event, error=str(exc)))
+                continue
+            self.store.webhook_sent(wid, now=now)
+            delivered += 1
+        return delivered
 
     def fill_late_cdr(self, now: float) -> int:
         """Periodic job: late CDR rows fill in the manifests of recordings already shipped."""

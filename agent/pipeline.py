@@ -85,6 +85,7 @@ class Pipeline:
     cdr: CdrSource | None = None
     cdr_wait: float = 0.0
     cdr_error: str | None = None  # the last lookup's error, None after a good answer
+    notify: bool = False  # a webhook is configured: done and late-CDR transitions enqueue
 
     def __post_init__(self) -> None:
         self.naming = NameTemplate(self.config.naming.template)
@@ -262,7 +263,9 @@ class Pipeline:
                 continue
             info = self.lookup(query_for_row(row))
             if info is not None:
-                self.store.fill_cdr(row.id, info, day=day_of(row.remote_path), now=now)
+                self.store.fill_cdr(
+                    row.id, info, day=day_of(row.remote_path), now=now, notify=self.notify
+                )
                 if self.config.tags.enabled and not can_hold_tags(row.remote_path.rsplit(".")[-1]):
                     self._write_sidecar(row.id)  # the shipped file itself is never rewritten
                 log.info(kv("cdr-filled", id=row.id, path=row.path))
@@ -389,7 +392,7 @@ class Pipeline:
             return
         if error is not None:
             raise error
-        self.store.mark_done(row.id, day=day_of(job.remote), now=now)
+        self.store.mark_done(row.id, day=day_of(job.remote), now=now, notify=self.notify)
         log.info(kv("shipped", id=row.id, path=row.path, remote=job.remote, size=job.prepared.size))
         if row.obsolete_remote and row.obsolete_remote != job.remote:
             self.transport.remove(row.obsolete_remote)

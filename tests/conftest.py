@@ -16,7 +16,7 @@ from agent.daemon import Agent
 from agent.store.state import Store
 from agent.transport.local import LocalTransport
 
-pytest_plugins = ["tests.support.mariadb", "tests.support.sshd"]
+pytest_plugins = ["tests.support.mariadb", "tests.support.sshd", "tests.support.crm"]
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +123,9 @@ def make_agent(site: Site) -> Iterator[Any]:
     """Build Agents over the site (no watcher: tests drive run_once); closed at the end."""
     made: list[tuple[Agent, Store]] = []
 
-    def build(config: Config | None = None, transport: Any = None, cdr: Any = None) -> Agent:
+    def build(
+        config: Config | None = None, transport: Any = None, cdr: Any = None, webhook: Any = None
+    ) -> Agent:
         config = config or site.config()
         store = Store.open(config.state.path)
         agent = Agent(
@@ -131,6 +133,7 @@ def make_agent(site: Site) -> Iterator[Any]:
             store=store,
             transport=transport or LocalTransport(root=config.destination.root),
             cdr=cdr,
+            webhook=webhook,
             watch=False,
         )
         made.append((agent, store))

@@ -84,7 +84,11 @@ def test_open_creates_a_wal_database_with_its_migration(store: Store, db_path: P
     finally:
         other.close()
     assert {"recordings", "events", "dirty_days", "meta"} <= tables
-    assert applied == [("recsync", "0001_initial"), ("recsync", "0002_cdr")]
+    assert applied == [
+        ("recsync", "0001_initial"),
+        ("recsync", "0002_cdr"),
+        ("recsync", "0003_webhooks"),
+    ]
 
 
 def test_opening_again_keeps_rows_and_applies_nothing(db_path: Path) -> None:
@@ -97,7 +101,7 @@ def test_opening_again_keeps_rows_and_applies_nothing(db_path: Path) -> None:
         count = again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()
     finally:
         again.close()
-    assert count == (2,)  # one record per migration, not one per open
+    assert count == (3,)  # one record per migration, not one per open
 
 
 # --- transitions ----------------------------------------------------------------------

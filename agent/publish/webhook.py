@@ -46,8 +46,10 @@ from email.message import Message
 from urllib.parse import urlsplit
 
 from agent import __version__
-from agent.errors import PermanentError, TransientError
+from agent.config import WebhookConfig
+from agent.errors import ConfigError, PermanentError, TransientError
 from agent.log import kv
+from agent.secrets import read_secret
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +266,16 @@ def _retry_after(headers: Message) -> float | None:
     """`Retry-After` in seconds when given as a number (its date form is rare; ignored)."""
     value = headers.get("Retry-After", "").strip()
     return float(value) if value.isdigit() else None
+
+
+def open_webhook(config: WebhookConfig) -> Webhook | None:
+    """The configured webhook, or None when `webhook.url` is not set."""
+    if config.url is None:
+        return None
+    secret = read_secret(config.secret_file).encode() if config.secret_file else None
+    if secret is not None and not secret:
+        raise ConfigError(f"webhook.secret_file: {config.secret_file} is empty")
+    try:
+        return Webhook(url=config.url, secret=secret, timeout=config.timeout_seconds)
+    except ValueError as exc:
+        raise ConfigError(f"webhook.url: {exc}") from None

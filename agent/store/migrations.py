@@ -74,3 +74,25 @@ def _cdr(db: Database) -> None:
     ):
         db.execute(f"ALTER TABLE recordings ADD COLUMN {column}")
     db.execute("CREATE INDEX recordings_cdr ON recordings (cdr, uploaded_at)")
+
+
+@migrations(name="0003_webhooks")
+def _webhooks(db: Database) -> None:
+    # The CRM outbox: written in the transaction that marks a recording done (or fills in
+    # its CDR), so no event is lost; the body is built from the row when it is sent.
+    db.execute(
+        """
+        CREATE TABLE webhooks (
+            id INTEGER PRIMARY KEY,
+            recording_id INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',  -- pending, delivered, refused
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_error TEXT,
+            created_at REAL NOT NULL,
+            delivered_at REAL
+        )
+        """
+    )
+    db.execute("CREATE INDEX webhooks_due ON webhooks (state, next_attempt_at)")

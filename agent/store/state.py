@@ -404,9 +404,14 @@ class Store:
         """The CDR answered (`info`) or the wait is over (None: ships with cdr missing)."""
         self._set(rid, now, "cdr-found" if info else "cdr-missing", None, **_cdr_values(info))
 
-    def fill_cdr(self, rid: int, info: CallInfo, *, day: str, now: float) -> None:
-        """A late CDR row for a shipped recording: its day's manifest must be rewritten."""
+    def fill_cdr(
+        self, rid: int, info: CallInfo, *, day: str, now: float, notify: bool = False
+    ) -> None:
+        """A late CDR row for a shipped recording: its day's manifest must be rewritten
+        (and, with `notify`, the CRM told)."""
         with self._write() as conn:
+            if notify:
+                self._enqueue(conn, rid, "recording.updated", now)
             values = _cdr_values(info) | {"updated_at": now}
             assignments = ", ".join(f"{name} = ?" for name in values)
             conn.execute(
@@ -470,9 +475,12 @@ class Store:
             self._event(conn, rid, now, "uploading")
         return remote
 
-    def mark_done(self, rid: int, *, day: str, now: float) -> None:
-        """Verified at the destination; its day's manifest must be rewritten."""
+    def mark_done(self, rid: int, *, day: str, now: float, notify: bool = False) -> None:
+        """Verified at the destination; its day's manifest must be rewritten (and, with
+        `notify`, the CRM told)."""
         with self._write() as conn:
+            if notify:
+                self._enqueue(conn, rid, "recording.shipped", now)
             conn.execute(
                 "UPDATE recordings SET state = ?, reason = NULL, attempts = 0, uploaded_at = ?,"
                 " version = version + 1, updated_at = ? WHERE id = ?",
@@ -525,6 +533,39 @@ class Store:
                 )
                 self._event(conn, rid, now, "retry")
         return len(targets)
+
+    def _enqueue(self, conn: sqlite3.Connection, rid: int, event: str, now: float) -> None:
+        conn.execute(
+            "INSERT INTO webhooks (recording_id, event, next_attempt_at, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (rid, event, now, now),
+        )
+
+    def due_webhooks(self, now: float, limit: int = 50) -> list[tuple[int, int, str, int]]:
+        """(outbox id, recording id, event, attempts) of the CRM events to send now."""
+        return [
+            (int(wid), int(rid), str(event), int(attempts))
+            for wid, rid, event, attempts in self.conn.execute(
+                "SELECT id, recording_id, event, attempts FROM webhooks WHERE state = 'pending'"
+                " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+                (now, limit),
+            )
+        ]
+
+    def webhook_sent(self, wid: int, *, now: float) -> None:
+        self.conn.execute(
+            "UPDATE webhooks SET state = 'delivered', delivered_at = ?, attempts = attempts + 1,"
+            " last_error = NULL WHERE id = ?",
+            (now, wid),
+        )
+
+    def webhook_failed(self, wid: int, *, error: str, retry_at: float | None) -> None:
+        """A failed delivery: tried again at `retry_at`, or never (None: the CRM refused)."""
+        self.conn.execute(
+            "UPDATE webhooks SET state = ?, attempts = attempts + 1, last_error = ?,"
+            " next_attempt_at = coalesce(?, next_attempt_at) WHERE id = ?",
+            ("pending" if retry_at is not None else "refused", error, retry_at, wid),
+        )
 
     def clear_dirty(self, day: str) -> None:
         with self._write() as conn:
