@@ -22,7 +22,8 @@ from agent.log import kv
 from agent.media.prepare import Prepared
 from agent.model import RecordingState
 from agent.pipeline import Pipeline, Stage, Upload
-from agent.publish.manifest import day_of, entry, publish_dirty
+from agent.publish.manifest import day_of, entry
+from agent.publish.site import publish_dirty
 from agent.publish.webhook import Webhook
 from agent.publish.webhook import body as webhook_body
 from agent.publish.webhook import retry_delay as webhook_delay
@@ -374,7 +375,7 @@ class Agent:
     def _publish(self, now: float) -> None:
         self._published_at = self.clock()
         try:
-            if publish_dirty(self.store, self.transport, now):
+            if publish_dirty(self.store, self.transport, now, self.config.index):
                 self.write_status(now)
         except DestinationDown as exc:
             self._pause(str(exc), now)

@@ -47,8 +47,10 @@ class Site:
             "state": {"path": str(self.state / "state.db"), "staging": str(self.state / "staging")},
             "destination": {"type": "local", "root": str(self.dest)},
             "cdr": {"type": "none"},  # never find this machine's own FreePBX, if any
-            # Byte-identical copies make the shipping tests simple; tag tests turn it on.
+            # Byte-identical copies and only recordings and manifests at the destination
+            # keep the shipping tests simple; the tag and page tests turn these on.
             "tags": {"enabled": False},
+            "index": {"enabled": False},
         }
         for table, values in overrides.items():
             data.setdefault(table, {}).update(values)

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.log import kv
 from agent.model import RecordingState
 from agent.store.state import Row, Store
-from agent.testhooks import crash_point
-from agent.transport import Transport
-
-log = logging.getLogger(__name__)
 
 
 def day_of(remote_path: str) -> str:
@@ -65,21 +59,10 @@ def day_rows(store: Store, day: str) -> list[Row]:
     )
 
 
-def render(day: str, rows: list[Row], now: float) -> bytes:
+def render(day: str, entries: list[dict[str, Any]], now: float) -> bytes:
     document = {
         "date": day.replace("/", "-"),
         "generated_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
-        "recordings": [entry(row) for row in rows],
+        "recordings": entries,
     }
     return json.dumps(document, indent=1, ensure_ascii=False).encode() + b"\n"
-
-
-def publish_dirty(store: Store, transport: Transport, now: float) -> int:
-    """Rewrite the manifest of every day touched since the last publish; return how many."""
-    days = store.dirty_days()
-    for day in days:
-        transport.write_bytes(f"{day}/manifest.json", render(day, day_rows(store, day), now))
-        crash_point("manifest:written")
-        store.clear_dirty(day)
-        log.info(kv("manifest", day=day))
-    return len(days)

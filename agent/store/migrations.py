@@ -96,3 +96,10 @@ def _webhooks(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX webhooks_due ON webhooks (state, next_attempt_at)")
+
+
+@migrations(name="0004_days")
+def _days(db: Database) -> None:
+    # How many recordings each published day holds: the root page reads this small table
+    # instead of counting a million rows at every publish.
+    db.execute("CREATE TABLE days (day TEXT PRIMARY KEY, count INTEGER NOT NULL)")

@@ -567,6 +567,15 @@ class Store:
             ("pending" if retry_at is not None else "refused", error, retry_at, wid),
         )
 
+    def day_published(self, day: str, count: int) -> None:
+        """The day's manifest and page are written: no longer dirty, `count` recordings."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM dirty_days WHERE day = ?", (day,))
+            conn.execute("INSERT OR REPLACE INTO days (day, count) VALUES (?, ?)", (day, count))
+
+    def day_counts(self) -> list[tuple[str, int]]:
+        return [(str(d), int(n)) for d, n in self.conn.execute("SELECT day, count FROM days")]
+
     def clear_dirty(self, day: str) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM dirty_days WHERE day = ?", (day,))

@@ -1,0 +1,318 @@
+"""The browsable pages of the destination: the root `index.html` (the days, newest first)
+and `YYYY/MM/DD/index.html` (the calls of one day), plus the CSS and JS they share.
+
+Pure rendering: manifest entries in, bytes out. Nothing here writes, lists the remote or
+reads the state database; the only I/O is reading this package's templates and static
+files. The pages are static files for Apache or nginx: every link is relative and
+URL-encoded, everything from the CDR is escaped (Jinja2 autoescape), and a strict
+Content-Security-Policy allows only the pages' own CSS, JS and recordings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cache
+from importlib import resources
+from urllib.parse import quote
+
+import jinja2
+from markupsafe import Markup
+
+CSP = (
+    "default-src 'none'; style-src 'self'; script-src 'self'; media-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'"
+)
+
+_PACKAGE = "agent.publish"
+_STATIC_NAMES = ("recsync.css", "recsync.js", "favicon.svg")
+
+
+def _read_static() -> dict[str, bytes]:
+    folder = resources.files(_PACKAGE) / "static"
+    return {f"static/{name}": (folder / name).read_bytes() for name in _STATIC_NAMES}
+
+
+STATIC: dict[str, bytes] = _read_static()
+"""The pages' assets: remote path relative to the root -> content."""
+
+# Formats a browser plays. Asterisk's "wav" (PCM) and "wav49" (GSM in RIFF) both end in
+# .wav; Asterisk names wav49 files ".WAV", so the case of the extension tells them apart.
+_PLAYABLE = frozenset({"wav", "mp3", "ogg", "oga", "opus", "flac"})
+
+_DAY = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9]{2}")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June", "July",
+    "August", "September", "October", "November", "December",
+)  # fmt: skip
+
+# kind (DESIGN.md "Parsed recording") -> (label, CSS class for the direction)
+_KINDS: dict[str, tuple[str, str]] = {
+    "in": ("Incoming", "in"),
+    "out": ("Outgoing", "out"),
+    "internal": ("Internal", "int"),
+    "external": ("External", "out"),
+    "q": ("Queue", "in"),
+    "rg": ("Ring group", "in"),
+    "generic": ("Call", "int"),
+    "parked": ("Parked", "int"),
+    "ondemand": ("On demand", "int"),
+    "exten": ("Extension", "int"),
+    "force": ("Forced", "int"),
+    "conf": ("Conference", "int"),
+    "auto": ("Automatic", "int"),
+    "legacy-out": ("Outgoing", "out"),
+    "legacy-in": ("Incoming", "in"),
+    "legacy-group": ("Ring group", "in"),
+    "legacy-queue": ("Queue", "in"),
+    "disa": ("DISA", "out"),
+    "custom": ("Custom", "int"),
+}
+# CDR disposition -> CSS class
+_DISPOSITIONS = {
+    "ANSWERED": "answered",
+    "NO ANSWER": "missed",
+    "BUSY": "missed",
+    "CONGESTION": "failed",
+    "FAILED": "failed",
+}
+
+
+def playable(fmt: str) -> bool:
+    """True for formats a browser plays: PCM wav, mp3, ogg, opus, flac.
+
+    `fmt` is the file's extension as written: "wav" is PCM, while "WAV" (Asterisk's name
+    for wav49, GSM in RIFF) is not playable, nor are gsm, ulaw, alaw, sln or g729.
+    """
+    if fmt.lower() == "wav":
+        return fmt == "wav"
+    return fmt.lower() in _PLAYABLE
+
+
+def render_day(
+    day: str, entries: Sequence[Mapping[str, object]], *, title: str, generated_at: str
+) -> bytes:
+    """The page at `YYYY/MM/DD/index.html`: one row per manifest entry, in the given order.
+
+    `day` is "2024/03/15"; each entry's `file` is root-relative ("2024/03/15/name.wav"),
+    and is linked by its URL-encoded base name (the page sits beside the recordings).
+    """
+    when = _parse_day(day)
+    rows = [_row(entry) for entry in entries]
+    seconds = sum(row.seconds for row in rows)
+    summary = _plural(len(rows), "recording")
+    if seconds:
+        summary += f", {_hours(seconds)} in all"
+    html = _templates()[0].render(
+        title=title,
+        generated_at=generated_at,
+        home="../../../index.html",
+        static="../../../static/",
+        heading=f"{_WEEKDAYS[when.weekday()]} {when.day} {_MONTHS[when.month - 1]} {when.year}",
+        summary=summary,
+        rows=rows,
+    )
+    return _encode(html)
+
+
+def render_root(days: Sequence[tuple[str, int]], *, title: str, generated_at: str) -> bytes:
+    """The root `index.html`: every day ("2024/03/15", count), newest first, grouped by
+    month, each linking to its `YYYY/MM/DD/index.html`."""
+    months: list[_Month] = []
+    for day, count in sorted(days, reverse=True):
+        when = _parse_day(day)
+        label = f"{_MONTHS[when.month - 1]} {when.year}"
+        if not months or months[-1].label != label:
+            months.append(_Month(label))
+        month = months[-1]
+        month.total += count
+        month.days.append(
+            _DayLink(
+                href=f"{day}/index.html",  # digits and slashes only: nothing to encode
+                label=f"{_WEEKDAYS[when.weekday()][:3]} {when.day}",
+                count=_plural(count, "call"),
+            )
+        )
+    total = sum(count for _, count in days)
+    summary = f"{_plural(total, 'recording')} on {_plural(len(days), 'day')}"
+    html = _templates()[1].render(
+        title=title,
+        generated_at=generated_at,
+        home="index.html",
+        static="static/",
+        summary=summary,
+        months=months,
+    )
+    return _encode(html)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One call as the day page shows it: display strings, no markup (autoescaped)."""
+
+    started_at: str
+    time: str
+    kind: str
+    kind_class: str
+    caller_name: str
+    caller_number: str
+    dst: str
+    did: str
+    seconds: int
+    duration: str
+    duration_title: str
+    disposition: str
+    disposition_class: str
+    href: str
+    playable: bool
+    format: str
+    size: str
+
+
+@dataclass(slots=True)
+class _DayLink:
+    href: str
+    label: str
+    count: str
+
+
+@dataclass(slots=True)
+class _Month:
+    label: str
+    total: int = 0
+    days: list[_DayLink] = field(default_factory=list)
+
+    @property
+    def count(self) -> str:
+        return _plural(self.total, "call")
+
+
+@cache
+def _templates() -> tuple[jinja2.Template, jinja2.Template]:
+    """The day and root templates, compiled once per process."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader(_PACKAGE, "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.globals["csp"] = Markup(CSP)  # noqa: S704 (our constant: its quotes stay readable)
+    return env.get_template("day.html"), env.get_template("root.html")
+
+
+def _row(entry: Mapping[str, object]) -> _Row:
+    file = _text(entry.get("file"))
+    name = file.rsplit("/", 1)[-1]
+    ext = name.rsplit(".", 1)[-1] if "." in name else _text(entry.get("format"))
+    started_at = _text(entry.get("started_at"))
+    kind = _text(entry.get("kind"))
+    kind_label, kind_class = _KINDS.get(kind, (kind or "Unknown", "int"))
+    caller_name = _text(entry.get("caller_name"))
+    caller_number = _text(entry.get("caller_number"))
+    if not caller_name and not caller_number:
+        caller_number = "unknown"
+    dst = _text(entry.get("dst"))
+    did = _text(entry.get("did"))
+    duration = _seconds(entry.get("duration"))
+    billsec = _seconds(entry.get("billsec"))
+    # The talk time is what the recording holds; the whole call (with ringing) as a hint.
+    shown = billsec if billsec is not None else duration
+    title = ""
+    if billsec is not None and duration is not None and duration != billsec:
+        title = f"{_clock(duration)} with ringing"
+    disposition = _text(entry.get("disposition"))
+    return _Row(
+        started_at=started_at,
+        time=_time_of(started_at),
+        kind=kind_label,
+        kind_class=kind_class,
+        caller_name=caller_name,
+        caller_number=caller_number,
+        dst=dst,
+        did=did if did != dst else "",
+        seconds=shown or 0,
+        duration=_clock(shown) if shown is not None else "",
+        duration_title=title,
+        disposition=disposition,
+        disposition_class=_DISPOSITIONS.get(disposition.upper(), "none"),
+        # surrogateescape: a name that is not UTF-8 links to its own bytes
+        href=quote(name, safe="", errors="surrogateescape"),
+        playable=playable(ext),
+        format="WAV49" if ext.lower() == "wav" else ext.upper(),  # shown when not playable
+        size=_size(entry.get("size")),
+    )
+
+
+def _encode(html: str) -> bytes:
+    # A lone surrogate (text that was not UTF-8 at its source) shows as "?", never fails.
+    return html.encode("utf-8", "replace")
+
+
+def _parse_day(day: str) -> date:
+    """ "2024/03/15" -> date; ValueError for anything else (it becomes a path and links)."""
+    if not _DAY.fullmatch(day):
+        raise ValueError(f"not a YYYY/MM/DD day: {day!r}")
+    year, month, dom = (int(part) for part in day.split("/"))
+    return date(year, month, dom)
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _seconds(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return max(int(value), 0)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _clock(seconds: int) -> str:
+    """m:ss, or h:mm:ss from an hour on."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+def _hours(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes = rest // 60
+    if hours:
+        return f"{hours} h {minutes:02} min"
+    return f"{minutes} min" if minutes else f"{seconds} s"
+
+
+def _time_of(started_at: str) -> str:
+    """The wall-clock time of the PBX (the offset it was written with): "10:15:02"."""
+    if not started_at:
+        return ""
+    try:
+        return datetime.fromisoformat(started_at).strftime("%H:%M:%S")
+    except ValueError:
+        return started_at
+
+
+def _size(value: object) -> str:
+    """1234567 -> "1.2 MB" (decimal units, as file managers show them)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return ""
+    size, unit = float(value), "B"
+    for bigger in ("kB", "MB", "GB"):
+        if size < 1000:
+            break
+        size, unit = size / 1000, bigger
+    if unit == "B":
+        return f"{value} B"
+    return f"{size:.1f} {unit}" if size < 10 else f"{size:.0f} {unit}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
