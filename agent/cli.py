@@ -10,10 +10,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from agent import __version__, filenames
@@ -21,9 +22,13 @@ from agent import config as config_module
 from agent import log as log_module
 from agent import status as status_module
 from agent.errors import AgentError
+from agent.lock import AlreadyRunning, exclusive
 from agent.model import RecordingState
 from agent.secrets import give_to_folder_owner
 from agent.store.state import Store
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
 
 STATES = [s.value for s in RecordingState]
 
@@ -84,23 +89,30 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
 @pass_context
 def run(ctx: Context, once: bool) -> None:
     """Run the agent in the foreground (systemd runs it like this)."""
+    config = ctx.config
+    with exclusive(config.state.path):
+        _run(config, once)
+
+
+def _agent(config: config_module.Config, store: Store, *, watch: bool) -> Agent:
     from agent.cdr import open_source
     from agent.daemon import Agent
     from agent.publish.webhook import open_webhook
     from agent.transport import open_transport
 
-    config = ctx.config
-    cdr = open_source(config.cdr)
-    webhook = open_webhook(config.webhook)
-    store = Store.open(config.state.path)
-    agent = Agent(
+    return Agent(
         config=config,
         store=store,
         transport=open_transport(config.destination),
-        cdr=cdr,
-        webhook=webhook,
-        watch=not once,
+        cdr=open_source(config.cdr),
+        webhook=open_webhook(config.webhook),
+        watch=watch,
     )
+
+
+def _run(config: config_module.Config, once: bool) -> None:
+    store = Store.open(config.state.path)
+    agent = _agent(config, store, watch=not once)
 
     def on_signal(signum: int, _frame: object) -> None:
         agent.stop()
@@ -331,6 +343,71 @@ def keygen(ctx: Context) -> None:
         f"wrote {key_file}; add this line to the webserver's ~/.ssh/authorized_keys:", err=True
     )
     click.echo(line)
+
+
+@cli.command()
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Only files modified since.")
+@click.option("--dry-run", is_flag=True, help="Say what would be shipped; change nothing.")
+@pass_context
+def backfill(ctx: Context, since: datetime | None, dry_run: bool) -> None:
+    """Ship the recordings the first start left out (older than spool.backfill_days)."""
+    from agent import backfill as backfill_module
+
+    config = ctx.config
+    store = Store.open(config.state.path)
+    try:
+        found = backfill_module.find(
+            store, config.spool.path, config.spool.extensions, since.timestamp() if since else None
+        )
+        size = sum(c.size for c in found) / 1e6
+        if dry_run or not found:
+            verb = "would be queued" if found else "to backfill"
+            click.echo(f"{len(found)} recording(s), {size:.1f} MB, {verb}")
+            return
+        ids = backfill_module.queue(
+            store, config.spool.path, found, now=time.time(), rate=config.spool.backfill_rate
+        )
+        click.echo(f"{len(ids)} recording(s), {size:.1f} MB, queued")
+        try:
+            with exclusive(config.state.path):
+                _ship_backfill(config, store, ids)
+        except AlreadyRunning:
+            click.echo(
+                "the running agent ships them; following its progress"
+                " (Ctrl-C stops watching, not shipping)"
+            )
+            _follow(store, ids, step=None)
+    finally:
+        store.close()
+
+
+def _ship_backfill(config: config_module.Config, store: Store, ids: list[int]) -> None:
+    agent = _agent(config, store, watch=False)
+    try:
+        agent.start(time.time())
+        _follow(store, ids, step=lambda: agent.run_once(time.time()))
+    finally:
+        agent.close()
+    if agent.paused_reason:
+        raise AgentError(f"destination paused: {agent.paused_reason}")
+
+
+def _follow(store: Store, ids: list[int], step: Callable[[], float | None] | None) -> None:
+    """A progress bar with an ETA until every queued recording is shipped or out of
+    the queue; `step` does the work (None: another process does)."""
+    from agent.backfill import progress
+
+    columns = (TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("backfill", total=len(ids))
+        while True:
+            next_due = step() if step else None
+            done, total = progress(store, ids)
+            bar.update(task, completed=done)
+            if done == total:
+                return
+            wait = 0.5 if next_due is None else min(0.5, max(0.0, next_due - time.time()))
+            time.sleep(wait)
 
 
 @cli.command("check-config")

@@ -58,6 +58,7 @@ class SpoolConfig:
     stale_seconds: float
     reconcile_minutes: float
     backfill_days: float
+    backfill_rate: float  # files per second `recsync backfill` queues; 0 = as fast as it can
     patterns: tuple[CustomPattern, ...]
 
 
@@ -293,6 +294,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "stale_seconds": (900, _number()),
         "reconcile_minutes": (10, _number(minimum=0.01)),
         "backfill_days": (7, _number()),
+        "backfill_rate": (10, _number()),
         "patterns": ([], _patterns),
     },
     "state": {
