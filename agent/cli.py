@@ -29,6 +29,7 @@ from agent.store.state import Store
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
+    from agent.systemd import Notifier
 
 STATES = [s.value for s in RecordingState]
 
@@ -94,7 +95,9 @@ def run(ctx: Context, once: bool) -> None:
         _run(config, once)
 
 
-def _agent(config: config_module.Config, store: Store, *, watch: bool) -> Agent:
+def _agent(
+    config: config_module.Config, store: Store, *, watch: bool, notifier: Notifier | None = None
+) -> Agent:
     from agent.cdr import open_source
     from agent.daemon import Agent
     from agent.publish.webhook import open_webhook
@@ -106,13 +109,21 @@ def _agent(config: config_module.Config, store: Store, *, watch: bool) -> Agent:
         transport=open_transport(config.destination),
         cdr=open_source(config.cdr),
         webhook=open_webhook(config.webhook),
+        notifier=notifier,
         watch=watch,
     )
 
 
 def _run(config: config_module.Config, once: bool) -> None:
+    from agent.metrics import MetricsServer
+    from agent.systemd import Notifier
+
     store = Store.open(config.state.path)
-    agent = _agent(config, store, watch=not once)
+    agent = _agent(config, store, watch=not once, notifier=None if once else Notifier())
+    server = None
+    if not once and config.metrics.listen:
+        server = MetricsServer(agent.metrics, config.metrics.listen, healthy=agent.health)
+        server.start()
 
     def on_signal(signum: int, _frame: object) -> None:
         agent.stop()
@@ -125,6 +136,8 @@ def _run(config: config_module.Config, once: bool) -> None:
         else:
             agent.run_forever()
     finally:
+        if server is not None:
+            server.close()
         agent.close()
         store.close()
     if once and agent.paused_reason is not None:

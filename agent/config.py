@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.alerts import AlertSettings
 from agent.errors import ConfigError
 from agent.filenames import DEFAULT_EXTENSIONS, CustomPattern, compile_custom_pattern
 from agent.media.naming import DEFAULT_TEMPLATE, NameTemplate
+from agent.metrics import parse_listen
 
 DEFAULT_PATH = Path("/etc/recsync/config.toml")
 
@@ -116,6 +118,11 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MetricsConfig:
+    listen: str  # "host:port"; "" turns the metrics endpoint off
+
+
+@dataclass(frozen=True, kw_only=True)
 class DestinationConfig:
     type: str
     root: Path  # local: resolved; sftp: the path on the server, as written
@@ -150,6 +157,8 @@ class Config:
     destination: DestinationConfig
     index: IndexConfig
     webhook: WebhookConfig
+    metrics: MetricsConfig
+    alerts: AlertSettings
     log: LogConfig
     source: Path | None = None  # the file it was read from, for messages
 
@@ -228,6 +237,28 @@ def _mode(key: str, value: Any, _base: Path) -> int:
     if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3}", value):
         raise ConfigError(f'{key}: expected an octal mode as a string, like "0644"; got {value!r}')
     return int(value, 8)
+
+
+def _argv(key: str, value: Any, _base: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(
+            f"{key}: expected a list: the program, then its arguments (no shell),"
+            f' like ["/usr/local/bin/page-oncall", "recsync"]; got {value!r}'
+        )
+    if not value[0]:
+        raise ConfigError(f"{key}: the program name is empty")
+    return tuple(value)
+
+
+def _listen(key: str, value: Any, _base: Path) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f'{key}: expected "host:port" or "" (off), got {value!r}')
+    if value:
+        try:
+            parse_listen(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return value
 
 
 def _url(key: str, value: Any, _base: Path) -> str:
@@ -353,6 +384,15 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "secret_file": (None, _path),
         "timeout_seconds": (5, _number(minimum=0.1)),
     },
+    "metrics": {
+        "listen": ("127.0.0.1:9464", _listen),
+    },
+    "alerts": {
+        "command": (None, _argv),
+        "webhook": (None, _url),
+        "after_failures": (5, _count),
+        "backlog_minutes": (60, _number(minimum=0.01)),
+    },
     "log": {
         "level": ("info", _choice(LOG_LEVELS)),
     },
@@ -425,6 +465,8 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         destination=_destination(data.get("destination", {}), sections["destination"], base),
         index=IndexConfig(**sections["index"]),
         webhook=WebhookConfig(**sections["webhook"]),
+        metrics=MetricsConfig(**sections["metrics"]),
+        alerts=AlertSettings(**sections["alerts"]),
         log=LogConfig(**sections["log"]),
         source=source,
     )

@@ -15,11 +15,13 @@ from typing import Any
 
 import schedule
 
+from agent.alerts import Alerts
 from agent.cdr import CdrSource, wait_seconds
 from agent.config import Config
 from agent.errors import AgentError, DestinationDown, Interrupted, PermanentError, TransientError
 from agent.log import kv
 from agent.media.prepare import Prepared
+from agent.metrics import Metrics
 from agent.model import RecordingState
 from agent.pipeline import Pipeline, Stage, Upload
 from agent.publish.manifest import day_of, entry
@@ -32,6 +34,7 @@ from agent.spool.settle import open_files_under
 from agent.spool.watcher import SpoolWatcher
 from agent.status import summary
 from agent.store.state import Store
+from agent.systemd import Notifier
 from agent.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 PROBE_SECONDS = 30  # how often a paused destination is tried again
 RECONCILE_DAYS = 1  # the periodic scan covers today and yesterday (and tomorrow)
 IDLE_WAKE_SECONDS = 60
+HEALTH_SECONDS = 15  # metrics gauges, systemd status and alerts are refreshed this often
 STATUS_FILE = "status.json"
 STATUS_SECONDS = 60  # the heartbeat: status.json is rewritten at least this often
 PUBLISH_SECONDS = 2  # during a long pass, manifests are rewritten at most this often
@@ -91,6 +95,7 @@ class _Work:
         job = self.uploads.pop(future)
         now = self.agent.clock()
         error = future.exception()
+        self.agent.note_upload(job, error, now)
         try:
             self.agent.pipeline.finish(job, error, now)
             if error is None:
@@ -112,6 +117,7 @@ class Agent:
         transport: Transport,
         cdr: CdrSource | None = None,
         webhook: Webhook | None = None,
+        notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
         watch: bool = True,
     ) -> None:
@@ -133,6 +139,11 @@ class Agent:
             notify=webhook is not None,
         )
         self.webhook = webhook
+        self.metrics = Metrics()
+        self.pipeline.on_cdr_wait = self.metrics.cdr_waited
+        self.notifier = notifier or Notifier({})  # no NOTIFY_SOCKET: every call a no-op
+        self.alerts = Alerts(config.alerts)
+        self.failures_in_a_row = 0
         self.paused_until: float | None = None
         self.paused_reason: str | None = None
         self._unswept: set[str] = set()
@@ -171,10 +182,14 @@ class Agent:
         if self.watcher is not None:
             self._refresh_watches(now)
             self.watcher.start()
+        # Ready once recovered and watching; the first full scan can take long.
+        self.notifier.ready(f"recovered {len(stranded)} recording(s); scanning the spool")
+        self.metrics.loop_alive(now)
         self.reconcile(now, days=int(self.config.spool.backfill_days) + 1)
         log.info(kv("started", spool=self.config.spool.path, recovered=len(stranded) or None))
 
     def close(self) -> None:
+        self.notifier.close()
         self.workers.shutdown(wait=True)
         if self.watcher is not None:
             self.watcher.stop()
@@ -232,6 +247,7 @@ class Agent:
     # --- one pass ----------------------------------------------------------------------
 
     def _set_destination(self, state: str, reason: str | None = None) -> None:
+        self.metrics.destination(state)
         value = json.dumps({"state": state, "reason": reason})
         if self._destination != value:  # written on change only, not once per file
             self.store.set_meta("destination", value)
@@ -351,6 +367,39 @@ class Agent:
             delivered += 1
         return delivered
 
+    def health(self) -> tuple[bool, str]:
+        """For /healthz, from the metrics thread: plain attributes only, no database."""
+        if self.paused_until is not None:
+            return False, f"destination paused: {self.paused_reason}"
+        return True, "ok"
+
+    def note_upload(self, job: Upload, error: BaseException | None, now: float) -> None:
+        """Metrics and the failure streak the alerts watch."""
+        if error is None:
+            self.failures_in_a_row = 0
+            closed = job.row.mtime_ns / 1e9  # when MixMonitor last wrote the file
+            self.metrics.shipped(size=job.prepared.size, latency=max(0.0, now - closed))
+        elif isinstance(error, TransientError | PermanentError):
+            self.failures_in_a_row += 1
+            self.metrics.error("upload")
+
+    def check_health(self, now: float) -> None:
+        """Periodic job: metrics gauges, systemd's status line, alerts."""
+        status = summary(self.store, self.config, now)
+        self.metrics.refresh(status["counts"], status["backlog"], status["oldest_pending_seconds"])
+        destination = status["destination"]
+        self.notifier.status(
+            f"{status['counts']['done']} shipped, backlog {status['backlog']},"
+            f" destination {destination['state']}"
+        )
+        self.alerts.observe(
+            now=now,
+            consecutive_failures=self.failures_in_a_row,
+            oldest_pending_seconds=status["oldest_pending_seconds"],
+            destination=destination["state"],
+            reason=destination.get("reason") or self.paused_reason,
+        )
+
     def fill_late_cdr(self, now: float) -> int:
         """Periodic job: late CDR rows fill in the manifests of recordings already shipped."""
         if self.pipeline.cdr is None or self.paused_until is not None:
@@ -416,14 +465,21 @@ class Agent:
         )
         scheduler.every(LATE_CDR_SWEEP_SECONDS).seconds.do(lambda: self.fill_late_cdr(self.clock()))
         scheduler.every(STATUS_SECONDS).seconds.do(lambda: self.write_status(self.clock()))
+        scheduler.every(HEALTH_SECONDS).seconds.do(lambda: self.check_health(self.clock()))
         self.start(self.clock())
+        self.check_health(self.clock())
         while not self.stop_event.is_set():
             self.wake_event.clear()
             now = self.clock()
             next_due = self.run_once(now)
             scheduler.run_pending()
+            self.metrics.loop_alive(self.clock())
+            self.notifier.watchdog(self.clock())
             timeout = min(IDLE_WAKE_SECONDS, scheduler.idle_seconds or IDLE_WAKE_SECONDS)
             if next_due is not None:
                 timeout = min(timeout, next_due - self.clock())
+            if self.notifier.watchdog_interval is not None:
+                timeout = min(timeout, self.notifier.watchdog_interval)
             self.wake_event.wait(max(0.0, timeout))
+        self.notifier.stopping()
         log.info(kv("stopped"))

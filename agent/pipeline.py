@@ -86,6 +86,7 @@ class Pipeline:
     cdr_wait: float = 0.0
     cdr_error: str | None = None  # the last lookup's error, None after a good answer
     notify: bool = False  # a webhook is configured: done and late-CDR transitions enqueue
+    on_cdr_wait: Callable[..., None] = lambda seconds, *, found: None  # how long it waited
 
     def __post_init__(self) -> None:
         self.naming = NameTemplate(self.config.naming.template)
@@ -245,6 +246,7 @@ class Pipeline:
             )
             return False
         self.store.set_cdr(row.id, info, now)
+        self.on_cdr_wait(max(0.0, now - (deadline - self.cdr_wait)), found=info is not None)
         if info is None:
             log.info(kv("cdr-missing", id=row.id, path=row.path, waited=self.cdr_wait))
         return True

@@ -51,6 +51,7 @@ class Site:
             # keep the shipping tests simple; the tag and page tests turn these on.
             "tags": {"enabled": False},
             "index": {"enabled": False},
+            "metrics": {"listen": ""},  # no fixed port shared between tests
         }
         for table, values in overrides.items():
             data.setdefault(table, {}).update(values)
