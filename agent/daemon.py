@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 PROBE_SECONDS = 30  # how often a paused destination is tried again
 RECONCILE_DAYS = 1  # the periodic scan covers today and yesterday (and tomorrow)
 IDLE_WAKE_SECONDS = 60
+HISTORY_DAYS = 30  # events and settled webhooks older than this are pruned
 HEALTH_SECONDS = 15  # metrics gauges, systemd status and alerts are refreshed this often
 STATUS_FILE = "status.json"
 STATUS_SECONDS = 60  # the heartbeat: status.json is rewritten at least this often
@@ -198,6 +199,13 @@ class Agent:
             self.pipeline.cdr.close()
 
     # --- discovery ---------------------------------------------------------------------
+
+    def housekeeping(self, now: float) -> None:
+        """Periodic job: catch what inotify missed, and keep the history bounded."""
+        self.reconcile(now)
+        pruned = self.store.prune(now - HISTORY_DAYS * 86400)
+        if pruned:
+            log.info(kv("pruned", rows=pruned))
 
     def reconcile(self, now: float, days: int = RECONCILE_DAYS) -> int:
         """Catch what inotify missed: observe every unknown or changed file of recent days."""
@@ -461,7 +469,7 @@ class Agent:
         """`run`: until stop(); inotify and due times wake the loop, reconcile runs on a timer."""
         scheduler = schedule.Scheduler()
         scheduler.every(max(1, round(self.config.spool.reconcile_minutes * 60))).seconds.do(
-            lambda: self.reconcile(self.clock())
+            lambda: self.housekeeping(self.clock())
         )
         scheduler.every(LATE_CDR_SWEEP_SECONDS).seconds.do(lambda: self.fill_late_cdr(self.clock()))
         scheduler.every(STATUS_SECONDS).seconds.do(lambda: self.write_status(self.clock()))

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from agent.cdr import open_source
+from agent.cdr.freepbx import read_ini
 from agent.config import Config
 from agent.errors import AgentError
+from agent.spool.settle import open_files_under
 from agent.transport import open_transport
 
 
@@ -33,6 +38,60 @@ def check_spool(config: Config) -> Check:
     if not os.access(path, os.R_OK | os.X_OK):
         return Check("spool", False, f"{path} is not readable by this user (uid {os.getuid()})")
     return Check("spool", True, f"{path} readable")
+
+
+def check_spool_location(config: Config) -> Check:
+    """FreePBX records under Asterisk's astspooldir/monitor unless an admin moved it."""
+    asterisk_conf = config.cdr.asterisk_conf_dir / "asterisk.conf"
+    try:
+        spooldir = read_ini(asterisk_conf, section="directories").get("astspooldir")
+    except OSError:
+        return Check("recording location", True, f"{asterisk_conf} not found: not checked")
+    if not spooldir:
+        return Check("recording location", True, f"{asterisk_conf} sets no astspooldir")
+    monitor = Path(spooldir) / "monitor"
+    if monitor.resolve() == config.spool.path.resolve():
+        return Check("recording location", True, f"spool.path is Asterisk's {monitor}")
+    return Check(
+        "recording location",
+        True,
+        f"spool.path {config.spool.path} is not Asterisk's {monitor}",
+        [
+            f"if FreePBX records to {monitor}, set spool.path to it (or"
+            " check Advanced Settings > Override Call Recording Location)"
+        ],
+    )
+
+
+def check_open_files(config: Config) -> Check:
+    """Can the "is Asterisk still writing it" check see Asterisk's open files?"""
+    if not config.spool.path.is_dir():
+        return Check("open-file check", True, "not checked (no spool)")
+    if open_files_under(config.spool.path) is None:
+        return Check(
+            "open-file check",
+            False,
+            f"cannot read the Asterisk process's open files (/proc/PID/fd) as uid {os.getuid()}",
+            [
+                "run recsync as the asterisk user (the package's service does); until"
+                " then, finished recordings also wait a quiet period"
+            ],
+        )
+    return Check("open-file check", True, "sees which spool files a process holds open")
+
+
+def check_webhook(config: Config) -> Check:
+    url = config.webhook.url
+    if url is None:
+        return Check("webhook", True, "not configured")
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=5):
+            pass
+    except OSError as exc:
+        return Check("webhook", False, f"cannot connect to {parts.hostname}:{port}: {exc}")
+    return Check("webhook", True, f"{parts.scheme}://{parts.hostname}:{port} accepts connections")
 
 
 def check_state(config: Config) -> Check:
@@ -96,9 +155,12 @@ def check_destination(config: Config) -> Check:
 
 CHECKS: tuple[Callable[[Config], Check], ...] = (
     check_spool,
+    check_spool_location,
+    check_open_files,
     check_state,
     check_cdr,
     check_destination,
+    check_webhook,
 )
 
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agent.errors import AgentError
+from agent.secrets import give_to_folder_owner
 
 
 class AlreadyRunning(AgentError):
@@ -21,6 +22,7 @@ def exclusive(state_path: Path) -> Iterator[None]:
     path = state_path.with_name(state_path.name + ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    give_to_folder_owner(path)  # root running `backfill` must not lock the service user out
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

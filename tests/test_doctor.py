@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from agent.cli import cli
+from agent.transport.sshkeys import keygen
 from tests.conftest import Site
 from tests.support.mariadb import MariaDB
+from tests.support.sshd import Sshd
 
 
 def doctor(config: Path) -> Result:
@@ -24,7 +27,16 @@ def lines(result: Result) -> dict[str, str]:
 def test_healthy_site_passes_every_check(site: Site) -> None:
     result = doctor(site.write_config())
     assert result.exit_code == 0, result.output
-    assert set(lines(result)) == {"config", "spool", "state", "cdr", "destination"}
+    assert set(lines(result)) == {
+        "config",
+        "spool",
+        "recording location",
+        "open-file check",
+        "state",
+        "cdr",
+        "destination",
+        "webhook",
+    }
     assert all(line.startswith("✓") for line in lines(result).values())
     assert "will be created at the first run" in lines(result)["state"]
 
@@ -71,3 +83,64 @@ def test_cdr_login_refused_is_a_failed_check(site: Site, cdr_db: MariaDB) -> Non
     assert result.exit_code != 0
     assert lines(result)["cdr"].startswith("✗") and "Access denied" in lines(result)["cdr"]
     assert "wrong" not in result.output  # the password never reaches the output
+
+
+def sftp_doctor(site: Site, sshd: Sshd, root: Path, **destination: str) -> Result:
+    return doctor(site.write_config(destination=sshd.destination(root, **destination)))
+
+
+def test_sftp_destination_healthy(site: Site, sshd: Sshd, sftp_root: Path) -> None:
+    result = sftp_doctor(site, sshd, sftp_root)
+    assert result.exit_code == 0, result.output
+    assert lines(result)["destination"].startswith("✓ destination: sftp")
+
+
+@pytest.mark.parametrize(
+    ("broken", "hint"),
+    [
+        ("wrong-key", "authorized_keys"),
+        ("unknown-host", "trust-host"),
+        ("changed-host", "does not match"),
+    ],
+)
+def test_sftp_destination_broken_says_what_to_do(
+    site: Site, sshd: Sshd, sftp_root: Path, broken: str, hint: str
+) -> None:
+    options: dict[str, str] = {}
+    if broken == "wrong-key":
+        key = site.root / "not-authorized"
+        keygen(key, comment="stranger")
+        options["key_file"] = str(key)
+    elif broken == "unknown-host":
+        options["known_hosts"] = str(site.root / "empty_known_hosts")
+    else:  # a known_hosts line for this host and port with another key
+        other = site.root / "other"
+        public = keygen(other, comment="other").split()
+        known = site.root / "changed_known_hosts"
+        known.write_text(f"[{sshd.host}]:{sshd.port} {public[0]} {public[1]}\n")
+        options["known_hosts"] = str(known)
+    result = sftp_doctor(site, sshd, sftp_root, **options)
+    assert result.exit_code != 0
+    line = lines(result)["destination"]
+    assert line.startswith("✗") and hint in line, line
+
+
+def test_unwritable_remote_root_fails(site: Site, unprivileged_sshd: Sshd) -> None:
+    root = unprivileged_sshd.new_dir("doctor-readonly")
+    root.chmod(0o555)
+    result = sftp_doctor(site, unprivileged_sshd, root)
+    assert result.exit_code != 0
+    assert lines(result)["destination"].startswith("✗")
+    assert "ermission" in lines(result)["destination"]
+
+
+def test_cdr_database_down_fails_the_cdr_check(site: Site, cdr_db: MariaDB) -> None:
+    cdr_db.create_user("recsync", "pw")
+    config = mysql_config(site, cdr_db, "recsync", "pw")
+    cdr_db.stop()
+    try:
+        result = doctor(config)
+    finally:
+        cdr_db.start()
+    assert result.exit_code != 0
+    assert lines(result)["cdr"].startswith("✗") and "CDR database" in lines(result)["cdr"]

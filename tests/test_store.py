@@ -367,3 +367,16 @@ def test_replace_file_before_naming_leaves_the_remote_unset(store: Store) -> Non
     store.replace_file(rid, path=f"{DAY}/x.mp3", identity=identity(5), now=NOW + 60)
     r = row(store, rid)
     assert (r.path, r.remote_path, r.obsolete_remote) == (f"{DAY}/x.mp3", None, None)
+
+
+def test_prune_keeps_recordings_and_recent_history(store: Store) -> None:
+    old = add(store, "old", now=NOW - 40 * 86400)
+    new = add(store, "new", now=NOW)
+    store.mark_done(old, day=DAY, now=NOW - 40 * 86400, notify=True)
+    store.mark_done(new, day=DAY, now=NOW, notify=True)
+    for wid, *_ in store.due_webhooks(NOW):
+        store.webhook_sent(wid, now=NOW)
+    assert store.prune(NOW - 30 * 86400) == 3  # old's two events and its delivered webhook
+    assert {r.stem for r in store.rows()} == {f"{DAY}/old", f"{DAY}/new"}
+    history = store.conn.execute("SELECT recording_id FROM events").fetchall()
+    assert {rid for (rid,) in history} == {new}

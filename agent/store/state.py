@@ -576,6 +576,16 @@ class Store:
     def day_counts(self) -> list[tuple[str, int]]:
         return [(str(d), int(n)) for d, n in self.conn.execute("SELECT day, count FROM days")]
 
+    def prune(self, before: float) -> int:
+        """Housekeeping: drop history older than `before` (events, settled webhooks) so
+        the database stays bounded; recordings themselves are kept."""
+        with self._write() as conn:
+            events = conn.execute("DELETE FROM events WHERE at < ?", (before,)).rowcount
+            hooks = conn.execute(
+                "DELETE FROM webhooks WHERE state != 'pending' AND created_at < ?", (before,)
+            ).rowcount
+        return int(events) + int(hooks)
+
     def clear_dirty(self, day: str) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM dirty_days WHERE day = ?", (day,))
