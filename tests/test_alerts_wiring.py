@@ -1,0 +1,55 @@
+"""The agent's alerts as an admin sees them: a paused destination runs the alert command
+once, its recovery once more."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.daemon import Agent
+from agent.errors import DestinationDown
+from agent.transport.local import LocalTransport
+from tests.conftest import Site
+from tests.support.mixmonitor import write_recording
+
+
+class Flaky(LocalTransport):
+    def __init__(self, root: Path, faults: list[Exception]) -> None:
+        super().__init__(root=root)
+        self.faults = faults
+
+    def put(self, local: Path, remote: str, **kwargs: Any) -> None:
+        if self.faults:
+            raise self.faults.pop(0)
+        super().put(local, remote, **kwargs)
+
+
+def test_paused_destination_alerts_once_and_recovers_once(
+    site: Site, make_agent: Callable[..., Agent]
+) -> None:
+    record = site.root / "alerts.jsonl"
+    script = site.root / "alert.sh"
+    script.write_text(
+        '#!/bin/sh\nprintf \'{"alert": "%s", "reason": "%s"}\\n\' '
+        f'"$RECSYNC_ALERT" "$RECSYNC_ALERT_REASON" >> {record}\n'
+    )
+    script.chmod(0o755)
+    write_recording(site.spool_file("2024/03/15/out-1800-1001-20240315-101502-1710497702.42.wav"))
+    config = site.config(spool={"backfill_days": 100_000}, alerts={"command": [str(script)]})
+    agent = make_agent(config, transport=Flaky(site.dest, [DestinationDown("disk full")]))
+    now = time.time()
+    agent.start(now)
+    agent.run_once(now)
+    agent.check_health(now)
+    agent.check_health(now + 15)  # still paused: no second alert
+    resume = agent.paused_until
+    assert resume is not None
+    agent.run_once(resume)  # the probe answers: resumed and shipped
+    assert agent.paused_until is None
+    agent.check_health(resume + 1)
+    alerts = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [a["alert"] for a in alerts] == ["problem", "recovered"]
+    assert "disk full" in alerts[0]["reason"]
