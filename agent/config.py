@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from agent.errors import ConfigError
 from agent.filenames import DEFAULT_EXTENSIONS, CustomPattern, compile_custom_pattern
 from agent.media.naming import DEFAULT_TEMPLATE, NameTemplate
 from agent.metrics import parse_listen
+from agent.secrets import refuse_exposed_secrets
 
 DEFAULT_PATH = Path("/etc/recsync/config.toml")
 
@@ -477,12 +479,14 @@ def load(path: Path) -> Config:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
+            mode = os.fstat(fh.fileno()).st_mode
     except FileNotFoundError:
         raise ConfigError(f"no config file at {path} (see config.example.toml)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    refuse_exposed_secrets(path, mode, data)
     try:
         return from_dict(data, base=path.parent.resolve(), source=path)
     except ConfigError as exc:
