@@ -586,6 +586,3 @@ class Store:
             ).rowcount
         return int(events) + int(hooks)
 
-    def clear_dirty(self, day: str) -> None:
-        with self._write() as conn:
-            conn.execute("DELETE FROM dirty_days WHERE day = ?", (day,))
