@@ -585,4 +585,3 @@ class Store:
                 "DELETE FROM webhooks WHERE state != 'pending' AND created_at < ?", (before,)
             ).rowcount
         return int(events) + int(hooks)
-
