@@ -32,11 +32,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from email.message import Message
 from urllib.parse import urlsplit
 
 from agent import __version__
 from agent.errors import AgentError
+from agent.http import NoRedirect, where
 from agent.log import kv
 
 log = logging.getLogger(__name__)
@@ -49,33 +49,6 @@ _SNIPPET = 200  # characters of a failed command's stderr kept in the log line
 
 # The service's own systemd channel: a child must not ping the watchdog or claim READY.
 _NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-
-
-def where(url: str) -> str:
-    """The webhook for logs: no credentials, no query (tokens live there)."""
-    # Not agent.publish.webhook's twin: importing it (and so agent.config) would stop
-    # agent.config from importing AlertSettings from here.
-    try:
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(an unparseable URL)"
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A 3xx is a failure: urllib would turn a redirected POST into a GET without the body."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: object,
-        code: int,
-        msg: str,
-        headers: Message,
-        newurl: str,
-    ) -> None:
-        return None
 
 
 Runner = Callable[[Sequence[str], Mapping[str, str]], None]
@@ -139,7 +112,7 @@ def post_json(url: str, payload: bytes) -> None:
     # S310: AlertSettings admits http(s) URLs only.
     request = urllib.request.Request(url, payload, headers, method="POST")  # noqa: S310
     try:
-        opener = urllib.request.build_opener(_NoRedirect())
+        opener = urllib.request.build_opener(NoRedirect())
         with opener.open(request, timeout=WEBHOOK_TIMEOUT) as response:
             response.read()
     except urllib.error.HTTPError as exc:

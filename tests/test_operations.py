@@ -18,12 +18,7 @@ import pytest
 from tests.conftest import Site
 from tests.support.daemon import DEADLINE, wait_for
 from tests.support.mixmonitor import write_recording
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.servers import free_port
 
 
 def get(url: str) -> tuple[int, str]:

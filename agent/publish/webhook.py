@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 from agent import __version__
 from agent.config import WebhookConfig
 from agent.errors import ConfigError, PermanentError, TransientError
+from agent.http import NoRedirect, where
 from agent.log import kv
 from agent.secrets import read_secret
 
@@ -123,35 +124,6 @@ def retry_delay(attempts: int, *, rand: Callable[[], float] = random.random) -> 
     return base * (1 + JITTER * rand())
 
 
-def where(url: str) -> str:
-    """A URL fit for logs and reprs: no credentials, no query (CRMs put tokens there)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "(an unparseable URL)"
-    path = _squash(parts.path)
-    if not parts.hostname:
-        return path or "(no URL)"
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{path}"
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A 3xx becomes an HTTPError: a moved webhook is for the admin to see, not to follow."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: object,
-        code: int,
-        msg: str,
-        headers: Message,
-        newurl: str,
-    ) -> None:
-        return None
-
-
 class Webhook:
     """The CRM's webhook endpoint. `send` makes one attempt; retries belong to the outbox."""
 
@@ -175,7 +147,7 @@ class Webhook:
         self.where = where(url)
         self.timeout = float(timeout)
         self._secret = secret
-        self._opener = urllib.request.build_opener(_NoRedirect())
+        self._opener = urllib.request.build_opener(NoRedirect())
 
     @property
     def signed(self) -> bool:

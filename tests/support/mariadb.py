@@ -32,7 +32,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from tests.support.servers import PrivateServer, require
+from tests.support.servers import PrivateServer, free_port, require
 
 SCHEMA_FILE = Path(__file__).with_name("freepbx_cdr.sql")
 CDR_DATABASE = "asteriskcdrdb"
@@ -66,13 +66,6 @@ def missing_programs() -> list[str]:
     return [name for name in ("mariadbd", "mariadb-install-db") if find_program(name) is None]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _short_temp_dir() -> Path:
     """A new temp dir whose socket path stays within the Unix limit."""
     base = Path(tempfile.mkdtemp(prefix="recsync-mariadb-"))
@@ -102,7 +95,7 @@ class MariaDB(PrivateServer):
         self._socket = self.base_dir / "mysqld.sock"
         if len(str(self._socket)) > _MAX_SOCKET_PATH:
             raise MariaDBError(f"socket path too long for a Unix socket: {self._socket}")
-        self._port = _free_port()
+        self._port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._started_once = False
         self._log_offset = 0  # where this start's part of the (appended) log begins
@@ -142,11 +135,11 @@ class MariaDB(PrivateServer):
                 self._wait_ready(timeout)
                 break
             except _PortTaken:
-                # Someone took the free port between _free_port() and the bind. Only the
+                # Someone took the free port between free_port() and the bind. Only the
                 # first start may move: a restart must come back where clients expect it.
                 if self._started_once or attempt == 2:
                     raise
-                self._port = _free_port()
+                self._port = free_port()
         self._started_once = True
         self.start_seconds = time.monotonic() - began
 

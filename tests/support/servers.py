@@ -6,10 +6,19 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Self
 
 import pytest
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (a server of the test takes it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def require(missing: list[str], what: str, hint: str) -> None:

@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.support.servers import PrivateServer, require
+from tests.support.servers import PrivateServer, free_port, require
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -82,13 +82,6 @@ def find_program(name: str) -> str | None:
 def missing_programs() -> list[str]:
     """The OpenSSH programs this module needs that are not installed."""
     return [name for name in ("sshd", "ssh-keygen") if find_program(name) is None]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _current_user() -> str:
@@ -234,7 +227,7 @@ class Sshd(PrivateServer):
         self.authorized_keys = self.base_dir / "authorized_keys"
         self.known_hosts = self.base_dir / "known_hosts"
         self.root = self.base_dir / "root"
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._started_once = False
         self._log_offset = 0
@@ -367,11 +360,11 @@ class Sshd(PrivateServer):
                 self._wait_ready(timeout)
                 break
             except _PortTaken:
-                # Someone took the free port between _free_port() and the bind. Only the
+                # Someone took the free port between free_port() and the bind. Only the
                 # first start may move: a restart must come back where clients expect it.
                 if self._started_once or attempt == 2:
                     raise
-                self.port = _free_port()
+                self.port = free_port()
                 self.write_known_hosts(self.known_hosts)
         self._started_once = True
         self.start_seconds = time.monotonic() - began
