@@ -156,10 +156,8 @@ def field(info: str, name: str) -> str:
     return found.group(1)
 
 
-@pytest.mark.slow
-def test_build_deb(tmp_path: Path) -> None:
-    """scripts/build-deb from this tree (offline: wheels only at install), then what the
-    package holds. Installing it into a Debian 12 chroot is not covered yet."""
+def build_deb(tmp_path: Path) -> Path:
+    """scripts/build-deb into tmp_path/dist (its work folder under tmp_path too)."""
     if shutil.which("dpkg-deb") is None or not Path("/usr/bin/python3.11").exists():
         if IN_CI:
             pytest.fail("dpkg-deb or /usr/bin/python3.11 is missing on the CI machine")
@@ -177,6 +175,15 @@ def test_build_deb(tmp_path: Path) -> None:
     arch = run("dpkg", "--print-architecture").stdout.strip()
     deb = out / f"recsync_0.1.0_{arch}.deb"
     assert done.stdout.strip() == str(deb)
+    return deb
+
+
+@pytest.mark.slow
+def test_build_deb(tmp_path: Path) -> None:
+    """scripts/build-deb from this tree (offline: wheels only at install), then what the
+    package holds. Installing it: test_install_remove_purge_on_this_machine."""
+    deb = build_deb(tmp_path)
+    arch = run("dpkg", "--print-architecture").stdout.strip()
 
     info = run("dpkg-deb", "-I", str(deb)).stdout
     assert field(info, "Package") == "recsync"
@@ -215,3 +222,137 @@ def test_build_deb(tmp_path: Path) -> None:
     python = str(tree / "opt/recsync/bin/python3")
     version = run(python, "-c", "from agent.cli import main; main()", "--version")
     assert version.stdout.strip() == "recsync, version 0.1.0", version.stderr
+
+
+# --- installing it on this machine (CI only) ----------------------------------------------
+
+# Everything the package (or its postinst) creates; none may exist before the test runs,
+# so whatever is there afterwards is the test's own to remove.
+INSTALLED_PATHS = (
+    "/opt/recsync",
+    "/etc/recsync",
+    "/var/lib/recsync",
+    "/usr/bin/recsync",
+    "/usr/share/doc/recsync",
+    "/lib/systemd/system/recsync.service",
+)
+
+ACCOUNT_BACKUPS = tuple(Path(f"/etc/{name}-") for name in ("passwd", "group", "shadow", "gshadow"))
+
+
+def dpkg_knows_recsync() -> bool:
+    """Installed, half-installed or only its config files left: dpkg has an entry."""
+    done = run("dpkg-query", "-W", "-f=${Status}", "recsync")
+    return done.returncode == 0 and "not-installed" not in done.stdout
+
+
+def dpkg(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["dpkg", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
+def owner(path: str) -> tuple[str, str, int]:
+    import grp
+    import pwd
+
+    status = os.stat(path)
+    return (
+        pwd.getpwuid(status.st_uid).pw_name,
+        grp.getgrgid(status.st_gid).gr_name,
+        status.st_mode & 0o7777,
+    )
+
+
+def account_exists(database: str, name: str) -> bool:
+    return run("getent", database, name).returncode == 0
+
+
+@pytest.mark.slow
+def test_install_remove_purge_on_this_machine(tmp_path: Path) -> None:
+    """dpkg -i, the installed command, dpkg -r (config and state stay), dpkg -P (they go),
+    on this machine: only in CI (or with RECSYNC_INSTALL_TEST=1), as root, and never
+    over a real install. Everything it created is undone, including an asterisk user
+    (and group) that postinst had to add."""
+    if not (IN_CI or os.environ.get("RECSYNC_INSTALL_TEST") == "1"):
+        pytest.skip(
+            "installs the .deb on this machine: only with CI=true or RECSYNC_INSTALL_TEST=1"
+        )
+    if os.geteuid() != 0:
+        pytest.skip("installing a .deb needs root")
+    if shutil.which("dpkg") is None:
+        pytest.skip("needs dpkg")
+    present = [path for path in INSTALLED_PATHS if os.path.lexists(path)]
+    if present or dpkg_knows_recsync():
+        pytest.skip(f"recsync is installed here (or {present} exist): not touching it")
+    had_user = account_exists("passwd", "asterisk")
+    had_group = account_exists("group", "asterisk")
+    # adduser and userdel leave the previous /etc/passwd etc. in /etc/passwd- etc.: after
+    # the round trip those backups would still name the asterisk user the test added.
+    backups = {path: path.read_bytes() for path in ACCOUNT_BACKUPS if path.exists()}
+    deb = build_deb(tmp_path)
+    try:
+        done = dpkg("-i", str(deb))
+        assert done.returncode == 0, done.stdout + done.stderr
+        # postinst said nothing about a failed keygen.
+        assert "could not create the key pair" not in done.stderr, done.stderr
+
+        version = run("/usr/bin/recsync", "--version")
+        assert version.returncode == 0, version.stderr
+        assert version.stdout.strip() == "recsync, version 0.1.0"
+        checked = run("/usr/bin/recsync", "--config", "/etc/recsync/config.toml", "check-config")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert checked.stdout.startswith("/etc/recsync/config.toml: OK"), checked.stdout
+
+        assert account_exists("passwd", "asterisk")
+        assert owner("/var/lib/recsync") == ("asterisk", "asterisk", 0o750)
+        assert owner("/etc/recsync") == ("root", "asterisk", 0o750)
+        assert owner("/etc/recsync/config.toml") == ("root", "asterisk", 0o640)
+        assert owner("/var/lib/recsync/id_ed25519")[:2] == ("asterisk", "asterisk")
+        assert owner("/var/lib/recsync/id_ed25519")[2] & 0o077 == 0
+        assert owner("/var/lib/recsync/id_ed25519.pub")[:2] == ("asterisk", "asterisk")
+        key = Path("/var/lib/recsync/id_ed25519.pub").read_text()
+        assert key.startswith("ssh-ed25519 ")
+
+        # Remove: the program goes, config and state (with the key pair) stay.
+        done = dpkg("-r", "recsync")
+        assert done.returncode == 0, done.stdout + done.stderr
+        for gone in ("/opt/recsync", "/usr/bin/recsync", "/lib/systemd/system/recsync.service"):
+            assert not os.path.lexists(gone), f"{gone} left after dpkg -r: {done.stderr}"
+        assert (
+            Path("/etc/recsync/config.toml").read_text()
+            == (REPO / "config.example.toml").read_text()
+        )
+        assert Path("/var/lib/recsync/id_ed25519.pub").read_text() == key
+        assert "config-files" in run("dpkg-query", "-W", "-f=${Status}", "recsync").stdout
+
+        # Purge: config and state go too; the asterisk user stays (it is FreePBX's).
+        done = dpkg("-P", "recsync")
+        assert done.returncode == 0, done.stdout + done.stderr
+        for gone in ("/etc/recsync", "/var/lib/recsync"):
+            assert not os.path.lexists(gone), f"{gone} left after dpkg -P: {done.stderr}"
+        assert not dpkg_knows_recsync()
+        assert account_exists("passwd", "asterisk")
+    finally:
+        if dpkg_knows_recsync():
+            dpkg("-P", "recsync")
+        for path in INSTALLED_PATHS:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.unlink(path)
+        if not had_user and account_exists("passwd", "asterisk"):
+            run("userdel", "asterisk")
+        if not had_group and account_exists("group", "asterisk"):
+            run("groupdel", "asterisk")
+        if not (had_user and had_group):
+            for path in ACCOUNT_BACKUPS:
+                if path in backups:
+                    path.write_bytes(backups[path])  # in place: owner and mode stay
+                elif path.exists():
+                    path.unlink()
