@@ -103,3 +103,10 @@ def _days(db: Database) -> None:
     # How many recordings each published day holds: the root page reads this small table
     # instead of counting a million rows at every publish.
     db.execute("CREATE TABLE days (day TEXT PRIMARY KEY, count INTEGER NOT NULL)")
+
+
+@migrations(name="0005_path_index")
+def _path_index(db: Database) -> None:
+    # Reconcile looks rows up by spool path; without this a 100,000-file start-up scan
+    # reads the whole table once per batch.
+    db.execute("CREATE INDEX recordings_path ON recordings (path)")
