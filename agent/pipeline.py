@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -29,7 +30,7 @@ from agent.media.prepare import ChangedWhileCopying, Prepared, identity_of, prep
 from agent.media.tags import can_hold_tags, sidecar
 from agent.model import CallInfo, Recording, RecordingState
 from agent.publish.manifest import call_fields, day_of, entry
-from agent.spool.settle import Verdict, settle
+from agent.spool.settle import NotARegularFile, Verdict, settle
 from agent.store.state import Identity, Row, Store
 from agent.testhooks import crash_point
 from agent.transport import Transport
@@ -40,6 +41,7 @@ CHUNK = 1 << 20
 HEADER_BYTES = 4096
 RETRY_BASE_SECONDS = 30
 RETRY_MAX_SECONDS = 3600
+NOT_REGULAR = "not a regular file (symlink, FIFO ...)"
 CDR_FIRST_POLL = 0.25
 CDR_MAX_POLL = 5.0
 # States whose file may still change what we ship: a changed file is looked at again.
@@ -142,7 +144,7 @@ class Pipeline:
     def _add(self, stem: str, rel: str, st: os.stat_result, now: float) -> None:
         state, reason = RecordingState.PENDING, None
         if not stat.S_ISREG(st.st_mode):
-            state, reason = RecordingState.QUARANTINED, "not a regular file (symlink, FIFO ...)"
+            state, reason = RecordingState.QUARANTINED, NOT_REGULAR
         elif st.st_mtime < self.backfill_cutoff:
             state, reason = RecordingState.SKIPPED, "older than the backfill window"
         rid = self.store.add(
@@ -187,7 +189,7 @@ class Pipeline:
             self._vanished(row, now)
             return None
         except OSError as exc:
-            self.store.quarantine(row.id, reason=f"unreadable: {exc.strerror}", now=now)
+            self.store.quarantine(row.id, reason=_unreadable(exc), now=now)
             return None
         if verdict.verdict is Verdict.WAIT:
             until = verdict.recheck_at if verdict.recheck_at is not None else now
@@ -302,6 +304,9 @@ class Pipeline:
         if isinstance(error, ChangedWhileCopying):
             self.store.wake(row.id, now)  # still being written: settle it again
             return None
+        if isinstance(error, NotARegularFile) or getattr(error, "errno", None) == errno.ELOOP:
+            self.store.quarantine(row.id, reason=NOT_REGULAR, now=now)  # swapped meanwhile
+            return None
         if isinstance(error, OSError | TransientError):
             # Our own disk (staging) is full or unwritable: retry later, the spool is untouched.
             reason = error.strerror if isinstance(error, OSError) and error.strerror else error
@@ -411,6 +416,13 @@ class Pipeline:
         retry_at = now + retry_delay(row.attempts)
         self.store.mark_failed(row.id, error=error, retry_at=retry_at, now=now)
         log.warning(kv("failed", id=row.id, path=row.path, error=error, attempts=row.attempts + 1))
+
+
+def _unreadable(exc: OSError) -> str:
+    # O_NOFOLLOW refuses a symlink with ELOOP; NotARegularFile covers FIFOs and the like.
+    if isinstance(exc, NotARegularFile) or exc.errno == errno.ELOOP:
+        return NOT_REGULAR
+    return f"unreadable: {exc.strerror}"
 
 
 def sidecar_of(remote: str) -> str:

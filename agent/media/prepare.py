@@ -15,6 +15,7 @@ from agent.errors import PermanentError
 from agent.log import kv
 from agent.media.tags import can_hold_tags, write_tags
 from agent.media.transcode import to_mp3
+from agent.spool.settle import open_recording
 from agent.spool.wavheader import repaired
 from agent.store.state import Identity
 
@@ -44,7 +45,7 @@ def identity_of(st: os.stat_result) -> Identity:
 
 def stage(src: Path, target: Path, *, repair_header: bool) -> Identity:
     """Copy `src` to `target`; raise ChangedWhileCopying if it changed meanwhile."""
-    with src.open("rb") as fin:
+    with open_recording(src) as fin:
         before = identity_of(os.fstat(fin.fileno()))
         with target.open("wb") as fout:
             first = True

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Container
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 from agent.spool.wavheader import WavLayout, is_complete, read_layout
 
@@ -32,6 +34,24 @@ _BYTES_PER_SECOND = {
     "sln": 16000,
     "g729": 1000,
 }
+
+
+class NotARegularFile(OSError):
+    """The spool path is a symlink, FIFO, device or folder: never read as a recording."""
+
+
+def open_recording(path: Path) -> BinaryIO:
+    """Open a spool file for reading without ever blocking or following a link: a FIFO
+    swapped in for a recording would otherwise hang a plain open() for good."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class Verdict(StrEnum):
@@ -77,7 +97,7 @@ def settle(
 
     `open_paths`: real paths some process holds open (open_files_under), None if unknown.
     """
-    with path.open("rb") as f:
+    with open_recording(path) as f:
         # Size and mtime from the same open file as the header, read after them: a header
         # patched in between then disagrees with the older size and we wait.
         st = os.fstat(f.fileno())
