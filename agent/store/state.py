@@ -9,11 +9,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from agent.errors import AgentError
 from agent.model import CallInfo, Recording, RecordingState
-from agent.store.migrations import migrations
 
 BUSY_TIMEOUT_MS = 10_000
 # States a worker may pick up when their next_attempt_at has come.
@@ -110,9 +107,8 @@ def _cdr_values(info: CallInfo | None) -> dict[str, Any]:
 class Store:
     """The recordings table and its neighbours. Only this class changes them."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.conn = db.conn
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> Store:
@@ -127,14 +123,19 @@ class Store:
             # transitions, which only causes a re-upload under the same remote name.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            db = Database(conn)
             result = conn.execute("PRAGMA quick_check").fetchone()
             if result is None or result[0] != "ok":
                 raise StateDatabaseError(f"state database {path} is damaged: {result}")
-            migrations.apply(db)
+            # Imported here: sqlite-utils is only needed to migrate, and read-only CLI
+            # commands start faster without it.
+            from sqlite_utils import Database
+
+            from agent.store.migrations import migrations
+
+            migrations.apply(Database(conn))
         except sqlite3.DatabaseError as exc:
             raise StateDatabaseError(f"cannot open state database {path}: {exc}") from exc
-        return cls(db)
+        return cls(conn)
 
     @classmethod
     def open_readonly(cls, path: Path) -> Store:
@@ -146,7 +147,7 @@ class Store:
             conn.execute("SELECT 1 FROM recordings LIMIT 1")
         except sqlite3.DatabaseError as exc:
             raise StateDatabaseError(f"cannot read state database {path}: {exc}") from exc
-        return cls(Database(conn))
+        return cls(conn)
 
     def close(self) -> None:
         self.conn.close()
