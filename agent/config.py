@@ -199,6 +199,21 @@ def _choice(choices: tuple[str, ...]) -> Checker:
     return check
 
 
+def _integer(low: int, high: int | None = None, what: str = "a whole number") -> Checker:
+    def check(key: str, value: Any, _base: Path) -> int:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise ConfigError(f"{key}: expected {what} {bounds}, got {value!r}")
+        return value
+
+    return check
+
+
 def _text(key: str, value: Any, _base: Path) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
@@ -211,28 +226,10 @@ def _identifier(key: str, value: Any, _base: Path) -> str:
     return value
 
 
-def _port(key: str, value: Any, _base: Path) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        raise ConfigError(f"{key}: expected a TCP port number, got {value!r}")
-    return value
-
-
 def _names(key: str, value: Any, _base: Path) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{key}: expected a list of column names, got {value!r}")
     return tuple(value)
-
-
-def _count(key: str, value: Any, _base: Path) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
-        raise ConfigError(f"{key}: expected a whole number from 1 to 64, got {value!r}")
-    return value
-
-
-def _count0(key: str, value: Any, _base: Path) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{key}: expected a whole number, 0 or more, got {value!r}")
-    return value
 
 
 def _mode(key: str, value: Any, _base: Path) -> int:
@@ -275,12 +272,6 @@ def _bool(key: str, value: Any, _base: Path) -> bool:
     return value
 
 
-def _bitrate(key: str, value: Any, _base: Path) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= 320:
-        raise ConfigError(f"{key}: expected a bitrate in kbit/s from 8 to 320, got {value!r}")
-    return value
-
-
 def _template(key: str, value: Any, _base: Path) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -318,6 +309,8 @@ def _patterns(key: str, value: Any, _base: Path) -> tuple[CustomPattern, ...]:
     return tuple(compiled)
 
 
+_PORT = _integer(1, 65535, "a TCP port")
+
 # One table of every key: its default (REQUIRED: none; None: unset) and its checker.
 SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
     "spool": {
@@ -341,7 +334,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "freepbx_conf": ("/etc/freepbx.conf", _path),
         "amportal_conf": ("/etc/amportal.conf", _path),
         "host": ("localhost", _text),
-        "port": (3306, _port),
+        "port": (3306, _PORT),
         "socket": (None, _path),
         "user": ("freepbxuser", _text),
         "password_file": (None, _path),
@@ -358,21 +351,21 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
     },
     "transcode": {
         "format": ("none", _choice(TRANSCODE_FORMATS)),
-        "bitrate": (16, _bitrate),
+        "bitrate": (16, _integer(8, 320, "a bitrate in kbit/s")),
     },
     "destination": {
         "type": ("local", _choice(DESTINATION_TYPES)),
         "root": (REQUIRED, _text),  # made a Path by type in _destination()
         "host": (None, _text),
-        "port": (22, _port),
+        "port": (22, _PORT),
         "user": (None, _text),
         "key_file": ("/var/lib/recsync/id_ed25519", _path),
         "key_passphrase_file": (None, _path),
         "password_file": (None, _path),
         "known_hosts": ("/var/lib/recsync/known_hosts", _path),
-        "connections": (4, _count),
+        "connections": (4, _integer(1, 64)),
         "verify": ("size", _choice(("size", "sha256"))),
-        "bwlimit_kbps": (0, _count0),
+        "bwlimit_kbps": (0, _integer(0)),
         "timeout_seconds": (30, _number(minimum=1)),
         "file_mode": ("0644", _mode),
         "dir_mode": ("0755", _mode),
@@ -392,7 +385,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
     "alerts": {
         "command": (None, _argv),
         "webhook": (None, _url),
-        "after_failures": (5, _count),
+        "after_failures": (5, _integer(1, 64)),
         "backlog_minutes": (60, _number(minimum=0.01)),
     },
     "log": {
