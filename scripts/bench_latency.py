@@ -156,23 +156,7 @@ def openssh(sshd: Sshd, spool: Path, remote: Path, work: Path) -> list[float]:
         final = f"{remote}/{path.name}"
         temp = f"{remote}/.{path.name}.tmp"
         batch.write_text(f'put "{path}" "{temp}"\nrename "{temp}" "{final}"\n')
-        command = [
-            "sftp",
-            "-q",
-            "-b",
-            str(batch),
-            "-i",
-            str(sshd.client_key),
-            "-P",
-            str(sshd.port),
-            "-o",
-            f"UserKnownHostsFile={sshd.known_hosts}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            f"{sshd.user}@{sshd.host}",
-        ]
+        command = sshd.sftp_command(batch)
         began = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         times.append(time.perf_counter() - began)

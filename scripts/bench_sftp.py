@@ -49,23 +49,7 @@ def openssh(sshd: Sshd, spool: Path, remote: Path, work: Path) -> float:
         temp = f"{remote}/2024/03/15/.{path.name}.tmp"
         lines += [f'put "{path}" "{temp}"', f'rename "{temp}" "{final}"']
     batch.write_text("\n".join(lines) + "\n")
-    command = [
-        "sftp",
-        "-q",
-        "-b",
-        str(batch),
-        "-i",
-        str(sshd.client_key),
-        "-P",
-        str(sshd.port),
-        "-o",
-        f"UserKnownHostsFile={sshd.known_hosts}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "BatchMode=yes",
-        f"{sshd.user}@{sshd.host}",
-    ]
+    command = sshd.sftp_command(batch)
     began = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - began

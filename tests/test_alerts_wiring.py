@@ -6,25 +6,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from agent.daemon import Agent
 from agent.errors import DestinationDown
-from agent.transport.local import LocalTransport
 from tests.conftest import Site
+from tests.support.faults import FlakyTransport
 from tests.support.mixmonitor import write_recording
-
-
-class Flaky(LocalTransport):
-    def __init__(self, root: Path, faults: list[Exception]) -> None:
-        super().__init__(root=root)
-        self.faults = faults
-
-    def put(self, local: Path, remote: str, **kwargs: Any) -> None:
-        if self.faults:
-            raise self.faults.pop(0)
-        super().put(local, remote, **kwargs)
 
 
 def test_paused_destination_alerts_once_and_recovers_once(
@@ -39,7 +26,7 @@ def test_paused_destination_alerts_once_and_recovers_once(
     script.chmod(0o755)
     write_recording(site.spool_file("2024/03/15/out-1800-1001-20240315-101502-1710497702.42.wav"))
     config = site.config(spool={"backfill_days": 100_000}, alerts={"command": [str(script)]})
-    agent = make_agent(config, transport=Flaky(site.dest, [DestinationDown("disk full")]))
+    agent = make_agent(config, transport=FlakyTransport(site.dest, [DestinationDown("disk full")]))
     now = time.time()
     agent.start(now)
     agent.run_once(now)

@@ -19,6 +19,7 @@ from agent import __version__
 from agent import config as config_module
 from agent.cli import cli
 from tests.conftest import Site
+from tests.support.contracts import STATUS_FIELDS
 from tests.support.mixmonitor import write_recording
 
 DAY = "2024/03/15"
@@ -29,18 +30,6 @@ EMPTY = f"{DAY}/internal-200-100-20240315-121502-1710504902.44.wav"
 # The first start ships (and scans) this far back: just past the recordings' day folder.
 SPOOL = {"backfill_days": (date.today() - date(2024, 3, 15)).days + 2}
 
-STATUS_FIELDS = {
-    "version",
-    "host",
-    "counts",
-    "backlog",
-    "oldest_pending_seconds",
-    "last_upload_at",
-    "last_error",
-    "destination",
-    "cdr",
-    "generated_at",
-}
 PARSED_FIELDS = {"kind", "dst", "src", "started_at", "uniqueid", "extension", "era", "pattern"}
 
 

@@ -7,13 +7,10 @@ Set RECSYNC_SCREENSHOT=1 to write docs/day-page.png from the day page."""
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
-import sys
 import threading
 import urllib.request
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -27,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.publish.index import CSP, STATIC, playable, render_day, render_root
+from agent.sample import tone
 from agent.spool.wavheader import wav_header
 from tests.support.servers import require
 
@@ -48,16 +46,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def tone_wav(seconds: float, freq: float = 440.0) -> bytes:
     """A real PCM .wav as Asterisk writes it: 8 kHz 16-bit mono, a sine tone."""
-    samples = array(
-        "h",
-        (
-            round(6000 * math.sin(2 * math.pi * freq * i / RATE))
-            for i in range(round(seconds * RATE))
-        ),
-    )
-    if sys.byteorder == "big":
-        samples.byteswap()
-    data = samples.tobytes()
+    data = tone(seconds, freq)
     return wav_header("wav", len(data)) + data
 
 

@@ -14,8 +14,8 @@ import pytest
 from agent.errors import DestinationDown, TransientError
 from agent.model import RecordingState
 from agent.spool.wavheader import is_complete, read_layout
-from agent.transport.local import LocalTransport
 from tests.conftest import Site, age
+from tests.support.faults import FlakyTransport
 from tests.support.mixmonitor import BURST, MixMonitorWriter, audio, write_recording
 
 DAY = "2024/03/15"
@@ -264,19 +264,6 @@ def test_same_remote_name_gets_a_numbered_variant(site: Site, make_agent: Any, w
     assert site.shipped() == sorted([f"{DAY}/manifest.json", *names])
     shas = {sha(site.remote(NAME)), sha(site.remote(f"{DAY}/{NAME}"))}
     assert shas == {sha(site.spool / NAME), sha(site.spool / DAY / NAME)}
-
-
-class FlakyTransport(LocalTransport):
-    """The local transport with faults injected into `put`, one per call, in order."""
-
-    def __init__(self, root: Path, faults: list[Exception]) -> None:
-        super().__init__(root=root)
-        self.faults = faults
-
-    def put(self, local: Path, remote: str, **kwargs: Any) -> None:
-        if self.faults:
-            raise self.faults.pop(0)
-        super().put(local, remote, **kwargs)
 
 
 def test_transient_failure_is_retried_with_backoff(site: Site, make_agent: Any, wide: Any) -> None:

@@ -12,28 +12,17 @@ import pytest
 from agent.daemon import Agent
 from agent.errors import AgentError
 from tests.conftest import Site
+from tests.support.contracts import STATUS_FIELDS
 from tests.support.mixmonitor import write_recording
 
 NAME = "2024/03/15/out-18005551234-1001-20240315-101502-1710497702.42.wav"
-FIELDS = {
-    "version",
-    "host",
-    "counts",
-    "backlog",
-    "oldest_pending_seconds",
-    "last_upload_at",
-    "last_error",
-    "destination",
-    "cdr",
-    "generated_at",
-}
 
 
 def test_status_json_says_how_the_sync_goes(site: Site, make_agent: Callable[..., Agent]) -> None:
     write_recording(site.spool_file(NAME))
     make_agent(site.config(spool={"backfill_days": 100_000})).run_until_idle()
     status = json.loads((site.dest / "status.json").read_text())
-    assert set(status) == FIELDS
+    assert set(status) == STATUS_FIELDS
     assert status["host"] == socket.gethostname()
     assert status["counts"]["done"] == 1 and status["backlog"] == 0
     assert status["destination"] == {"state": "ok", "reason": None}

@@ -310,6 +310,15 @@ class Sshd(PrivateServer):
             "agent_path": None,
         }
 
+    def sftp_command(self, batch: Path) -> list[str]:
+        """OpenSSH's `sftp -b batch` against this server with the client key (a baseline
+        for the benchmarks)."""
+        return [
+            "sftp", "-q", "-b", str(batch), "-i", str(self.client_key), "-P", str(self.port),
+            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", f"{self.user}@{self.host}",
+        ]  # fmt: skip
+
     def destination(self, root: Path, **extra: Any) -> dict[str, Any]:
         """A `[destination]` table for the recsync config pointing at `root` here."""
         return {
