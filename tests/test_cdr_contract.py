@@ -61,14 +61,25 @@ class MysqlBackend:
         self.db.insert_cdr(row)
 
     def source(self) -> CdrSource:
+        return self.source_for()
+
+    def source_for(
+        self,
+        table: str = "cdr",
+        *,
+        user: str = "recsync",
+        password: str = "s3cret",
+        tcp: bool = False,
+    ) -> MysqlCdr:
+        """A MysqlCdr on this server, through its socket or (`tcp`) 127.0.0.1."""
         return MysqlCdr(
-            host="localhost",
-            port=0,
-            socket=self.db.socket,
-            user="recsync",
-            password="s3cret",
+            host="127.0.0.1" if tcp else "localhost",
+            port=self.db.port if tcp else 0,
+            socket=None if tcp else self.db.socket,
+            user=user,
+            password=password,
             database="asteriskcdrdb",
-            table="cdr",
+            table=table,
         )
 
 
@@ -271,15 +282,7 @@ def test_mysql_old_table_without_linkedid_works(mysql_backend: MysqlBackend) -> 
         },
         table="cdr_old",
     )
-    source = MysqlCdr(
-        host="localhost",
-        port=0,
-        socket=db.socket,
-        user="recsync",
-        password="s3cret",
-        database="asteriskcdrdb",
-        table="cdr_old",
-    )
+    source = mysql_backend.source_for("cdr_old")
     try:
         assert "old table without cnam, cnum, linkedid, recordingfile" in source.check()
         info = source.lookup(query("1213900512.123"))
@@ -290,30 +293,14 @@ def test_mysql_old_table_without_linkedid_works(mysql_backend: MysqlBackend) -> 
 
 
 def test_mysql_missing_table_is_named(mysql_backend: MysqlBackend) -> None:
-    source = MysqlCdr(
-        host="localhost",
-        port=0,
-        socket=mysql_backend.db.socket,
-        user="recsync",
-        password="s3cret",
-        database="asteriskcdrdb",
-        table="cdr_nope",
-    )
+    source = mysql_backend.source_for("cdr_nope")
     with pytest.raises(ConfigError, match=r"asteriskcdrdb\.cdr_nope does not exist"):
         source.check()
 
 
 def test_mysql_over_tcp(mysql_backend: MysqlBackend) -> None:
     mysql_backend.insert(cdr_row("1710498500.70"))
-    source = MysqlCdr(
-        host="127.0.0.1",
-        port=mysql_backend.db.port,
-        socket=None,
-        user="recsync",
-        password="s3cret",
-        database="asteriskcdrdb",
-        table="cdr",
-    )
+    source = mysql_backend.source_for(tcp=True)
     try:
         assert source.lookup(query("1710498500.70")) is not None
     finally:
@@ -324,15 +311,7 @@ def test_mysql_read_only_user_gets_no_advice_others_do(mysql_backend: MysqlBacke
     db = mysql_backend.db
     db.create_user("freepbxuser", "pw", grants="ALL PRIVILEGES")
     for user, password, advised in (("recsync", "s3cret", False), ("freepbxuser", "pw", True)):
-        source = MysqlCdr(
-            host="localhost",
-            port=0,
-            socket=db.socket,
-            user=user,
-            password=password,
-            database="asteriskcdrdb",
-            table="cdr",
-        )
+        source = mysql_backend.source_for(user=user, password=password)
         try:
             advice = source.advice()
         finally:
