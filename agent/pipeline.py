@@ -284,13 +284,15 @@ class Pipeline:
     def stage(self, job: Stage) -> Prepared:
         """Make the copy to ship (copy, convert, tag, hash), safe in a worker thread: no
         database access here. Raises what `prepare` raises, for `claim` to record."""
-        return prepare(
+        prepared = prepare(
             self.config,
             src=self.spool / job.row.path,
             key=str(job.row.id),
             fields=job.fields,
             repair_header=job.repair_header,
         )
+        crash_point("staged")
+        return prepared
 
     def claim(
         self, job: Stage, prepared: Prepared | None, error: BaseException | None, now: float
@@ -400,6 +402,7 @@ class Pipeline:
         if error is not None:
             raise error
         self.store.mark_done(row.id, day=day_of(job.remote), now=now, notify=self.notify)
+        crash_point("done")
         log.info(kv("shipped", id=row.id, path=row.path, remote=job.remote, size=job.prepared.size))
         if row.obsolete_remote and row.obsolete_remote != job.remote:
             self.transport.remove(row.obsolete_remote)
