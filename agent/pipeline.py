@@ -309,10 +309,12 @@ class Pipeline:
         if isinstance(error, NotARegularFile) or getattr(error, "errno", None) == errno.ELOOP:
             self.store.quarantine(row.id, reason=NOT_REGULAR, now=now)  # swapped meanwhile
             return None
-        if isinstance(error, OSError | TransientError):
+        if isinstance(error, TransientError):
             # Our own disk (staging) is full or unwritable: retry later, the spool is untouched.
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-            self._fail(row, f"staging: {reason}", now)
+            self._fail(row, str(error), now)  # says what, e.g. "local disk full while staging"
+            return None
+        if isinstance(error, OSError):
+            self._fail(row, f"staging: {error.strerror or error}", now)
             return None
         if error is not None:
             raise error

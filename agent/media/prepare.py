@@ -3,6 +3,7 @@ if Asterisk died, converted to MP3 if asked, tagged; the original is never touch
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import Config
-from agent.errors import PermanentError
+from agent.errors import PermanentError, TransientError
 from agent.log import kv
 from agent.media.tags import can_hold_tags, write_tags
 from agent.media.transcode import to_mp3
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 HEADER_BYTES = 4096
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class ChangedWhileCopying(Exception):
@@ -77,7 +79,37 @@ def prepare(
 ) -> Prepared:
     """Stage, convert and tag the copy of `src` to ship; `key` names it in staging.
     Raises ChangedWhileCopying, FileNotFoundError (the spool file vanished), and OSError
-    or TransientError (our own disk)."""
+    or TransientError (our own disk; a full one says so). A failure leaves nothing of
+    `key` in staging: a half-written copy would hold the space the next one needs."""
+    staging = config.state.staging
+    try:
+        return _prepare(config, src, key, fields, repair_header)
+    except BaseException as exc:
+        for leftover in staging.glob(f"{key}.*"):
+            leftover.unlink(missing_ok=True)
+        if _disk_full(exc):
+            raise TransientError(f"local disk full while staging: {staging}") from exc
+        raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT anywhere in `exc`'s chain (tags and transcode wrap the OSError)."""
+    todo, seen = [exc], set()
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL:
+            return True
+        linked = (current.__cause__, current.__context__, *current.args)
+        todo += [e for e in linked if isinstance(e, BaseException)]
+    return False
+
+
+def _prepare(
+    config: Config, src: Path, key: str, fields: Mapping[str, object], repair_header: bool
+) -> Prepared:
     path, source, fmt = _copy(config, src, key, repair_header)
     needs_sidecar = config.tags.enabled and not can_hold_tags(fmt)
     if config.tags.enabled and not needs_sidecar:
