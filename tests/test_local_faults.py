@@ -8,9 +8,13 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +24,9 @@ import pytest
 from agent.errors import TransientError
 from agent.media import prepare as prepare_module
 from agent.pipeline import RETRY_MAX_SECONDS
+from agent.store.state import Identity, Store
 from tests.conftest import Site
-from tests.support.daemon import recsync
+from tests.support.daemon import Daemon, recsync, wait_for
 from tests.support.mixmonitor import write_recording
 
 DAY = "2024/03/15"
@@ -211,3 +216,148 @@ def test_disk_full_after_the_copy_says_so_and_leaves_nothing(
         prepare_module.prepare(config, src=src, key="7", fields={}, repair_header=False)
     assert str(raised.value) == f"local disk full while staging: {config.state.staging}"
     assert list(config.state.staging.iterdir()) == []
+
+
+# --- the state database and the CLI ------------------------------------------------------
+
+HOLD_SECONDS = 1.0  # how long the "agent" keeps the write lock with the CLI waiting on it
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+def count_done(db: Path) -> int:
+    """Read beside the agent, in a transaction of its own (as a fresh CLI would)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (count,) = conn.execute("SELECT count(*) FROM recordings WHERE state = 'done'").fetchone()
+    finally:
+        conn.close()
+    return int(count)
+
+
+def record_today(site: Site, numbers: range) -> None:
+    at = datetime.now().replace(microsecond=0)
+    for n in numbers:
+        rel = f"{at:%Y/%m/%d}/in-600-21255{n:05d}-{at:%Y%m%d-%H%M%S}-{int(at.timestamp())}.{n}.wav"
+        write_recording(site.spool_file(rel), seconds=0.25, seed=n)
+
+
+@pytest.mark.slow
+def test_a_long_cli_read_never_holds_up_the_agent(site: Site, daemons: list[Daemon]) -> None:
+    config = site.write_config(spool={"reconcile_minutes": 600})
+    db = site.state / "state.db"
+    (site.spool / datetime.now().strftime("%Y/%m/%d")).mkdir(parents=True)
+    daemon = Daemon(config, site.root / "agent.log")
+    daemons.append(daemon)
+    record_today(site, range(5))
+    wait_for(lambda: count_done(db) == 5, "the first recordings to ship")
+
+    # A CLI that reads in one transaction and does not finish (`list` into a stuck pipe).
+    reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        query = "SELECT id, state, remote_path FROM recordings ORDER BY id"
+        seen = reader.execute(query).fetchall()
+        assert [state for _, state, _ in seen] == ["done"] * 5
+        record_today(site, range(5, 55))
+        wait_for(lambda: count_done(db) == 55, "50 more to ship past the open reader", 60)
+        assert len(list(site.dest.rglob("*.wav"))) == 55
+        assert reader.execute(query).fetchall() == seen  # its snapshot, consistent
+        wal_with_reader = Path(f"{db}-wal").stat().st_size
+    finally:
+        reader.close()
+
+    status = recsync(config, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    document = json.loads(status.stdout)
+    assert (document["counts"]["done"], document["backlog"]) == (55, 0)
+    # The WAL the reader kept from being reset checkpoints in full now, agent running.
+    checkpoint = sqlite3.connect(db, timeout=10)
+    try:
+        busy, frames, moved = checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        checkpoint.close()
+    assert busy == 0 and frames == moved, (busy, frames, moved, wal_with_reader)
+    record_today(site, range(55, 56))
+    wait_for(lambda: count_done(db) == 56, "the agent to go on after the checkpoint")
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text() and "locked" not in daemon.text()
+
+
+def waiting_on_the_lock(proc: subprocess.Popen[str], db: Path) -> bool:
+    """The CLI has the state database open and sleeps in SQLite's busy handler (or ended)."""
+    if proc.poll() is not None:
+        return True
+    try:
+        fds = {os.readlink(fd) for fd in Path(f"/proc/{proc.pid}/fd").iterdir()}
+        wchan = Path(f"/proc/{proc.pid}/wchan").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return proc.poll() is not None
+    return str(db) in fds and "nanosleep" in wchan
+
+
+def test_cli_waits_for_the_agents_write_lock(site: Site) -> None:
+    config = site.write_config()
+    db = site.state / "state.db"
+    store = Store.open(db)
+    now = time.time()
+    shipped, failing = (
+        store.add(stem=stem, path=f"{stem}.wav", identity=Identity(44, 1, n), now=now)
+        for n, stem in enumerate(("shipped-meanwhile", "failing-meanwhile"))
+    )
+    store.mark_failed(shipped, error="connection reset", retry_at=now + 60, now=now)
+    store.close()
+
+    locked, release = threading.Event(), threading.Event()
+
+    def agent_transaction() -> None:
+        """The agent in one write transaction: the failed one shipped, another failed."""
+        conn = sqlite3.connect(db, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE recordings SET state = 'done' WHERE id = ?", (shipped,))
+            conn.execute("UPDATE recordings SET state = 'failed' WHERE id = ?", (failing,))
+            locked.set()
+            release.wait(timeout=60)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    agent = threading.Thread(target=agent_transaction)
+    agent.start()
+    try:
+        assert locked.wait(timeout=10)
+        # Readers never wait in WAL: the last committed state, at once.
+        status = recsync(config, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["counts"]["failed"] == 1
+        retry = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--config", str(config), "retry", "--failed"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: waiting_on_the_lock(retry, db), "the CLI to wait for the write lock")
+        assert retry.poll() is None, retry.communicate()
+        time.sleep(HOLD_SECONDS)  # the agent's transaction takes a while; the CLI waits
+        assert retry.poll() is None
+    finally:
+        release.set()
+        agent.join()
+    out, err = retry.communicate(timeout=30)
+    assert retry.returncode == 0, err
+    # It decided inside its own write transaction, on what the agent had committed.
+    assert out.strip() == "1 recording(s) queued again"
+    store = Store.open_readonly(db)
+    try:
+        states = {r.id: r.state for r in store.rows()}
+    finally:
+        store.close()
+    assert states == {shipped: "done", failing: "pending"}

@@ -517,15 +517,18 @@ class Store:
     ) -> int:
         """Make failed or quarantined rows pending again, re-parsed (a pattern may be new)."""
         wanted_ids, wanted_states = set(ids), {s.value for s in states}
-        targets = [
-            row.id
-            for row in self.rows(
-                "state IN (?, ?)", [RecordingState.FAILED.value, RecordingState.QUARANTINED.value]
-            )
-            if row.id in wanted_ids or row.state in wanted_states
-        ]
         clear = ", ".join(f"{name} = NULL" for name in _PARSED)
         with self._write() as conn:
+            # Chosen under the write lock: a row the agent shipped (or failed) while this
+            # waited for it is judged as it is now, never reopened from a stale read.
+            targets = [
+                row.id
+                for row in self.rows(
+                    "state IN (?, ?)",
+                    [RecordingState.FAILED.value, RecordingState.QUARANTINED.value],
+                )
+                if row.id in wanted_ids or row.state in wanted_states
+            ]
             for rid in targets:
                 conn.execute(
                     f"UPDATE recordings SET state = ?, reason = NULL, attempts = 0,"
