@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from agent.errors import AgentError
 from agent.lock import AlreadyRunning, exclusive
 from agent.model import RecordingState
 from agent.secrets import give_to_folder_owner
-from agent.store.state import Store
+from agent.store.state import REBUILD, Store
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -42,6 +43,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except AgentError as exc:
             raise click.ClickException(str(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # locked, constraint ...: a bug
+                raise
+            # Damage found past the open (which skips the full check for speed).
+            raise click.ClickException(f"the state database is damaged: {exc}{REBUILD}") from None
 
 
 class Context:
@@ -421,6 +427,43 @@ def _follow(store: Store, ids: list[int], step: Callable[[], float | None] | Non
                 return
             wait = 0.5 if next_due is None else min(0.5, max(0.0, next_due - time.time()))
             time.sleep(wait)
+
+
+@cli.group()
+def state() -> None:
+    """The state database."""
+
+
+@state.command("rebuild")
+@click.option("--force", is_flag=True, help="Replace the database even when it is healthy.")
+@pass_context
+def state_rebuild(ctx: Context, force: bool) -> None:
+    """Make a new state database from the destination's manifests and the spool (the
+    agent must be stopped; the old file is kept beside it)."""
+    from agent.rebuild import rebuild
+    from agent.transport import open_transport
+
+    config = ctx.config
+    with exclusive(config.state.path):
+        transport = open_transport(config.destination)
+        try:
+            report = rebuild(config, transport, force=force, now=time.time())
+        finally:
+            transport.close()
+    click.echo(
+        f"rebuilt {config.state.path} from {report.days} day manifest(s):"
+        f" {report.restored} shipped recording(s), {report.in_spool} of them still in the spool"
+    )
+    if report.kept:
+        click.echo(f"the old database is kept as {report.kept}")
+    if report.dropped:
+        click.echo(f"manifest entries not usable (see the log): {report.dropped}")
+    if report.unreadable:
+        click.echo(f"unreadable manifests (those days' recordings ship again): {report.unreadable}")
+    click.echo(
+        "recordings in the spool but in no manifest ship when the agent starts"
+        " (older than spool.backfill_days: `recsync backfill`)"
+    )
 
 
 @cli.command("check-config")

@@ -83,6 +83,16 @@ def test_write_bytes_and_remove(target: Target) -> None:
     assert target.files() == []
 
 
+def test_listdir_names_what_is_there(target: Target) -> None:
+    target.transport.write_bytes("2024/03/15/manifest.json", b"{}")
+    target.transport.write_bytes("2024/03/16/manifest.json", b"{}")
+    target.transport.write_bytes("index.html", b"<html>")
+    assert target.transport.listdir() == ["2024", "index.html"]
+    assert target.transport.listdir("2024/03") == ["15", "16"]
+    assert target.transport.listdir("2024/03/15") == ["manifest.json"]
+    assert target.transport.listdir("2025") == []
+
+
 def test_sweep_removes_only_our_temporaries(target: Target) -> None:
     day = target.folder / "2024/03/15"
     day.mkdir(parents=True)

@@ -17,6 +17,12 @@ BUSY_TIMEOUT_MS = 10_000
 ACTIVE_STATES = (RecordingState.PENDING, RecordingState.WAITING_CDR, RecordingState.FAILED)
 
 
+REBUILD = (
+    "; stop the agent, keep a copy of the file, then `recsync state rebuild` makes a new"
+    " one from the spool and the destination's manifests"
+)
+
+
 class StateDatabaseError(AgentError):
     """The state database cannot be opened or is damaged."""
 
@@ -79,8 +85,19 @@ class Row:
         return Identity(self.size, self.mtime_ns, self.inode)
 
 
+_ROW_FIELDS = frozenset(f.name for f in fields(Row))
 _COLUMNS = ", ".join(f.name for f in fields(Row))
-_PARSED = ("kind", "dst", "src", "started_at", "uniqueid", "extension", "era", "pattern", "format")
+PARSED_COLUMNS = (
+    "kind",
+    "dst",
+    "src",
+    "started_at",
+    "uniqueid",
+    "extension",
+    "era",
+    "pattern",
+    "format",
+)
 
 
 def _row(cursor: sqlite3.Cursor) -> Row | None:
@@ -125,7 +142,7 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             result = conn.execute("PRAGMA quick_check").fetchone()
             if result is None or result[0] != "ok":
-                raise StateDatabaseError(f"state database {path} is damaged: {result}")
+                raise StateDatabaseError(f"state database {path} is damaged: {result}{REBUILD}")
             # Imported here: sqlite-utils is only needed to migrate, and read-only CLI
             # commands start faster without it.
             from sqlite_utils import Database
@@ -133,8 +150,10 @@ class Store:
             from agent.store.migrations import migrations
 
             migrations.apply(Database(conn))
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:  # permissions, a missing folder, locks
             raise StateDatabaseError(f"cannot open state database {path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # not a database, malformed
+            raise StateDatabaseError(f"state database {path} is damaged: {exc}{REBUILD}") from exc
         return cls(conn)
 
     @classmethod
@@ -145,8 +164,10 @@ class Store:
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
             conn.execute("SELECT 1 FROM recordings LIMIT 1")
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:
             raise StateDatabaseError(f"cannot read state database {path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StateDatabaseError(f"state database {path} is damaged: {exc}{REBUILD}") from exc
         return cls(conn)
 
     def close(self) -> None:
@@ -378,7 +399,7 @@ class Store:
     def set_parsed(self, rid: int, recording: Recording, now: float) -> None:
         """What the file name says; no event row (the claim that follows has one)."""
         data = recording.to_json()
-        values = {name: data[name] for name in _PARSED} | {
+        values = {name: data[name] for name in PARSED_COLUMNS} | {
             "settled_at": now,
             "head": recording.head,
             "updated_at": now,
@@ -517,7 +538,7 @@ class Store:
     ) -> int:
         """Make failed or quarantined rows pending again, re-parsed (a pattern may be new)."""
         wanted_ids, wanted_states = set(ids), {s.value for s in states}
-        clear = ", ".join(f"{name} = NULL" for name in _PARSED)
+        clear = ", ".join(f"{name} = NULL" for name in PARSED_COLUMNS)
         with self._write() as conn:
             # Chosen under the write lock: a row the agent shipped (or failed) while this
             # waited for it is judged as it is now, never reopened from a stale read.
@@ -576,6 +597,21 @@ class Store:
         with self._write() as conn:
             conn.execute("DELETE FROM dirty_days WHERE day = ?", (day,))
             conn.execute("INSERT OR REPLACE INTO days (day, count) VALUES (?, ?)", (day, count))
+
+    def restore(self, rows: list[dict[str, Any]], *, day: str, now: float) -> None:
+        """`state rebuild`: one day's shipped recordings read back from its manifest, as
+        done rows (column -> value), and the day as published, in one transaction."""
+        with self._write() as conn:
+            for values in rows:
+                if unknown := values.keys() - _ROW_FIELDS:  # names go into the SQL text
+                    raise ValueError(f"not columns: {sorted(unknown)}")
+                cursor = conn.execute(
+                    f"INSERT INTO recordings ({', '.join(values)})"
+                    f" VALUES ({', '.join('?' * len(values))})",
+                    list(values.values()),
+                )
+                self._event(conn, int(cursor.lastrowid or 0), now, "restored", day)
+            conn.execute("INSERT OR REPLACE INTO days (day, count) VALUES (?, ?)", (day, len(rows)))
 
     def day_counts(self) -> list[tuple[str, int]]:
         return [(str(d), int(n)) for d, n in self.conn.execute("SELECT day, count FROM days")]

@@ -58,6 +58,9 @@ class Transport(Protocol):
     def read_bytes(self, remote: str) -> bytes | None:
         """The content of a small file the agent published (status.json), None if absent."""
 
+    def listdir(self, folder: str = "") -> list[str]:
+        """The names in `folder` ("" is the root), sorted; [] when it does not exist."""
+
     def remove(self, remote: str) -> None:
         """Delete `remote`; a missing file is not an error."""
 

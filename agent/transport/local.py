@@ -122,6 +122,15 @@ class LocalTransport:
         except OSError as exc:
             raise _classify(exc, remote) from exc
 
+    def listdir(self, folder: str = "") -> list[str]:
+        path = self.root / check_remote(folder) if folder else self.root
+        try:
+            return sorted(entry.name for entry in path.iterdir())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise _classify(exc, folder or ".") from exc
+
     def remove(self, remote: str) -> None:
         try:
             self._target(remote).unlink(missing_ok=True)

@@ -167,6 +167,10 @@ class SftpTransport:
         target = self._path(remote)
         return self._call(target, lambda s: self._read(s, target))
 
+    def listdir(self, folder: str = "") -> list[str]:
+        target = self._path(folder) if folder else self.root
+        return self._call(target, lambda s: self._list(s, target))
+
     def sweep(self, folders: Iterable[str]) -> int:
         paths = [self._path(folder) for folder in folders]
         return self._call(self.root, lambda s: self._sweep(s, paths))
@@ -469,6 +473,13 @@ class SftpTransport:
             return data
         finally:
             await file.close()
+
+    async def _list(self, session: Session, target: str) -> list[str]:
+        try:
+            names = await self._op(session.sftp.listdir(target))
+        except asyncssh.SFTPNoSuchFile:
+            return []
+        return sorted(name for name in map(str, names) if name not in (".", ".."))
 
     async def _remove(self, session: Session, target: str) -> None:
         with suppress(asyncssh.SFTPNoSuchFile):
