@@ -20,7 +20,7 @@ from agent.transport import open_transport
 from agent.transport import sftp as sftp_module
 from tests.conftest import Site
 from tests.support.mixmonitor import write_recording
-from tests.support.sshd import Sshd
+from tests.support.sshd import Sshd, TcpProxy
 
 DAY = "2024/03/15"
 
@@ -111,6 +111,31 @@ def test_server_gone_mid_run_then_back(
     later = now + 3600
     while agent.run_once(later) is not None and later < now + 20_000:
         later += 3600  # each pass is past every backoff
+    delivered(site, sftp_root, rels)
+
+
+def test_connections_cut_mid_file_lose_nothing_and_leave_no_temporaries(
+    site: Site,
+    sshd: Sshd,
+    sftp_root: Path,
+    make_agent: Callable[..., Agent],
+    tcp_proxy: Callable[..., TcpProxy],
+) -> None:
+    rels = names(8)
+    for n, rel in enumerate(rels):
+        write_recording(site.spool_file(rel), seconds=20, seed=n)  # 320 KB each
+    proxy = tcp_proxy(sshd.port)
+    known_hosts = sshd.write_known_hosts(site.root / "known_hosts", port=proxy.port)
+    agent = sftp_agent(
+        site, sshd, sftp_root, make_agent, port=proxy.port, known_hosts=str(known_hosts)
+    )
+    proxy.cut_after(700_000)  # every connection dies partway through its third file
+    now = time.time()
+    agent.start(now)
+    later = now
+    while agent.run_once(later) is not None and later < now + 100 * 3600:
+        later += 3600  # each pass is past every backoff
+    assert proxy.cuts >= 2
     delivered(site, sftp_root, rels)
 
 

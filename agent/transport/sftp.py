@@ -119,6 +119,7 @@ class SftpTransport:
         self._jobs: set[asyncio.Task[Any]] = set()
         self._folders: set[str] = set()  # known to exist: no stat per file
         self._writing: set[str] = set()  # our temporaries in flight, which sweep leaves
+        self._orphans: set[str] = set()  # temporaries a cut connection could not remove
         self._said: set[str] = set()
         self._posix_rename = True
         self._fsync = True
@@ -220,6 +221,8 @@ class SftpTransport:
         self._jobs.add(task)
         try:
             async with self._pool.session() as session:
+                if self._orphans:
+                    await self._remove_orphans(session)
                 try:
                     return await work(session)
                 except LIBRARY_ERRORS as exc:
@@ -332,9 +335,20 @@ class SftpTransport:
         except BaseException:
             if session.usable():
                 await self._quietly(lambda: session.sftp.remove(temp))
+            else:  # the webserver keeps no dot-files from cuts: the next session removes it
+                self._orphans.add(temp)
             raise
         finally:
             self._writing.discard(temp)
+
+    async def _remove_orphans(self, session: Session) -> None:
+        for temp in sorted(self._orphans):
+            try:
+                with suppress(asyncssh.SFTPNoSuchFile):
+                    await self._op(session.sftp.remove(temp))
+            except LIBRARY_ERRORS:
+                return  # this session is no better: the next one tries again
+            self._orphans.discard(temp)
 
     async def _make_folders(self, session: Session, folder: str) -> None:
         if folder in self._folders:
