@@ -180,6 +180,21 @@ def test_full_local_disk_while_staging_loses_nothing(
     assert snapshot(site.spool) == spool_before
 
 
+def test_a_recording_someone_reads_ships_at_once(site: Site, make_agent: Any) -> None:
+    """A playback, a backup or a test reading a finished recording is no writer: it used
+    to park the recording for a minute ("open by a process"), as no event says when a
+    reader closes."""
+    rel = f"{DAY}/{name(1)}"
+    write_recording(site.spool_file(rel), seed=1)
+    agent = make_agent(site.config(spool={"backfill_days": 100_000}))
+    with (site.spool / rel).open("rb"):
+        now = time.time()
+        agent.start(now)
+        agent.run_once(now)
+    row = agent.store.by_stem(rel[:-4])
+    assert (row.state, row.reason) == ("done", None)
+
+
 def no_space(*_args: object, **_kwargs: object) -> None:
     # What mutagen raises when the disk is full: its error wrapping the OSError.
     raise mutagen.MutagenError(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))

@@ -307,3 +307,15 @@ def test_open_files_under_sees_this_process(tmp_path: Path) -> None:
         assert os.path.realpath(inside) in found
         assert os.path.realpath(outside) not in found
     assert open_files_under(inside.parent) == frozenset()
+
+
+def test_open_files_under_counts_writers_not_readers(tmp_path: Path) -> None:
+    """A playback, a backup or a script reading a finished recording cannot change it,
+    and its close sends no event that would wake the agent: it must not hold it up."""
+    path = tmp_path / "a.wav"
+    write_recording(path)
+    with path.open("rb"):
+        assert open_files_under(tmp_path) == frozenset()
+    for mode in ("ab", "r+b"):
+        with path.open(mode):
+            assert open_files_under(tmp_path) == {os.path.realpath(path)}, mode

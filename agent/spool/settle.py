@@ -143,9 +143,12 @@ WRITER_NAMES = frozenset({"asterisk"})
 
 
 def open_files_under(root: Path) -> frozenset[str] | None:
-    """Real paths under `root` that some process holds open, from /proc/*/fd; None when
-    the check is blind (an Asterisk process whose fds this user may not read).
+    """Real paths under `root` that some process holds open for writing, from
+    /proc/*/fd; None when the check is blind (an Asterisk process whose fds this user may
+    not read).
 
+    Readers do not count: a playback, a backup or a script reading a finished recording
+    cannot change it, and its close sends no event that would wake the agent again.
     Other unreadable processes and fds that vanish meanwhile are skipped.
     One pass over /proc: call it per batch, not per file.
     """
@@ -169,9 +172,21 @@ def open_files_under(root: Path) -> frozenset[str] | None:
             # The kernel gives the resolved path; a deleted file ends in " (deleted)".
             with contextlib.suppress(OSError):
                 target = os.readlink(f"{fd_dir}/{fd}")
-                if target.startswith(prefix):
+                if target.startswith(prefix) and _may_write(pid, fd):
                     found.add(target)
     return frozenset(found)
+
+
+def _may_write(pid: str, fd: str) -> bool:
+    """False only for an fd known to be open read-only (its fdinfo flags)."""
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as fh:
+            for line in fh:
+                if line.startswith("flags:"):
+                    return int(line.split()[1], 8) & os.O_ACCMODE != os.O_RDONLY
+    except (OSError, ValueError, IndexError):
+        pass
+    return True
 
 
 def _command(pid: str) -> str:
