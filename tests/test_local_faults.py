@@ -281,7 +281,7 @@ def test_a_long_cli_read_never_holds_up_the_agent(site: Site, daemons: list[Daem
         seen = reader.execute(query).fetchall()
         assert [state for _, state, _ in seen] == ["done"] * 5
         record_today(site, range(5, 55))
-        wait_for(lambda: count_done(db) == 55, "50 more to ship past the open reader", 60)
+        wait_for(lambda: count_done(db) == 55, "50 more to ship past the open reader", 30)
         assert len(list(site.dest.rglob("*.wav"))) == 55
         assert reader.execute(query).fetchall() == seen  # its snapshot, consistent
         wal_with_reader = Path(f"{db}-wal").stat().st_size
