@@ -82,7 +82,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mount)], check=True)  # never left mounted
+            pytest.fail(f"{mount} was busy at the end: something still had a file open there")
 
 
 @pytest.fixture
