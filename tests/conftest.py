@@ -16,7 +16,12 @@ from agent.daemon import Agent
 from agent.store.state import Store
 from agent.transport.local import LocalTransport
 
-pytest_plugins = ["tests.support.mariadb", "tests.support.sshd", "tests.support.crm"]
+pytest_plugins = [
+    "tests.support.mariadb",
+    "tests.support.sshd",
+    "tests.support.crm",
+    "tests.support.disks",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -27,10 +27,10 @@ from agent.pipeline import RETRY_MAX_SECONDS
 from agent.store.state import Identity, Store
 from tests.conftest import Site
 from tests.support.daemon import Daemon, recsync, wait_for
+from tests.support.disks import free_bytes
 from tests.support.mixmonitor import write_recording
 
 DAY = "2024/03/15"
-DISK_BYTES = 1 << 20  # the small disk the staging folder lives on
 SMALL_SECONDS = 1  # 16 kB: fits beside the filler
 BIG_SECONDS = 12  # 192 kB: does not, but fits once the filler is gone
 FREE_BESIDE_FILLER = 96 * 1024
@@ -54,37 +54,6 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
 
 def files_under(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
-def free_bytes(folder: Path) -> int:
-    st = os.statvfs(folder)
-    return st.f_bavail * st.f_frsize
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 1 MiB filesystem (tmpfs), unmounted at the end whatever happened."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for the staging folder needs root (CI runs as root)")
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES},mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        message = f"cannot mount a tmpfs here: {done.stderr.strip()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(mount)], check=True)  # never left mounted
-            pytest.fail(f"{mount} was busy at the end: something still had a file open there")
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from agent.daemon import Agent
 from agent.transport import open_transport
 from agent.transport import sftp as sftp_module
 from tests.conftest import Site
+from tests.support.disks import resize
 from tests.support.mixmonitor import write_recording
 from tests.support.sshd import Sshd, TcpProxy
 
@@ -152,6 +153,29 @@ def test_permission_denied_on_the_root_pauses_until_fixed(
     assert agent.paused_until is not None
     agent.run_once(agent.paused_until)
     delivered(site, root, rels)
+
+
+def test_remote_disk_that_fills_up_pauses_until_space_returns(
+    site: Site, sshd: Sshd, small_disk: Path, make_agent: Callable[..., Agent]
+) -> None:
+    """A real 1 MiB filesystem on the webserver, 1.9 MB of calls to ship."""
+    rels = names(6)
+    for n, rel in enumerate(rels):
+        write_recording(site.spool_file(rel), seconds=20, seed=n)  # 320 KB each
+    agent = sftp_agent(site, sshd, small_disk, make_agent)
+    agent.run_until_idle()
+    assert agent.paused_reason is not None and "disk full" in agent.paused_reason
+    arrived = list(small_disk.rglob("*.wav"))
+    assert 0 < len(arrived) < len(rels)
+    assert [p.name for p in small_disk.rglob(".recsync-*")] == []  # no half-written file
+    states = {agent.store.by_stem(r[:-4]).state for r in rels}
+    assert states <= {"done", "pending", "failed"}  # nothing quarantined or given up
+
+    resize(small_disk, 8 << 20)  # the operator makes room
+    assert agent.paused_until is not None
+    agent.run_once(agent.paused_until)
+    agent.run_until_idle()
+    delivered(site, small_disk, rels)
 
 
 def test_full_remote_disk_pauses_until_space_returns(
