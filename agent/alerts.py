@@ -22,21 +22,17 @@ raised: an alert must not be what stops the agent.
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import logging
 import os
 import socket
-import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from agent import __version__
 from agent.errors import AgentError
-from agent.http import NoRedirect, where
+from agent.http import no_redirect_opener, where
 from agent.log import kv
 
 log = logging.getLogger(__name__)
@@ -88,6 +84,8 @@ class AlertSettings:
 def run_command(argv: Sequence[str], env: Mapping[str, str]) -> None:
     """The default runner: the argument list as it is (no shell, so nothing in the reason is
     ever interpreted), bounded in time, with no stdin to wait on."""
+    import subprocess  # here: reading the config (AlertSettings) must stay quick
+
     try:
         done = subprocess.run(
             list(argv),
@@ -108,12 +106,15 @@ def run_command(argv: Sequence[str], env: Mapping[str, str]) -> None:
 
 def post_json(url: str, payload: bytes) -> None:
     """The default poster: one JSON POST; any answer but 2xx is a failure."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
     headers = {"Content-Type": "application/json", "User-Agent": f"recsync/{__version__}"}
     # S310: AlertSettings admits http(s) URLs only.
     request = urllib.request.Request(url, payload, headers, method="POST")  # noqa: S310
     try:
-        opener = urllib.request.build_opener(NoRedirect())
-        with opener.open(request, timeout=WEBHOOK_TIMEOUT) as response:
+        with no_redirect_opener().open(request, timeout=WEBHOOK_TIMEOUT) as response:
             response.read()
     except urllib.error.HTTPError as exc:
         with exc:

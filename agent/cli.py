@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from agent import __version__, filenames
 from agent import config as config_module
@@ -30,6 +27,7 @@ from agent.store.state import REBUILD, Store
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
+    from agent.metrics import Metrics
     from agent.systemd import Notifier
 
 STATES = [s.value for s in RecordingState]
@@ -102,7 +100,12 @@ def run(ctx: Context, once: bool) -> None:
 
 
 def _agent(
-    config: config_module.Config, store: Store, *, watch: bool, notifier: Notifier | None = None
+    config: config_module.Config,
+    store: Store,
+    *,
+    watch: bool,
+    notifier: Notifier | None = None,
+    metrics: Metrics | None = None,
 ) -> Agent:
     from agent.cdr import open_source
     from agent.daemon import Agent
@@ -116,19 +119,28 @@ def _agent(
         cdr=open_source(config.cdr),
         webhook=open_webhook(config.webhook),
         notifier=notifier,
+        metrics=metrics,
         watch=watch,
     )
 
 
 def _run(config: config_module.Config, once: bool) -> None:
-    from agent.metrics import MetricsServer
     from agent.systemd import Notifier
 
+    metrics = None
+    if not once and config.metrics.listen:  # else prometheus-client is never loaded
+        from agent.metrics import Metrics
+
+        metrics = Metrics()
     store = Store.open(config.state.path)
-    agent = _agent(config, store, watch=not once, notifier=None if once else Notifier())
+    agent = _agent(
+        config, store, watch=not once, notifier=None if once else Notifier(), metrics=metrics
+    )
     server = None
-    if not once and config.metrics.listen:
-        server = MetricsServer(agent.metrics, config.metrics.listen, healthy=agent.health)
+    if metrics is not None:
+        from agent.metrics import MetricsServer
+
+        server = MetricsServer(metrics, config.metrics.listen, healthy=agent.health)
         server.start()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -163,6 +175,9 @@ def status(ctx: Context, as_json: bool) -> None:
     if as_json:
         _print_json(data)
         return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     table = Table(show_header=False, box=None)
     table.add_row("host", data["host"])
@@ -211,6 +226,9 @@ def list_(
     if as_json:
         _print_json([status_module.row_json(r) for r in rows])
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("id", "state", "spool path", "remote path", "reason")
     for r in rows:
         table.add_row(str(r.id), r.state, r.path, r.remote_path or "", r.reason or "")
@@ -414,6 +432,15 @@ def _ship_backfill(config: config_module.Config, store: Store, ids: list[int]) -
 def _follow(store: Store, ids: list[int], step: Callable[[], float | None] | None) -> None:
     """A progress bar with an ETA until every queued recording is shipped or out of
     the queue; `step` does the work (None: another process does)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     from agent.backfill import progress
 
     columns = (TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

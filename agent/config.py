@@ -15,7 +15,6 @@ from agent.alerts import AlertSettings
 from agent.errors import ConfigError
 from agent.filenames import DEFAULT_EXTENSIONS, CustomPattern, compile_custom_pattern
 from agent.media.naming import DEFAULT_TEMPLATE, NameTemplate
-from agent.metrics import parse_listen
 from agent.secrets import refuse_exposed_secrets
 
 DEFAULT_PATH = Path("/etc/recsync/config.toml")
@@ -247,6 +246,24 @@ def _argv(key: str, value: Any, _base: Path) -> tuple[str, ...]:
     if not value[0]:
         raise ConfigError(f"{key}: the program name is empty")
     return tuple(value)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split "host:port" or "[v6 address]:port"; ValueError saying what is wrong. (Here,
+    not in agent.metrics: reading the config must not load prometheus-client.)"""
+    example = 'give "host:port", e.g. "127.0.0.1:9464" or "[::1]:9464"'
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"metrics.listen {listen!r}: {example}")
+    if not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"metrics.listen {listen!r}: bad port {port!r} (0-65535), {example}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"metrics.listen {listen!r}: put an IPv6 address in brackets, {example}")
+    if not host or any(c in host for c in "[] \t/"):
+        raise ValueError(f"metrics.listen {listen!r}: bad host {host!r}, {example}")
+    return host, int(port)
 
 
 def _listen(key: str, value: Any, _base: Path) -> str:

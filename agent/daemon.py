@@ -8,10 +8,10 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import schedule
 
@@ -21,7 +21,6 @@ from agent.config import Config
 from agent.errors import AgentError, DestinationDown, Interrupted, PermanentError, TransientError
 from agent.log import kv
 from agent.media.prepare import Prepared
-from agent.metrics import Metrics
 from agent.model import RecordingState
 from agent.pipeline import Pipeline, Stage, Upload
 from agent.publish.manifest import day_of, entry
@@ -36,6 +35,9 @@ from agent.status import summary
 from agent.store.state import Store
 from agent.systemd import Notifier
 from agent.transport import Transport
+
+if TYPE_CHECKING:
+    from agent.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,33 @@ class _Work:
             pass  # the agent is stopping; the row was handed back
 
 
+class _NoMetrics:
+    """What the loop reports to when nothing serves metrics (metrics.listen = "", run
+    --once, backfill): prometheus-client is then never imported."""
+
+    last_loop_at: float | None = None
+
+    def shipped(self, *, size: int, latency: float | None) -> None:
+        pass
+
+    def cdr_waited(self, seconds: float, *, found: bool) -> None:
+        pass
+
+    def error(self, kind: str) -> None:
+        pass
+
+    def destination(self, state: str) -> None:
+        pass
+
+    def loop_alive(self, now: float) -> None:
+        pass
+
+    def refresh(
+        self, counts: Mapping[str, int], backlog: int, oldest_pending_seconds: float | None
+    ) -> None:
+        pass
+
+
 class Agent:
     """Owns the pipeline and decides when each piece of work runs; `run_once` is one pass."""
 
@@ -119,6 +148,7 @@ class Agent:
         cdr: CdrSource | None = None,
         webhook: Webhook | None = None,
         notifier: Notifier | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         watch: bool = True,
     ) -> None:
@@ -140,7 +170,7 @@ class Agent:
             notify=webhook is not None,
         )
         self.webhook = webhook
-        self.metrics = Metrics()
+        self.metrics: Metrics | _NoMetrics = _NoMetrics() if metrics is None else metrics
         self.pipeline.on_cdr_wait = self.metrics.cdr_waited
         self.notifier = notifier or Notifier({})  # no NOTIFY_SOCKET: every call a no-op
         self.alerts = Alerts(config.alerts)

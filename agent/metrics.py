@@ -27,6 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from agent.config import parse_listen
 from agent.errors import AgentError
 from agent.log import kv
 from agent.model import RecordingState
@@ -129,23 +130,6 @@ class Metrics:
             self._recordings.labels(state=state).set(counts.get(state, 0))
         self._backlog.set(backlog)
         self._oldest.set(oldest_pending_seconds or 0)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """Split "host:port" or "[v6 address]:port"; ValueError saying what is wrong."""
-    example = 'give "host:port", e.g. "127.0.0.1:9464" or "[::1]:9464"'
-    host, sep, port = listen.strip().rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"metrics.listen {listen!r}: {example}")
-    if not port.isascii() or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"metrics.listen {listen!r}: bad port {port!r} (0-65535), {example}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"metrics.listen {listen!r}: put an IPv6 address in brackets, {example}")
-    if not host or any(c in host for c in "[] \t/"):
-        raise ValueError(f"metrics.listen {listen!r}: bad host {host!r}, {example}")
-    return host, int(port)
 
 
 class _Server(ThreadingHTTPServer):

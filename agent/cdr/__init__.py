@@ -97,24 +97,27 @@ def wait_seconds(config: CdrConfig) -> float:
 
 
 def open_source(config: CdrConfig) -> CdrSource | None:
-    """The configured CDR store; None for `none`, or for `auto` finding no FreePBX."""
-    from agent.cdr.csvfile import CsvCdr
-    from agent.cdr.mysql import MysqlCdr
-    from agent.cdr.sqlite import SqliteCdr
-
+    """The configured CDR store; None for `none`, or for `auto` finding no FreePBX.
+    Each store's module (PyMySQL for MariaDB) is imported only when it is the one used."""
     if config.type == "none":
         return None
     if config.type == "sqlite":
+        from agent.cdr.sqlite import SqliteCdr
+
         return SqliteCdr(
             path=config.path or Path("/var/log/asterisk/master.db"), table=config.table
         )
     if config.type == "csv":
+        from agent.cdr.csvfile import CsvCdr
+
         return CsvCdr(
             path=config.path or Path("/var/log/asterisk/cdr-csv/Master.csv"),
             columns=config.columns,
             keep_days=CSV_KEEP_DAYS,
         )
     if config.type == "mysql":
+        from agent.cdr.mysql import MysqlCdr
+
         password = read_secret(config.password_file) if config.password_file else None
         return MysqlCdr(
             host=config.host,
@@ -136,6 +139,8 @@ def open_source(config: CdrConfig) -> CdrSource | None:
         )
         return None
     log.info(kv("cdr-auto", source=found.source, user=found.user, host=found.host))
+    from agent.cdr.mysql import MysqlCdr
+
     return MysqlCdr(
         host=found.host,
         port=found.port,

@@ -18,11 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import mutagen
-from mutagen.id3 import COMM, TALB, TDRC, TIT2, TPE1, TXXX, Encoding
-from mutagen.mp3 import MP3
-from mutagen.wave import WAVE
-
 from agent.errors import PermanentError, TransientError
 
 # "WAV" (upper case) is Asterisk's wav49, GSM in RIFF: mutagen could add a chunk, but few
@@ -39,16 +34,6 @@ _KIND_LABEL = {
     "conf": "conference",
 }
 _KEY_UNSAFE = re.compile(r"[^A-Z0-9_]")
-# mutagen's file classes carry no annotations; typed here once instead of at each call.
-_ID3_FILES: dict[str, Callable[[Path], Any]] = {"wav": WAVE, "mp3": MP3}
-_FRAMES: dict[str, Callable[..., Any]] = {
-    "TIT2": TIT2,
-    "TPE1": TPE1,
-    "TALB": TALB,
-    "TDRC": TDRC,
-    "COMM": COMM,
-    "TXXX": TXXX,
-}
 
 
 def can_hold_tags(fmt: str) -> bool:
@@ -100,6 +85,8 @@ def write_tags(path: Path, fmt: str, fields: Mapping[str, object]) -> None:
     """
     if not can_hold_tags(fmt):
         raise PermanentError(f"{fmt} files cannot hold tags")
+    import mutagen  # here, not at the top: an agent that tags nothing never loads it
+
     tags = tags_for(fields)
     try:
         if fmt.lower() in ("wav", "mp3"):
@@ -166,30 +153,46 @@ def _started(value: object) -> datetime | None:
 
 
 def _write_id3(path: Path, fmt: str, tags: Tags) -> None:
-    audio = _ID3_FILES[fmt](path)
+    from mutagen.id3 import COMM, TALB, TDRC, TIT2, TPE1, TXXX, Encoding
+    from mutagen.mp3 import MP3
+    from mutagen.wave import WAVE
+
+    # mutagen's file classes carry no annotations; typed here once instead of at each call.
+    files: dict[str, Callable[[Path], Any]] = {"wav": WAVE, "mp3": MP3}
+    make: dict[str, Callable[..., Any]] = {
+        "TIT2": TIT2,
+        "TPE1": TPE1,
+        "TALB": TALB,
+        "TDRC": TDRC,
+        "COMM": COMM,
+        "TXXX": TXXX,
+    }
+    audio = files[fmt](path)
     if audio.tags is None:
         audio.add_tags()
     id3 = audio.tags
     for key in [key for key in id3 if key.startswith(f"TXXX:{PREFIX}")]:
         del id3[key]  # a field that is now None must not survive from an earlier tagging
     frames = [
-        _FRAMES["TIT2"](encoding=Encoding.UTF8, text=[tags.title]),
-        _FRAMES["TPE1"](encoding=Encoding.UTF8, text=[tags.artist]),
-        _FRAMES["TALB"](encoding=Encoding.UTF8, text=[tags.album]),
+        make["TIT2"](encoding=Encoding.UTF8, text=[tags.title]),
+        make["TPE1"](encoding=Encoding.UTF8, text=[tags.artist]),
+        make["TALB"](encoding=Encoding.UTF8, text=[tags.album]),
     ]
     if tags.date:
-        frames.append(_FRAMES["TDRC"](encoding=Encoding.UTF8, text=[tags.date]))
+        frames.append(make["TDRC"](encoding=Encoding.UTF8, text=[tags.date]))
     if tags.comment:
-        comment = _FRAMES["COMM"](encoding=Encoding.UTF8, lang="eng", desc="", text=[tags.comment])
+        comment = make["COMM"](encoding=Encoding.UTF8, lang="eng", desc="", text=[tags.comment])
         frames.append(comment)
     for key, text in tags.custom.items():
-        frames.append(_FRAMES["TXXX"](encoding=Encoding.UTF8, desc=key, text=[text]))
+        frames.append(make["TXXX"](encoding=Encoding.UTF8, desc=key, text=[text]))
     for frame in frames:
         id3[frame.HashKey] = frame  # replaces; ID3.add() would merge into an older frame
     audio.save(v2_version=4)
 
 
 def _write_vorbis(path: Path, tags: Tags) -> None:
+    import mutagen
+
     audio = mutagen.File(path)
     if audio is None:
         raise mutagen.MutagenError("not a FLAC or Ogg file mutagen knows")

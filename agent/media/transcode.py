@@ -22,8 +22,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-import lameenc
-
 from agent.errors import TransientError
 from agent.log import kv
 
@@ -185,6 +183,8 @@ def _g711(codes: bytes, table: tuple[bytes, bytes]) -> bytes:
 
 
 def _encode(pcm: _Pcm, dst: Path, bitrate_kbps: int) -> Path:
+    import lameenc  # here: only an agent that makes MP3s loads it
+
     encoder = lameenc.Encoder()
     encoder.set_bit_rate(bitrate_kbps)
     encoder.set_in_sample_rate(pcm.rate)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import jinja2
-from markupsafe import Markup
+if TYPE_CHECKING:  # Jinja2 loads with the first page rendered
+    import jinja2
 
 CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; media-src 'self'; "
@@ -193,6 +194,9 @@ class _Month:
 @cache
 def _templates() -> tuple[jinja2.Template, jinja2.Template]:
     """The day and root templates, compiled once per process."""
+    import jinja2
+    from markupsafe import Markup
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(_PACKAGE, "templates"),
         autoescape=True,

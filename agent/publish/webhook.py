@@ -33,24 +33,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
 import logging
 import random
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
-from email.message import Message
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from agent import __version__
 from agent.config import WebhookConfig
 from agent.errors import ConfigError, PermanentError, TransientError
-from agent.http import NoRedirect, where
+from agent.http import no_redirect_opener, where
 from agent.log import kv
 from agent.secrets import read_secret
+
+if TYPE_CHECKING:  # urllib.request and http.client load when a webhook is configured
+    import urllib.error
+    from email.message import Message
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class Webhook:
         self.where = where(url)
         self.timeout = float(timeout)
         self._secret = secret
-        self._opener = urllib.request.build_opener(NoRedirect())
+        self._opener = no_redirect_opener()
 
     @property
     def signed(self) -> bool:
@@ -160,6 +161,10 @@ class Webhook:
         """POST `payload` (from `body`) once. Returns on 2xx; raises CrmUnavailable (a
         TransientError) or CrmRefused (a PermanentError), whose messages never hold the
         secret. `key` must be the body's `id`."""
+        import http.client
+        import urllib.error
+        import urllib.request
+
         for name, value in (("event", event), ("key", key)):
             if not _TOKEN.match(value):
                 raise ValueError(f"webhook {name} must be 1-200 printable ASCII characters")
@@ -223,6 +228,8 @@ class Webhook:
 
 def _snippet(exc: urllib.error.HTTPError) -> str:
     """The start of the CRM's error answer (why it refused), on one line."""
+    import http.client
+
     try:
         raw = exc.read(_SNIPPET * 4)
     except (OSError, http.client.HTTPException):
