@@ -41,8 +41,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except AgentError as exc:
             raise click.ClickException(str(exc)) from None
+        except sqlite3.OperationalError as exc:  # disk full, locked for too long
+            raise click.ClickException(f"the state database failed: {exc}") from None
         except sqlite3.DatabaseError as exc:
-            if type(exc) is not sqlite3.DatabaseError:  # locked, constraint ...: a bug
+            if type(exc) is not sqlite3.DatabaseError:  # a constraint ...: a bug
                 raise
             # Damage found past the open (which skips the full check for speed).
             raise click.ClickException(f"the state database is damaged: {exc}{REBUILD}") from None

@@ -3,6 +3,7 @@ database shared with the CLI (a long read transaction, a held write lock)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -27,7 +28,7 @@ from agent.pipeline import RETRY_MAX_SECONDS
 from agent.store.state import Identity, Store
 from tests.conftest import Site
 from tests.support.daemon import Daemon, recsync, wait_for
-from tests.support.disks import free_bytes
+from tests.support.disks import free_bytes, resize
 from tests.support.mixmonitor import write_recording
 
 DAY = "2024/03/15"
@@ -148,6 +149,44 @@ def test_full_local_disk_while_staging_loses_nothing(
     entries = json.loads((site.dest / DAY / "manifest.json").read_text())["recordings"]
     assert sorted(e["file"] for e in entries) == sorted(shipped)
     assert files_under(small_disk) == []
+    assert snapshot(site.spool) == spool_before
+
+
+@pytest.mark.parametrize("room", [0, 160 << 10], ids=["at-open", "mid-run"])
+def test_state_database_on_a_full_disk_stops_with_a_clear_error(
+    site: Site, small_disk: Path, room: int
+) -> None:
+    """The state database cannot grow (at once, or once its WAL has used the room left):
+    the agent stops with one clear line (systemd restarts it), and once there is room it
+    ships everything exactly once."""
+    config_path = site.write_config(
+        spool={"backfill_days": 100_000},
+        state={"path": str(small_disk / "state.db"), "staging": str(site.state / "staging")},
+    )
+    for n in range(1, 4):
+        write_recording(site.spool_file(f"{DAY}/{name(n)}"), seed=n)
+    first = recsync(config_path, "run", "--once")
+    assert first.returncode == 0, first.stderr
+    filler = small_disk / "filler"
+    with contextlib.suppress(OSError), filler.open("wb") as f:
+        while free_bytes(small_disk) > room:
+            f.write(bytes(4096))
+            f.flush()
+    for n in range(4, 40):
+        write_recording(site.spool_file(f"{DAY}/{name(n)}"), seed=n)
+    spool_before = snapshot(site.spool)
+
+    stopped = recsync(config_path, "run", "--once")
+    assert stopped.returncode == 1
+    assert "full" in stopped.stderr.splitlines()[-1], stopped.stderr
+    assert "Traceback" not in stopped.stderr
+
+    filler.unlink()
+    resize(small_disk, 16 << 20)  # room for the WAL too, which grows to 4 MB between checkpoints
+    again = recsync(config_path, "run", "--once")
+    assert again.returncode == 0, again.stderr
+    shipped = {p: sha(site.dest / p) for p in site.shipped() if p.endswith(".wav")}
+    assert sorted(shipped.values()) == sorted(v[0] for v in spool_before.values())
     assert snapshot(site.spool) == spool_before
 
 

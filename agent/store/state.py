@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -13,6 +14,7 @@ from agent.errors import AgentError
 from agent.model import CallInfo, Recording, RecordingState
 
 BUSY_TIMEOUT_MS = 10_000
+FULL_DISK_BYTES = 1 << 20  # less free space than this next to an error: say why
 # States a worker may pick up when their next_attempt_at has come.
 ACTIVE_STATES = (RecordingState.PENDING, RecordingState.WAITING_CDR, RecordingState.FAILED)
 
@@ -121,6 +123,15 @@ def _cdr_values(info: CallInfo | None) -> dict[str, Any]:
     }
 
 
+def _full_disk_note(path: Path) -> str:
+    # SQLite says "disk I/O error" when it cannot even make its -shm file.
+    try:
+        full = shutil.disk_usage(path.parent).free < FULL_DISK_BYTES
+    except OSError:
+        return ""
+    return f" (the disk holding it is full: free space in {path.parent})" if full else ""
+
+
 class Store:
     """The recordings table and its neighbours. Only this class changes them."""
 
@@ -151,7 +162,9 @@ class Store:
 
             migrations.apply(Database(conn))
         except sqlite3.OperationalError as exc:  # permissions, a missing folder, locks
-            raise StateDatabaseError(f"cannot open state database {path}: {exc}") from exc
+            raise StateDatabaseError(
+                f"cannot open state database {path}: {exc}{_full_disk_note(path)}"
+            ) from exc
         except sqlite3.DatabaseError as exc:  # not a database, malformed
             raise StateDatabaseError(f"state database {path} is damaged: {exc}{REBUILD}") from exc
         return cls(conn)
