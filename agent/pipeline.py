@@ -311,10 +311,11 @@ class Pipeline:
             return None
         if isinstance(error, TransientError):
             # Our own disk (staging) is full or unwritable: retry later, the spool is untouched.
-            self._fail(row, str(error), now)  # says what, e.g. "local disk full while staging"
+            # Says what, e.g. "local disk full while staging".
+            self._fail(row, str(error), now, local=True)
             return None
         if isinstance(error, OSError):
-            self._fail(row, f"staging: {error.strerror or error}", now)
+            self._fail(row, f"staging: {error.strerror or error}", now, local=True)
             return None
         if error is not None:
             raise error
@@ -417,9 +418,9 @@ class Pipeline:
         assert row is not None and row.remote_path is not None
         self.transport.write_bytes(sidecar_of(row.remote_path), sidecar(entry(row)))
 
-    def _fail(self, row: Row, error: str, now: float) -> None:
+    def _fail(self, row: Row, error: str, now: float, *, local: bool = False) -> None:
         retry_at = now + retry_delay(row.attempts)
-        self.store.mark_failed(row.id, error=error, retry_at=retry_at, now=now)
+        self.store.mark_failed(row.id, error=error, retry_at=retry_at, now=now, local=local)
         log.warning(kv("failed", id=row.id, path=row.path, error=error, attempts=row.attempts + 1))
 
 

@@ -45,7 +45,8 @@ def summary(store: Store, config: Config, now: float) -> dict[str, Any]:
     last_error = store.conn.execute(
         "SELECT e.at, e.recording_id, r.path, e.detail, e.event FROM events e"
         " LEFT JOIN recordings r ON r.id = e.recording_id"
-        " WHERE e.event IN ('failed', 'quarantined') ORDER BY e.id DESC LIMIT 1"
+        " WHERE e.event IN ('failed', 'failed-staging', 'quarantined') ORDER BY e.id DESC"
+        " LIMIT 1"
     ).fetchone()
     return {
         "version": __version__,
@@ -61,7 +62,7 @@ def summary(store: Store, config: Config, now: float) -> dict[str, Any]:
             "id": last_error[1],
             "path": last_error[2],
             "error": last_error[3],
-            "state": last_error[4],
+            "state": last_error[4].removesuffix("-staging"),
         },
         "destination": _destination(store),
         "cdr": {"type": config.cdr.type, **_meta(store, "cdr")},
@@ -103,7 +104,8 @@ def _meta(store: Store, key: str) -> dict[str, Any]:
 def _destination(store: Store) -> dict[str, Any]:
     value = _meta(store, "destination")
     if value["state"] == "ok":
-        # "failing": the most recent upload outcome was a failure (it will be retried).
+        # "failing": the most recent upload outcome was a failure (it will be retried);
+        # a failure of our own staging ("failed-staging") says nothing about it.
         latest = store.conn.execute(
             "SELECT event, detail FROM events WHERE event IN ('done', 'failed')"
             " ORDER BY id DESC LIMIT 1"

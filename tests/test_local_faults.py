@@ -130,6 +130,8 @@ def test_full_local_disk_while_staging_loses_nothing(
     assert document["counts"]["done"] == 6 - len(big)
     assert document["counts"]["quarantined"] == 0
     assert document["last_error"]["error"] == f"local disk full while staging: {staging}"
+    assert document["last_error"]["state"] == "failed"
+    assert document["destination"]["state"] == "ok"  # the fault is ours, not the webserver's
     assert "Traceback" not in status.stderr
 
     # Still full at their next attempt: failed again, later, never quarantined.

@@ -524,14 +524,18 @@ class Store:
             conn.execute("INSERT OR IGNORE INTO dirty_days (day) VALUES (?)", (day,))
             self._event(conn, rid, now, "done", day)
 
-    def mark_failed(self, rid: int, *, error: str, retry_at: float, now: float) -> None:
+    def mark_failed(
+        self, rid: int, *, error: str, retry_at: float, now: float, local: bool = False
+    ) -> None:
+        """Retried at `retry_at`; `local` when our own side failed (staging), which says
+        nothing about the destination."""
         with self._write() as conn:
             conn.execute(
                 "UPDATE recordings SET state = ?, reason = ?, attempts = attempts + 1,"
                 " next_attempt_at = ?, updated_at = ? WHERE id = ?",
                 (RecordingState.FAILED.value, error, retry_at, now, rid),
             )
-            self._event(conn, rid, now, "failed", error)
+            self._event(conn, rid, now, "failed-staging" if local else "failed", error)
 
     def release(self, rid: int, *, why: str, now: float) -> None:
         """Give a claimed row back untouched (agent stopping, destination paused)."""
