@@ -41,6 +41,9 @@ CHUNK = 1 << 20
 HEADER_BYTES = 4096
 RETRY_BASE_SECONDS = 30
 RETRY_MAX_SECONDS = 3600
+# Our own disk (staging) is cheap to try again, and an admin who frees space expects
+# shipping to resume within minutes, not after an hour's backoff.
+LOCAL_RETRY_MAX_SECONDS = 300
 NOT_REGULAR = "not a regular file (symlink, FIFO ...)"
 CDR_FIRST_POLL = 0.25
 CDR_MAX_POLL = 5.0
@@ -419,7 +422,8 @@ class Pipeline:
         self.transport.write_bytes(sidecar_of(row.remote_path), sidecar(entry(row)))
 
     def _fail(self, row: Row, error: str, now: float, *, local: bool = False) -> None:
-        retry_at = now + retry_delay(row.attempts)
+        delay = retry_delay(row.attempts)
+        retry_at = now + (min(delay, LOCAL_RETRY_MAX_SECONDS) if local else delay)
         self.store.mark_failed(row.id, error=error, retry_at=retry_at, now=now, local=local)
         log.warning(kv("failed", id=row.id, path=row.path, error=error, attempts=row.attempts + 1))
 

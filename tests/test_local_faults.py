@@ -24,7 +24,7 @@ import pytest
 
 from agent.errors import TransientError
 from agent.media import prepare as prepare_module
-from agent.pipeline import RETRY_MAX_SECONDS
+from agent.pipeline import LOCAL_RETRY_MAX_SECONDS, RETRY_MAX_SECONDS
 from agent.store.state import Identity, Store
 from tests.conftest import Site
 from tests.support.daemon import Daemon, recsync, wait_for
@@ -138,6 +138,12 @@ def test_full_local_disk_while_staging_loses_nothing(
     due = max(r.next_attempt_at for r in rows().values() if r.state == "failed")
     agent.run_once(due)
     assert {(r.state, r.attempts) for f, r in rows().items() if f in big} == {("failed", 2)}
+    # However long the disk stays full, the next try is within minutes, not an hour.
+    agent.store.conn.execute("UPDATE recordings SET attempts = 12 WHERE state = 'failed'")
+    due = max(r.next_attempt_at for r in rows().values() if r.state == "failed")
+    agent.run_once(due)
+    waits = [r.next_attempt_at - due for f, r in rows().items() if f in big]
+    assert waits and all(0 < w <= LOCAL_RETRY_MAX_SECONDS for w in waits)
     assert files_under(small_disk) == ["filler"]
 
     # Room again: each recording is delivered once, byte-identical, with no -2 variant.
