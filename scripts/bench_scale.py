@@ -12,6 +12,7 @@ Usage: scripts/bench scale [ROWS FILES] (1000000 100000). Prints figures; assert
 
 from __future__ import annotations
 
+import compileall
 import os
 import signal
 import socket
@@ -157,6 +158,9 @@ def status_and_index(work: Path, total: int) -> None:
     )
     config = agent_config.load(config_path)
     command = [sys.executable, "-m", "agent", "--config", str(config_path), "status", "--json"]
+    # Installed, the package is byte-compiled (postinst); without its .pyc files (as under
+    # PYTHONDONTWRITEBYTECODE) every run would first compile the agent's sources.
+    compileall.compile_dir(ROOT / "agent", quiet=1)
 
     print("(a) status")
     line(
