@@ -48,7 +48,8 @@ HISTORY_DAYS = 30  # events and settled webhooks older than this are pruned
 HEALTH_SECONDS = 15  # metrics gauges, systemd status and alerts are refreshed this often
 STATUS_FILE = "status.json"
 STATUS_SECONDS = 60  # the heartbeat: status.json is rewritten at least this often
-PUBLISH_SECONDS = 2  # during a long pass, manifests are rewritten at most this often
+PUBLISH_SECONDS = 2  # during a long pass, manifests are rewritten at most this often,
+PUBLISH_SHARE = 0.1  # and publishing (a busy day's page costs ~0.5 s) takes at most this
 LATE_CDR_SWEEP_SECONDS = 60
 LATE_CDR_SECONDS = 86400  # how long a shipped recording's missing CDR is still looked for
 
@@ -180,6 +181,7 @@ class Agent:
         self._unswept: set[str] = set()
         self._destination: str | None = None  # the health record last written
         self._published_at = 0.0
+        self._publish_took = 0.0
         self._owner_checked = False
         sftp = config.destination.type == "sftp"
         self.parallel = config.destination.connections if sftp else 1
@@ -367,7 +369,8 @@ class Agent:
                 if job is not None:
                     work.submit(job)
             work.wait_all()
-            if self.clock() - self._published_at >= PUBLISH_SECONDS:
+            gap = max(PUBLISH_SECONDS, self._publish_took / PUBLISH_SHARE)
+            if self.clock() - self._published_at >= gap:
                 self._publish(now)  # a long backlog shows progress as it drains
         work.wait_all()
         self._publish(now)
@@ -460,7 +463,7 @@ class Agent:
             self.store.set_meta("cdr", value)
 
     def _publish(self, now: float) -> None:
-        self._published_at = self.clock()
+        began = self.clock()
         try:
             if publish_dirty(self.store, self.transport, now, self.config.index):
                 self.write_status(now)
@@ -468,6 +471,9 @@ class Agent:
             self._pause(str(exc), now)
         except TransientError as exc:  # the days stay dirty: the next pass tries again
             log.warning(kv("publish-failed", error=str(exc)))
+        finally:
+            self._published_at = self.clock()
+            self._publish_took = self._published_at - began
 
     # --- drivers -----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -116,7 +117,7 @@ def _destination(store: Store) -> dict[str, Any]:
 
 
 def row_json(row: Row) -> dict[str, Any]:
-    data = dict(row.__dict__)
+    data = {f.name: getattr(row, f.name) for f in fields(row)}
     for key in ("seen_at", "settled_at", "uploaded_at", "updated_at"):
         data[key] = iso(data[key])
     data["next_attempt_at"] = iso(data["next_attempt_at"]) if row.state != "done" else None

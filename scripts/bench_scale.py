@@ -191,7 +191,7 @@ def status_and_index(work: Path, total: int) -> None:
     publish()  # the static files once, as on a running agent
     print(f"(b) index update: one dirty day of {count} rows, pages on")
     line("agent.publish.site.publish_dirty", timed(publish), 0.1)
-    line("baseline: manifest.day_rows alone", timed(lambda: manifest.day_rows(store, day)))
+    line("baseline: manifest.day_rows alone", timed(lambda: list(manifest.day_rows(store, day))))
     store.close()
 
 

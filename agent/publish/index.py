@@ -10,6 +10,7 @@ Content-Security-Policy allows only the pages' own CSS, JS and recordings.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,7 +108,8 @@ def render_day(
     summary = _plural(len(rows), "recording")
     if seconds:
         summary += f", {_hours(seconds)} in all"
-    html = _templates()[0].render(
+    return _render(
+        _templates()[0],
         title=title,
         generated_at=generated_at,
         home="../../../index.html",
@@ -116,7 +118,6 @@ def render_day(
         summary=summary,
         rows=rows,
     )
-    return _encode(html)
 
 
 def render_root(days: Sequence[tuple[str, int]], *, title: str, generated_at: str) -> bytes:
@@ -139,7 +140,8 @@ def render_root(days: Sequence[tuple[str, int]], *, title: str, generated_at: st
         )
     total = sum(count for _, count in days)
     summary = f"{_plural(total, 'recording')} on {_plural(len(days), 'day')}"
-    html = _templates()[1].render(
+    return _render(
+        _templates()[1],
         title=title,
         generated_at=generated_at,
         home="index.html",
@@ -147,7 +149,6 @@ def render_root(days: Sequence[tuple[str, int]], *, title: str, generated_at: st
         summary=summary,
         months=months,
     )
-    return _encode(html)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +253,14 @@ def _row(entry: Mapping[str, object]) -> _Row:
     )
 
 
-def _encode(html: str) -> bytes:
-    # A lone surrogate (text that was not UTF-8 at its source) shows as "?", never fails.
-    return html.encode("utf-8", "replace")
+def _render(template: jinja2.Template, **context: object) -> bytes:
+    """The page as UTF-8, encoded piece by piece: one "…" would make a whole str of a busy
+    day two bytes a character, and `render` first lists its hundreds of thousands of
+    pieces. A lone surrogate (text that was not UTF-8 at its source) shows as "?"."""
+    page = io.BytesIO()
+    for piece in template.generate(**context):
+        page.write(piece.encode("utf-8", "replace"))
+    return page.getvalue()
 
 
 def _parse_day(day: str) -> date:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,10 +52,10 @@ def entry(row: Row) -> dict[str, Any]:
     }
 
 
-def day_rows(store: Store, day: str) -> list[Row]:
+def day_rows(store: Store, day: str) -> Iterator[Row]:
     # A range on the unique remote_path index: cheap even with years of rows. The "+"
     # keeps SQLite from choosing the (state, ...) index, which would read every done row.
-    return store.rows(
+    return store.iter_rows(
         "+state = ? AND remote_path >= ? AND remote_path < ?",
         [RecordingState.DONE.value, f"{day}/", f"{day}0"],
         order="started_at, id",
@@ -61,9 +63,20 @@ def day_rows(store: Store, day: str) -> list[Row]:
 
 
 def render(day: str, entries: list[dict[str, Any]], now: float) -> bytes:
-    document = {
-        "date": day.replace("/", "-"),
-        "generated_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
-        "recordings": entries,
-    }
-    return json.dumps(document, indent=1, ensure_ascii=False).encode() + b"\n"
+    """The manifest document, one recording per line: readable, made by the C encoder
+    (`indent` would take the pure-Python one: 5x slower, 6x the memory), and encoded line
+    by line so that a busy day is never in memory twice."""
+    head = json.dumps(
+        {
+            "date": day.replace("/", "-"),
+            "generated_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+        },
+        ensure_ascii=False,
+    )
+    document = io.BytesIO()
+    document.write(f'{head[:-1]}, "recordings": [\n'.encode())
+    for n, entry in enumerate(entries):
+        line = json.dumps(entry, ensure_ascii=False) + ("\n" if n == len(entries) - 1 else ",\n")
+        document.write(line.encode())
+    document.write(b"]}\n")
+    return document.getvalue()
