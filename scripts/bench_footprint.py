@@ -5,11 +5,11 @@ default config (tags, readable names, index pages, metrics on; CDR `auto`, which
 FreePBX here), a local destination and an empty spool: VmRSS from READY=1 on, sampled every
 second for IDLE seconds (start, end, max), and the CPU time (utime + stime) it used; vs
 an idle `python -c "import sqlite3 ..."` that opened the same database and counted its rows.
-(b) shipping: N tiny recordings (20 ms of PCM each) over the last 7 days' folders, shipped
+(b) shipping: N tiny recordings (20 ms of PCM each) over the last DAYS days' folders, shipped
 by `recsync run` (not --once) with the same config into an empty state database: VmRSS
 every second, at READY=1 and when 10 %, 50 % and 100 % are shipped, and the growth.
-Usage: scripts/bench footprint [ROWS N [IDLE]] (100000 100000 60). Prints figures; asserts
-nothing.
+Usage: scripts/bench footprint [ROWS N [IDLE [DAYS]]] (100000 100000 60 7): N recordings
+over DAYS day folders. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -65,11 +65,12 @@ def free_port() -> int:
         return port
 
 
-def write_config(work: Path, spool: Path, state: Path) -> Path:
-    """The defaults but for where things are (and a free port for the metrics)."""
+def write_config(work: Path, spool: Path, state: Path, days: int = 7) -> Path:
+    """The defaults but for where things are (a free port for the metrics, and a
+    backfill window of `days`)."""
     config = work / "config.toml"
     config.write_text(
-        f'[spool]\npath = "{spool}"\n'
+        f'[spool]\npath = "{spool}"\nbackfill_days = {days}\n'
         f'[state]\npath = "{state}"\nstaging = "{work / "staging"}"\n'
         f'[destination]\ntype = "local"\nroot = "{work / "dest"}"\n'
         f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
@@ -183,17 +184,17 @@ def idle(work: Path, rows: int, seconds: float) -> None:
     )
 
 
-def make_spool(spool: Path, count: int) -> None:
-    """`count` finished 20 ms recordings over the last 7 days' folders."""
+def make_spool(spool: Path, count: int, days: int) -> None:
+    """`count` finished 20 ms recordings over the last `days` days' folders."""
     data = wav_header("wav", AUDIO) + bytes(AUDIO)
     today = date.today()
     now = time.time()
     n = 0
-    for d in range(7):
+    for d in range(days):
         day = today - timedelta(days=d)
         folder = spool / f"{day:%Y/%m/%d}"
         folder.mkdir(parents=True)
-        share = count // 7 + (d < count % 7)
+        share = count // days + (d < count % days)
         midnight = datetime(day.year, day.month, day.day).timestamp()
         span = min(86400.0, now - 600 - midnight)  # today: calls that ended 10 min ago
         for i in range(share):
@@ -223,17 +224,17 @@ def shipped_counter(state: Path) -> Callable[[], int]:
     return count
 
 
-def shipping(work: Path, count: int) -> None:
+def shipping(work: Path, count: int, days: int) -> None:
     work.mkdir()
     spool = work / "spool"
     state = work / "state.db"
     began = time.perf_counter()
-    make_spool(spool, count)
+    make_spool(spool, count, days)
     print(
-        f"(b) shipping: {count:,} recordings of 20 ms over 7 day folders (made in "
+        f"(b) shipping: {count:,} recordings of 20 ms over {days} day folders (made in "
         f"{time.perf_counter() - began:.1f} s), empty state database"
     )
-    config = write_config(work, spool, state)
+    config = write_config(work, spool, state, days + 1)
     shipped = shipped_counter(state)
     agent = start_agent(work, config)
     pid = agent.process.pid
@@ -280,14 +281,15 @@ def shipping(work: Path, count: int) -> None:
 
 
 def main() -> None:
-    args = [int(a) for a in sys.argv[1:4]]
+    args = [int(a) for a in sys.argv[1:5]]
     rows = args[0] if args else 100_000
     count = args[1] if len(args) > 1 else 100_000
     seconds = args[2] if len(args) > 2 else 60
+    days = args[3] if len(args) > 3 else 7
     compileall.compile_dir(ROOT / "agent", quiet=1)  # as installed (see bench_scale)
     with tempfile.TemporaryDirectory() as tmp:
         idle(Path(tmp) / "idle", rows, seconds)
-        shipping(Path(tmp) / "shipping", count)
+        shipping(Path(tmp) / "shipping", count, days)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
 
 
