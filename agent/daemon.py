@@ -21,6 +21,7 @@ from agent.config import Config
 from agent.errors import AgentError, DestinationDown, Interrupted, PermanentError, TransientError
 from agent.log import kv
 from agent.media.prepare import Prepared
+from agent.memory import release_free_memory
 from agent.model import RecordingState
 from agent.pipeline import Pipeline, Stage, Upload
 from agent.publish.manifest import day_of, entry
@@ -467,6 +468,7 @@ class Agent:
         try:
             if publish_dirty(self.store, self.transport, now, self.config.index):
                 self.write_status(now)
+                release_free_memory()  # a busy day's pages would otherwise stay in RSS
         except DestinationDown as exc:
             self._pause(str(exc), now)
         except TransientError as exc:  # the days stay dirty: the next pass tries again

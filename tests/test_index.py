@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.publish.index import CSP, STATIC, playable, render_day, render_root
+from agent.publish.index import CSP, STATIC, DayTotals, playable, render_day, render_root
 from agent.sample import tone
 from agent.spool.wavheader import wav_header
 from tests.support.servers import require
@@ -287,6 +287,25 @@ def test_row_fields() -> None:
     assert cell_text(html, "dst") == ["600 via 2125550199", "600", "600 via 2125550199"]
     assert cell_text(html, "disp") == ["ANSWERED", "ANSWERED", ""]
     assert 'title="1:15 with ringing"' in html
+
+
+def test_a_day_streamed_with_its_totals_is_the_same_page() -> None:
+    """How publishing renders a day: entries read once, totals counted beforehand."""
+    entries = [entry(f"2024/03/15/call{n}.wav", billsec=n, duration=n + 5) for n in range(50)]
+    entries.append(entry("2024/03/15/nocdr.wav", billsec=None, duration=None))
+    totals = DayTotals()
+    for one in entries:
+        totals.add(one)
+    assert (totals.count, totals.seconds) == (51, sum(range(50)))
+    streamed = render_day(
+        "2024/03/15", iter(entries), title=TITLE, generated_at=GENERATED, totals=totals
+    )
+    assert streamed.decode() == day_html(entries)
+    assert "51 recordings, 20 min in all" in streamed.decode()
+    empty = render_day(
+        "2024/03/15", iter([]), title=TITLE, generated_at=GENERATED, totals=DayTotals()
+    )
+    assert "No recordings on this day." in empty.decode()
 
 
 def test_day_page_links_its_assets_relatively() -> None:

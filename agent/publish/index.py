@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache
@@ -94,20 +94,42 @@ def playable(fmt: str) -> bool:
     return fmt.lower() in _PLAYABLE
 
 
+@dataclass(slots=True)
+class DayTotals:
+    """What a day page's heading says: how many calls, how long in all."""
+
+    count: int = 0
+    seconds: int = 0
+
+    def add(self, entry: Mapping[str, object]) -> None:
+        self.count += 1
+        self.seconds += _talk_seconds(entry) or 0
+
+
 def render_day(
-    day: str, entries: Sequence[Mapping[str, object]], *, title: str, generated_at: str
+    day: str,
+    entries: Iterable[Mapping[str, object]],
+    *,
+    title: str,
+    generated_at: str,
+    totals: DayTotals | None = None,
 ) -> bytes:
     """The page at `YYYY/MM/DD/index.html`: one row per manifest entry, in the given order.
 
     `day` is "2024/03/15"; each entry's `file` is root-relative ("2024/03/15/name.wav"),
     and is linked by its URL-encoded base name (the page sits beside the recordings).
+    Given the day's `totals`, `entries` is read once, as the page is written: a busy day
+    need not be in memory as objects.
     """
     when = _parse_day(day)
-    rows = [_row(entry) for entry in entries]
-    seconds = sum(row.seconds for row in rows)
-    summary = _plural(len(rows), "recording")
-    if seconds:
-        summary += f", {_hours(seconds)} in all"
+    if totals is None:
+        entries = list(entries)
+        totals = DayTotals()
+        for entry in entries:
+            totals.add(entry)
+    summary = _plural(totals.count, "recording")
+    if totals.seconds:
+        summary += f", {_hours(totals.seconds)} in all"
     return _render(
         _templates()[0],
         title=title,
@@ -116,7 +138,8 @@ def render_day(
         static="../../../static/",
         heading=f"{_WEEKDAYS[when.weekday()]} {when.day} {_MONTHS[when.month - 1]} {when.year}",
         summary=summary,
-        rows=rows,
+        any_rows=totals.count > 0,
+        rows=(_row(entry) for entry in entries),
     )
 
 
@@ -163,7 +186,6 @@ class _Row:
     caller_number: str
     dst: str
     did: str
-    seconds: int
     duration: str
     duration_title: str
     disposition: str
@@ -225,8 +247,7 @@ def _row(entry: Mapping[str, object]) -> _Row:
     did = _text(entry.get("did"))
     duration = _seconds(entry.get("duration"))
     billsec = _seconds(entry.get("billsec"))
-    # The talk time is what the recording holds; the whole call (with ringing) as a hint.
-    shown = billsec if billsec is not None else duration
+    shown = _talk_seconds(entry)
     title = ""
     if billsec is not None and duration is not None and duration != billsec:
         title = f"{_clock(duration)} with ringing"
@@ -240,7 +261,6 @@ def _row(entry: Mapping[str, object]) -> _Row:
         caller_number=caller_number,
         dst=dst,
         did=did if did != dst else "",
-        seconds=shown or 0,
         duration=_clock(shown) if shown is not None else "",
         duration_title=title,
         disposition=disposition,
@@ -251,6 +271,12 @@ def _row(entry: Mapping[str, object]) -> _Row:
         format="WAV49" if ext.lower() == "wav" else ext.upper(),  # shown when not playable
         size=_size(entry.get("size")),
     )
+
+
+def _talk_seconds(entry: Mapping[str, object]) -> int | None:
+    """The talk time, which is what the recording holds (else the whole call's)."""
+    billsec = _seconds(entry.get("billsec"))
+    return billsec if billsec is not None else _seconds(entry.get("duration"))
 
 
 def _render(template: jinja2.Template, **context: object) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,10 +62,10 @@ def day_rows(store: Store, day: str) -> Iterator[Row]:
     )
 
 
-def render(day: str, entries: list[dict[str, Any]], now: float) -> bytes:
-    """The manifest document, one recording per line: readable, made by the C encoder
-    (`indent` would take the pure-Python one: 5x slower, 6x the memory), and encoded line
-    by line so that a busy day is never in memory twice."""
+def render(day: str, entries: Iterable[dict[str, Any]], now: float) -> bytes:
+    """The manifest document, one recording per line: readable, and made by the C encoder
+    (`indent` would take the pure-Python one: 5x slower, 6x the memory). `entries` is
+    read once, as it comes: a busy day need not be in memory as objects."""
     head = json.dumps(
         {
             "date": day.replace("/", "-"),
@@ -75,8 +75,9 @@ def render(day: str, entries: list[dict[str, Any]], now: float) -> bytes:
     )
     document = io.BytesIO()
     document.write(f'{head[:-1]}, "recordings": [\n'.encode())
-    for n, entry in enumerate(entries):
-        line = json.dumps(entry, ensure_ascii=False) + ("\n" if n == len(entries) - 1 else ",\n")
-        document.write(line.encode())
-    document.write(b"]}\n")
+    separator = ""
+    for entry in entries:
+        document.write(f"{separator}{json.dumps(entry, ensure_ascii=False)}".encode())
+        separator = ",\n"
+    document.write(b"\n]}\n")
     return document.getvalue()
