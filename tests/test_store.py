@@ -90,6 +90,7 @@ def test_open_creates_a_wal_database_with_its_migration(store: Store, db_path: P
         ("recsync", "0003_webhooks"),
         ("recsync", "0004_days"),
         ("recsync", "0005_path_index"),
+        ("recsync", "0006_events_by_name"),
     ]
 
 
@@ -103,7 +104,7 @@ def test_opening_again_keeps_rows_and_applies_nothing(db_path: Path) -> None:
         count = again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()
     finally:
         again.close()
-    assert count == (5,)  # one record per migration, not one per open
+    assert count == (6,)  # one record per migration, not one per open
 
 
 # --- transitions ----------------------------------------------------------------------

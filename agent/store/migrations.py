@@ -110,3 +110,10 @@ def _path_index(db: Database) -> None:
     # Reconcile looks rows up by spool path; without this a 100,000-file start-up scan
     # reads the whole table once per batch.
     db.execute("CREATE INDEX recordings_path ON recordings (path)")
+
+
+@migrations(name="0006_events_by_name")
+def _events_by_name(db: Database) -> None:
+    # `status` asks for the newest event of a few kinds (the last error, the last upload
+    # outcome); without this it reads all the history (30 days) when there is none.
+    db.execute("CREATE INDEX events_event ON events (event, id)")
