@@ -5,7 +5,6 @@ sshd with caller IDs from a real MariaDB (32 kills, 500 calls, some CDR rows nev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -22,6 +21,7 @@ import pytest
 
 from tests.conftest import Site
 from tests.support.cdr import cdr_row
+from tests.support.files import sha, snapshot
 from tests.support.mariadb import MariaDB
 from tests.support.mixmonitor import write_recording
 from tests.support.sshd import Sshd
@@ -51,7 +51,7 @@ class Rig:
             rel = recording_path(n)
             path = self.site.spool_file(rel)
             write_recording(path, seconds=0.25 + (n % 7) / 10, seed=n)
-            expected[rel] = digest(path)
+            expected[rel] = sha(path)
             if self.cdr_db is not None and n not in self.no_cdr_row:
                 self.cdr_db.insert_cdr(call_row(n))
         return expected
@@ -130,18 +130,6 @@ def rig(request: pytest.FixtureRequest, site: Site) -> Rig:
     )
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
-    return {
-        p.relative_to(folder).as_posix(): (digest(p), p.stat().st_mtime_ns, p.stat().st_ino)
-        for p in folder.rglob("*")
-        if p.is_file()
-    }
-
-
 def agent_command(site: Site, *args: str) -> list[str]:
     return [sys.executable, "-m", "agent", "--config", str(site.config_path), *args]
 
@@ -164,7 +152,7 @@ def run_once(site: Site, crash_at: str | None = None) -> int:
 
 def shipped_recordings(dest: Path) -> dict[str, str]:
     return {
-        p.relative_to(dest).as_posix(): digest(p)
+        p.relative_to(dest).as_posix(): sha(p)
         for p in dest.rglob("*.wav")
         if not p.name.startswith(".")
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from agent.store.state import Identity, Store
 from tests.conftest import Site
 from tests.support.daemon import Daemon, recsync, wait_for
 from tests.support.disks import free_bytes, resize
+from tests.support.files import sha, snapshot
 from tests.support.mixmonitor import write_recording
 
 DAY = "2024/03/15"
@@ -39,18 +39,6 @@ FREE_BESIDE_FILLER = 96 * 1024
 
 def name(n: int) -> str:
     return f"in-600-21255501{n:02d}-20240315-1015{n:02d}-1710497702.{n}.wav"
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
-    return {
-        p.relative_to(folder).as_posix(): (sha(p), p.stat().st_mtime_ns, p.stat().st_ino)
-        for p in folder.rglob("*")
-        if p.is_file()
-    }
 
 
 def files_under(folder: Path) -> list[str]:
