@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -32,7 +31,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from tests.support.servers import PrivateServer, free_port, require
+from tests.support.servers import PortTaken, PrivateServer, free_port, require, terminate
 
 SCHEMA_FILE = Path(__file__).with_name("freepbx_cdr.sql")
 CDR_DATABASE = "asteriskcdrdb"
@@ -51,7 +50,7 @@ class MariaDBError(RuntimeError):
     """The test server could not be set up, started or stopped."""
 
 
-class _PortTaken(MariaDBError):
+class _PortTaken(MariaDBError, PortTaken):
     """mariadbd could not bind its TCP port."""
 
 
@@ -97,7 +96,6 @@ class MariaDB(PrivateServer):
             raise MariaDBError(f"socket path too long for a Unix socket: {self._socket}")
         self._port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
-        self._started_once = False
         self._log_offset = 0  # where this start's part of the (appended) log begins
         # Seconds the last start() took (the first one includes mariadb-install-db).
         self.start_seconds: float | None = None
@@ -129,18 +127,7 @@ class MariaDB(PrivateServer):
         if not (self.datadir / "mysql").is_dir():
             self._install_db()
         self._stop_at_exit()
-        for attempt in range(3):
-            self._spawn()
-            try:
-                self._wait_ready(timeout)
-                break
-            except _PortTaken:
-                # Someone took the free port between free_port() and the bind. Only the
-                # first start may move: a restart must come back where clients expect it.
-                if self._started_once or attempt == 2:
-                    raise
-                self._port = free_port()
-        self._started_once = True
+        self._spawn_until_ready(timeout)
         self.start_seconds = time.monotonic() - began
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -148,13 +135,7 @@ class MariaDB(PrivateServer):
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, timeout)
         self._process = None
 
     def kill(self) -> None:
@@ -167,12 +148,8 @@ class MariaDB(PrivateServer):
             process.wait()
         self._process = None
 
-    def __enter__(self) -> MariaDB:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _move_to(self, port: int) -> None:
+        self._port = port
 
     def _server_options(self) -> list[str]:
         options = [

@@ -6,7 +6,9 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import socket
+import subprocess
 from pathlib import Path
 from typing import Self
 
@@ -40,18 +42,59 @@ def require_program(name: str, package: str) -> str:
     return path
 
 
+class PortTaken(Exception):
+    """The server could not bind its port: someone took it after free_port() chose it."""
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM and wait; SIGKILL if it takes longer than `timeout`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class PrivateServer:
     """A server process of the tests' own, in a temp dir; subclasses start and stop it."""
 
     base_dir: Path
     _own_dir: bool  # the temp dir was made here, and is removed by close()
     _atexit_registered = False
+    _started_once = False
 
     def start(self) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
         raise NotImplementedError
+
+    def _spawn(self) -> None:
+        raise NotImplementedError
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Return once it serves; PortTaken when its port was taken meanwhile."""
+        raise NotImplementedError
+
+    def _move_to(self, port: int) -> None:
+        raise NotImplementedError
+
+    def _spawn_until_ready(self, timeout: float) -> None:
+        """Spawn and wait until it serves. If its port was taken meanwhile, the first start
+        moves to another; a restart may not: clients expect it where it was."""
+        for attempt in range(3):
+            self._spawn()
+            try:
+                self._wait_ready(timeout)
+                break
+            except PortTaken:
+                if self._started_once or attempt == 2:
+                    raise
+                self._move_to(free_port())
+        self._started_once = True
 
     def _stop_at_exit(self) -> None:
         """Never leave a server running after the test session, however it ends."""

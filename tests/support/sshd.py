@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.support.servers import PrivateServer, free_port, require
+from tests.support.servers import PortTaken, PrivateServer, free_port, require, terminate
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -68,7 +68,7 @@ class SshdError(RuntimeError):
     """The test server could not be set up, started or stopped."""
 
 
-class _PortTaken(SshdError):
+class _PortTaken(SshdError, PortTaken):
     """sshd could not bind its port."""
 
 
@@ -229,7 +229,6 @@ class Sshd(PrivateServer):
         self.root = self.base_dir / "root"
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
-        self._started_once = False
         self._log_offset = 0
         # Seconds the last start() took.
         self.start_seconds: float | None = None
@@ -362,20 +361,8 @@ class Sshd(PrivateServer):
             PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
             PRIVSEP_DIR.chmod(0o755)
         self._stop_at_exit()
-        for attempt in range(3):
-            self._write_config()
-            self._spawn()
-            try:
-                self._wait_ready(timeout)
-                break
-            except _PortTaken:
-                # Someone took the free port between free_port() and the bind. Only the
-                # first start may move: a restart must come back where clients expect it.
-                if self._started_once or attempt == 2:
-                    raise
-                self.port = free_port()
-                self.write_known_hosts(self.known_hosts)
-        self._started_once = True
+        self._write_config()
+        self._spawn_until_ready(timeout)
         self.start_seconds = time.monotonic() - began
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -396,13 +383,7 @@ class Sshd(PrivateServer):
                 _settled(pid, parent) for pid, parent in level.items()
             ):
                 time.sleep(_POLL_INTERVAL)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, timeout)
         self._process = None
         deadline = time.monotonic() + timeout
         while any(is_alive(pid) for pid in sessions):
@@ -410,12 +391,10 @@ class Sshd(PrivateServer):
                 raise SshdError(f"sshd session processes still running: {sessions}")
             time.sleep(_POLL_INTERVAL)
 
-    def __enter__(self) -> Sshd:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _move_to(self, port: int) -> None:
+        self.port = port
+        self._write_config()
+        self.write_known_hosts(self.known_hosts)
 
     def _spawn(self) -> None:
         command = [
