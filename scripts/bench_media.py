@@ -22,25 +22,12 @@ sys.path.insert(0, str(ROOT))
 
 from agent.media.tags import write_tags  # noqa: E402
 from agent.media.transcode import ULAW, to_mp3  # noqa: E402
+from tests.support.cdr import call_fields  # noqa: E402
 from tests.support.mixmonitor import MixMonitorWriter  # noqa: E402
 
 RATE = 8000
 SECONDS = 60
-FIELDS = {
-    "original": "2024/03/15/in-600-2125550100-20240315-101502-1710497853.51.wav",
-    "uniqueid": "1710497853.51",
-    "linkedid": "1710497853.50",
-    "kind": "in",
-    "caller_number": "2125550100",
-    "caller_name": "Bob Buyer",
-    "dst": "600",
-    "did": "2125550199",
-    "started_at": "2024-03-15T10:15:02+01:00",
-    "duration": 60,
-    "billsec": 58,
-    "disposition": "ANSWERED",
-    "cdr": "found",
-}
+FIELDS = call_fields()
 
 
 def speechlike(seconds: int, seed: int = 1) -> array[int]:

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from agent.publish.index import CSP, STATIC, DayTotals, playable, render_day, render_root
 from agent.sample import tone
 from agent.spool.wavheader import wav_header
+from tests.support.cdr import call_fields
 from tests.support.servers import require
 
 RATE = 8000
@@ -53,27 +54,8 @@ def tone_wav(seconds: float, freq: float = 440.0) -> bytes:
 def entry(file: str, **fields: object) -> dict[str, object]:
     """A manifest entry (DESIGN.md fields) for the recording at root-relative `file`."""
     name = file.rsplit("/", 1)[-1]
-    base: dict[str, object] = {
-        "file": file,
-        "original": file,
-        "uniqueid": "1710497853.51",
-        "linkedid": "1710497853.50",
-        "kind": "in",
-        "caller_number": "2125550100",
-        "caller_name": "Bob Buyer",
-        "dst": "600",
-        "did": "2125550199",
-        "started_at": "2024-03-15T10:15:02+01:00",
-        "duration": 75,
-        "billsec": 62,
-        "disposition": "ANSWERED",
-        "size": 1024,
-        "sha256": "0" * 64,
-        "format": name.rsplit(".", 1)[-1].lower(),
-        "cdr": "found",
-    }
-    base.update(fields)
-    return base
+    facts = {"size": 1024, "sha256": "0" * 64, "format": name.rsplit(".", 1)[-1].lower()}
+    return call_fields(file=file, original=file, **facts) | fields
 
 
 def day_html(entries: list[dict[str, object]], day: str = "2024/03/15") -> str:

@@ -17,26 +17,13 @@ import pytest
 from agent.errors import PermanentError, TransientError
 from agent.media.tags import TAGGABLE, can_hold_tags, sidecar, tags_for, value_text, write_tags
 from agent.media.transcode import to_mp3
+from tests.support.cdr import call_fields
 from tests.support.mixmonitor import write_recording
 from tests.support.servers import require_program
 
 HOSTILE = "<script>alert(1)</script> \x1b[31m\x07\t\r\nBöb\u202e " + "x" * 2048
 
-FIELDS: dict[str, Any] = {
-    "original": "2024/03/15/in-600-2125550100-20240315-101502-1710497853.51.wav",
-    "uniqueid": "1710497853.51",
-    "linkedid": "1710497853.50",
-    "kind": "in",
-    "caller_number": "2125550100",
-    "caller_name": "Bob Buyer",
-    "dst": "600",
-    "did": None,
-    "started_at": "2024-03-15T10:15:02+01:00",
-    "duration": 75,
-    "billsec": 70,
-    "disposition": "ANSWERED",
-    "cdr": "found",
-}
+FIELDS: dict[str, Any] = call_fields(did=None, billsec=70)
 
 
 def tool(name: str) -> str:

@@ -1,4 +1,5 @@
-"""CDR rows for tests, and a SQLite CDR file with FreePBX's columns."""
+"""CDR rows for tests, a SQLite CDR file with FreePBX's columns, and what the agent knows
+of a call once it has the row (the manifest fields)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,27 @@ def cdr_row(
         "did": "",
     }
     return row | values
+
+
+def call_fields(**values: Any) -> dict[str, Any]:
+    """The manifest fields of an answered incoming call with its CDR row (no file facts:
+    no `file`, size or hash); `values` override them."""
+    fields = {
+        "original": "2024/03/15/in-600-2125550100-20240315-101502-1710497853.51.wav",
+        "uniqueid": "1710497853.51",
+        "linkedid": "1710497853.50",
+        "kind": "in",
+        "caller_number": "2125550100",
+        "caller_name": "Bob Buyer",
+        "dst": "600",
+        "did": "2125550199",
+        "started_at": "2024-03-15T10:15:02+01:00",
+        "duration": 75,
+        "billsec": 62,
+        "disposition": "ANSWERED",
+        "cdr": "found",
+    }
+    return fields | values
 
 
 class SqliteCdrFile:
