@@ -24,7 +24,7 @@ from agent.errors import AgentError, PermanentError, UnparseableName
 from agent.log import kv
 from agent.model import RecordingState
 from agent.secrets import give_to_folder_owner
-from agent.store.state import PARSED_COLUMNS, StateDatabaseError, Store
+from agent.store.state import StateDatabaseError, Store, parsed_columns
 from agent.transport import Transport, check_remote
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,7 @@ def _parsed(original: str, config: Config) -> dict[str, Any]:
         )
     except UnparseableName:
         return {}
-    data = recording.to_json()
-    return {name: data[name] for name in PARSED_COLUMNS} | {"head": recording.head}
+    return parsed_columns(recording)
 
 
 def _identity(path: Path, size: int) -> dict[str, Any]:

@@ -52,6 +52,13 @@ def sftp_agent(
     return make_agent(config, transport=open_transport(config.destination))
 
 
+def run_past_every_backoff(agent: Agent, now: float, passes: int = 100) -> None:
+    """Passes an hour apart (past every retry backoff) until nothing is due."""
+    later = now
+    while agent.run_once(later) is not None and later < now + passes * 3600:
+        later += 3600
+
+
 def delivered(site: Site, root: Path, rels: list[str]) -> None:
     """Every recording exactly once under root, byte-identical, no temporaries left."""
     shipped = sorted(p for p in root.rglob("*.wav"))
@@ -109,9 +116,7 @@ def test_server_gone_mid_run_then_back(
         assert states <= {"failed", "pending"}  # retried later, not lost
     finally:
         sshd.start()
-    later = now + 3600
-    while agent.run_once(later) is not None and later < now + 20_000:
-        later += 3600  # each pass is past every backoff
+    run_past_every_backoff(agent, now)
     delivered(site, sftp_root, rels)
 
 
@@ -133,9 +138,7 @@ def test_connections_cut_mid_file_lose_nothing_and_leave_no_temporaries(
     proxy.cut_after(700_000)  # every connection dies partway through its third file
     now = time.time()
     agent.start(now)
-    later = now
-    while agent.run_once(later) is not None and later < now + 100 * 3600:
-        later += 3600  # each pass is past every backoff
+    run_past_every_backoff(agent, now)
     assert proxy.cuts >= 2
     delivered(site, sftp_root, rels)
 

@@ -89,17 +89,13 @@ class Row:
 
 _ROW_FIELDS = frozenset(f.name for f in fields(Row))
 _COLUMNS = ", ".join(f.name for f in fields(Row))
-PARSED_COLUMNS = (
-    "kind",
-    "dst",
-    "src",
-    "started_at",
-    "uniqueid",
-    "extension",
-    "era",
-    "pattern",
-    "format",
-)
+_PARSED = ("kind", "dst", "src", "started_at", "uniqueid", "extension", "era", "pattern", "format")
+
+
+def parsed_columns(recording: Recording) -> dict[str, Any]:
+    """What a file name says, as the recordings table holds it."""
+    data = recording.to_json()
+    return {name: data[name] for name in _PARSED} | {"head": recording.head}
 
 
 def _row(cursor: sqlite3.Cursor) -> Row | None:
@@ -422,12 +418,7 @@ class Store:
 
     def set_parsed(self, rid: int, recording: Recording, now: float) -> None:
         """What the file name says; no event row (the claim that follows has one)."""
-        data = recording.to_json()
-        values = {name: data[name] for name in PARSED_COLUMNS} | {
-            "settled_at": now,
-            "head": recording.head,
-            "updated_at": now,
-        }
+        values = parsed_columns(recording) | {"settled_at": now, "updated_at": now}
         assignments = ", ".join(f"{name} = ?" for name in values)
         self.conn.execute(
             f"UPDATE recordings SET {assignments} WHERE id = ?", [*values.values(), rid]
@@ -566,7 +557,7 @@ class Store:
     ) -> int:
         """Make failed or quarantined rows pending again, re-parsed (a pattern may be new)."""
         wanted_ids, wanted_states = set(ids), {s.value for s in states}
-        clear = ", ".join(f"{name} = NULL" for name in PARSED_COLUMNS)
+        clear = ", ".join(f"{name} = NULL" for name in _PARSED)
         with self._write() as conn:
             # Chosen under the write lock: a row the agent shipped (or failed) while this
             # waited for it is judged as it is now, never reopened from a stale read.
