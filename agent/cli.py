@@ -142,7 +142,7 @@ def _run(config: config_module.Config, once: bool) -> None:
     if metrics is not None:
         from agent.metrics import MetricsServer
 
-        server = MetricsServer(metrics, config.metrics.listen, healthy=agent.health)
+        server = MetricsServer(metrics, config.metrics.listen, healthy=agent.destination.health)
         server.start()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -160,8 +160,8 @@ def _run(config: config_module.Config, once: bool) -> None:
             server.close()
         agent.close()
         store.close()
-    if once and agent.paused_reason is not None:
-        raise AgentError(f"destination paused: {agent.paused_reason}")
+    if once and agent.destination.paused_reason is not None:
+        raise AgentError(f"destination paused: {agent.destination.paused_reason}")
 
 
 @cli.command()
@@ -427,8 +427,8 @@ def _ship_backfill(config: config_module.Config, store: Store, ids: list[int]) -
         _follow(store, ids, step=lambda: agent.run_once(time.time()))
     finally:
         agent.close()
-    if agent.paused_reason:
-        raise AgentError(f"destination paused: {agent.paused_reason}")
+    if agent.destination.paused_reason:
+        raise AgentError(f"destination paused: {agent.destination.paused_reason}")
 
 
 def _follow(store: Store, ids: list[int], step: Callable[[], float | None] | None) -> None:

@@ -30,13 +30,13 @@ def test_paused_destination_alerts_once_and_recovers_once(
     now = time.time()
     agent.start(now)
     agent.run_once(now)
-    agent.check_health(now)
-    agent.check_health(now + 15)  # still paused: no second alert
-    resume = agent.paused_until
+    agent.health.check(now)
+    agent.health.check(now + 15)  # still paused: no second alert
+    resume = agent.destination.paused_until
     assert resume is not None
     agent.run_once(resume)  # the probe answers: resumed and shipped
-    assert agent.paused_until is None
-    agent.check_health(resume + 1)
+    assert agent.destination.paused_until is None
+    agent.health.check(resume + 1)
     alerts = [json.loads(line) for line in record.read_text().splitlines()]
     assert [a["alert"] for a in alerts] == ["problem", "recovered"]
     assert "disk full" in alerts[0]["reason"]

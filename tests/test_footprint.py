@@ -73,8 +73,8 @@ def test_an_idle_agent_loads_only_what_its_config_uses(site: Site, tmp_path: Pat
         "agent = _agent(cfg, store, watch=True)\n"
         "agent.start(time.time())\n"
         "agent.run_once(time.time())\n"
-        "agent.check_health(time.time())\n"
-        "agent.write_status(time.time())\n"
+        "agent.health.check(time.time())\n"
+        "agent.destination.write_status(time.time())\n"
         "agent.close()\n"
         "store.close()\n"
     )

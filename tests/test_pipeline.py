@@ -289,12 +289,12 @@ def test_destination_down_pauses_and_resumes_by_itself(
     now = time.time()
     agent.start(now)
     resume_at = agent.run_once(now)
-    assert agent.paused_reason == "disk full"
+    assert agent.destination.paused_reason == "disk full"
     assert json.loads(agent.store.meta("destination")) == {"state": "paused", "reason": "disk full"}
     assert state_of(agent, f"{DAY}/{NAME}")[0] == RecordingState.PENDING  # handed back, queued
     assert resume_at is not None and resume_at > now
     agent.run_once(resume_at)
-    assert agent.paused_reason is None
+    assert agent.destination.paused_reason is None
     assert state_of(agent, f"{DAY}/{NAME}")[0] == "done"
 
 
@@ -303,11 +303,11 @@ def test_missing_destination_root_pauses_at_start(site: Site, make_agent: Any, w
     site.dest.rmdir()
     agent = make_agent(wide)
     agent.run_until_idle()
-    assert "does not exist" in (agent.paused_reason or "")
+    assert "does not exist" in (agent.destination.paused_reason or "")
     assert state_of(agent, f"{DAY}/{NAME}")[0] == "pending"
     site.dest.mkdir()
-    assert agent.paused_until is not None
-    agent.run_once(agent.paused_until)
+    assert agent.destination.paused_until is not None
+    agent.run_once(agent.destination.paused_until)
     assert state_of(agent, f"{DAY}/{NAME}")[0] == "done"
 
 

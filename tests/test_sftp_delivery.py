@@ -86,7 +86,10 @@ def test_untrusted_host_key_pauses_until_trust_host(
     known_hosts = site.root / "known_hosts"  # empty: nothing trusted yet
     agent = sftp_agent(site, sshd, sftp_root, make_agent, known_hosts=str(known_hosts))
     agent.run_until_idle()
-    assert agent.paused_reason is not None and "trust-host" in agent.paused_reason
+    assert (
+        agent.destination.paused_reason is not None
+        and "trust-host" in agent.destination.paused_reason
+    )
     assert list(sftp_root.iterdir()) == []
     assert {agent.store.by_stem(r[:-4]).state for r in rels} == {"pending"}  # nothing lost
 
@@ -97,8 +100,8 @@ def test_untrusted_host_key_pauses_until_trust_host(
     result = CliRunner().invoke(cli, ["--config", str(config), "trust-host", "--yes"])
     assert result.exit_code == 0, result.output
     assert "SHA256:" in result.output
-    assert agent.paused_until is not None
-    agent.run_once(agent.paused_until)  # the next probe finds the key trusted
+    assert agent.destination.paused_until is not None
+    agent.run_once(agent.destination.paused_until)  # the next probe finds the key trusted
     delivered(site, sftp_root, rels)
 
 
@@ -151,10 +154,13 @@ def test_permission_denied_on_the_root_pauses_until_fixed(
     rels = record(site, 2)
     agent = sftp_agent(site, unprivileged_sshd, root, make_agent)
     agent.run_until_idle()
-    assert agent.paused_reason is not None and "ermission" in agent.paused_reason
+    assert (
+        agent.destination.paused_reason is not None
+        and "ermission" in agent.destination.paused_reason
+    )
     root.chmod(0o755)
-    assert agent.paused_until is not None
-    agent.run_once(agent.paused_until)
+    assert agent.destination.paused_until is not None
+    agent.run_once(agent.destination.paused_until)
     delivered(site, root, rels)
 
 
@@ -167,7 +173,10 @@ def test_remote_disk_that_fills_up_pauses_until_space_returns(
         write_recording(site.spool_file(rel), seconds=20, seed=n)  # 320 KB each
     agent = sftp_agent(site, sshd, small_disk, make_agent)
     agent.run_until_idle()
-    assert agent.paused_reason is not None and "disk full" in agent.paused_reason
+    assert (
+        agent.destination.paused_reason is not None
+        and "disk full" in agent.destination.paused_reason
+    )
     arrived = list(small_disk.rglob("*.wav"))
     assert 0 < len(arrived) < len(rels)
     assert [p.name for p in small_disk.rglob(".recsync-*")] == []  # no half-written file
@@ -175,8 +184,8 @@ def test_remote_disk_that_fills_up_pauses_until_space_returns(
     assert states <= {"done", "pending", "failed"}  # nothing quarantined or given up
 
     resize(small_disk, 8 << 20)  # the operator makes room
-    assert agent.paused_until is not None
-    agent.run_once(agent.paused_until)
+    assert agent.destination.paused_until is not None
+    agent.run_once(agent.destination.paused_until)
     agent.run_until_idle()
     delivered(site, small_disk, rels)
 
@@ -197,8 +206,11 @@ def test_full_remote_disk_pauses_until_space_returns(
     monkeypatch.setattr(sftp_module, "disk_space", full)
     agent = sftp_agent(site, sshd, sftp_root, make_agent)
     agent.run_until_idle()
-    assert agent.paused_reason is not None and "disk full" in agent.paused_reason
+    assert (
+        agent.destination.paused_reason is not None
+        and "disk full" in agent.destination.paused_reason
+    )
     monkeypatch.setattr(sftp_module, "disk_space", real)
-    assert agent.paused_until is not None
-    agent.run_once(agent.paused_until)
+    assert agent.destination.paused_until is not None
+    agent.run_once(agent.destination.paused_until)
     delivered(site, sftp_root, rels)

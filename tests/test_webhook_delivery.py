@@ -76,13 +76,13 @@ def test_failing_crm_gets_everything_later_and_never_blocks_shipping(
     later = now
     for _ in range(48):  # an hour later each time: past any backoff
         later += 3600
-        agent.deliver_webhooks(later)
+        agent.outbox.deliver(later)
         if len(crm.received) == 4 + 3:  # four refusals, then each recording once
             break
     assert len(crm.received) == 7
     delivered = {json.loads(r.body)["id"] for r in crm.received}
     assert len(delivered) == 3  # retries reuse the id: the CRM can dedupe
-    assert agent.deliver_webhooks(later + 3600) == 0  # nothing is sent twice once accepted
+    assert agent.outbox.deliver(later + 3600) == 0  # nothing is sent twice once accepted
 
 
 def test_late_cdr_row_sends_one_update(
@@ -98,10 +98,10 @@ def test_late_cdr_row_sends_one_update(
     crm.wait_for(1)
     cdr.insert(cdr_row("1710497702.0", cnam="Late Caller"))
     assert agent.fill_late_cdr(now + 60) == 1
-    agent.deliver_webhooks(now + 60)
+    agent.outbox.deliver(now + 60)
     sent = events(crm)
     assert [e["event"] for e in sent] == ["recording.shipped", "recording.updated"]
     assert sent[1]["recording"]["caller_name"] == "Late Caller"  # type: ignore[index]
     assert agent.fill_late_cdr(now + 120) == 0
-    agent.deliver_webhooks(now + 120)
+    agent.outbox.deliver(now + 120)
     assert len(crm.received) == 2

@@ -1,0 +1,122 @@
+"""The destination's health: probe, pause and resume, the owner check, status.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from agent.errors import AgentError, DestinationDown, TransientError
+from agent.log import kv
+from agent.store.state import Store
+from agent.transport import Transport
+
+log = logging.getLogger(__name__)
+
+PROBE_SECONDS = 30  # how often a paused destination is tried again
+STATUS_FILE = "status.json"
+
+
+class Destination:
+    """Whether shipping may go on now. A fault of the whole destination pauses it (the
+    recordings stay queued); a probe every PROBE_SECONDS resumes it once it answers."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        store: Store,
+        summary: Callable[[float], dict[str, Any]],
+        on_state: Callable[[str], None] = lambda state: None,
+    ) -> None:
+        self.transport = transport
+        self.store = store
+        self.summary = summary  # the status document, as `status --json` shows it
+        self.on_state = on_state  # the metrics gauge
+        self.paused_until: float | None = None
+        self.paused_reason: str | None = None
+        self.owner_checked = False
+        self._unswept: set[str] = set()
+        self._recorded: str | None = None  # the health record last written
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_until is not None
+
+    def sweep_later(self, folders: Iterable[str]) -> None:
+        """Folders where a crash may have left temporaries; swept once the destination answers."""
+        self._unswept |= set(folders)
+
+    def ready(self, now: float) -> bool:
+        """May shipping go on at `now`? A paused destination is probed when its time comes."""
+        if self.paused_until is None:
+            return True
+        return now >= self.paused_until and self.probe(now)
+
+    def probe(self, now: float) -> bool:
+        """Is the destination there? Paused when it refuses; a transient fault (server
+        down) is left to the uploads' own retries."""
+        try:
+            self.transport.probe()
+            if self._unswept:
+                self.transport.sweep(sorted(self._unswept))
+                self._unswept = set()
+        except DestinationDown as exc:
+            self.pause(str(exc), now)
+            return False
+        except TransientError as exc:
+            log.warning(kv("destination-unreachable", reason=str(exc)))
+            self.record("failing", str(exc))
+            return True
+        if not self.owner_checked:
+            self._check_owner()
+        self.paused_until = self.paused_reason = None
+        self.record("ok")
+        return True
+
+    def pause(self, reason: str, now: float) -> None:
+        if self.paused_until is None:
+            log.error(kv("destination-paused", reason=reason))
+        self.paused_until, self.paused_reason = now + PROBE_SECONDS, reason
+        self.record("paused", reason)
+
+    def record(self, state: str, reason: str | None = None) -> None:
+        """What `status` shows of the destination: ok, failing or paused, with why."""
+        self.on_state(state)
+        value = json.dumps({"state": state, "reason": reason})
+        if self._recorded != value:  # written on change only, not once per file
+            self.store.set_meta("destination", value)
+            self._recorded = value
+
+    def _check_owner(self) -> None:
+        """One agent owns one root: another host's status.json there stops this one."""
+        data = self.transport.read_bytes(STATUS_FILE)
+        try:
+            owner = json.loads(data).get("host") if data else None
+        except (ValueError, AttributeError):
+            owner = None  # not ours to judge: it is rewritten at the first publish
+        if owner and owner != socket.gethostname():
+            raise AgentError(
+                f"the destination root already belongs to the agent on {owner!r} (its"
+                f" {STATUS_FILE}); one agent per root: choose another destination.root, or"
+                f" delete {STATUS_FILE} there if that agent is gone for good"
+            )
+        self.owner_checked = True
+
+    def write_status(self, now: float) -> None:
+        """status.json at the root: the agent's health, readable from the webserver alone."""
+        if self.paused_until is not None or not self.owner_checked:
+            return
+        document = self.summary(now)
+        try:
+            self.transport.write_bytes(STATUS_FILE, json.dumps(document, indent=1).encode())
+        except (DestinationDown, TransientError) as exc:
+            log.warning(kv("status-failed", error=str(exc)))
+
+    def health(self) -> tuple[bool, str]:
+        """For /healthz, from the metrics thread: plain attributes only, no database."""
+        if self.paused_until is not None:
+            return False, f"destination paused: {self.paused_reason}"
+        return True, "ok"

@@ -1,0 +1,46 @@
+"""Webhook delivery: the CRM is told of every shipped recording, at least once."""
+
+from __future__ import annotations
+
+import logging
+
+from agent.errors import PermanentError, TransientError
+from agent.log import kv
+from agent.publish.manifest import entry
+from agent.publish.webhook import Webhook, body, retry_delay
+from agent.store.state import Store
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """Sends what the CRM has not been told yet; a CRM that is down waits for its next
+    attempt and never holds up shipping."""
+
+    def __init__(self, *, store: Store, webhook: Webhook) -> None:
+        self.store = store
+        self.webhook = webhook
+
+    def deliver(self, now: float) -> int:
+        """Returns how many were delivered."""
+        delivered = 0
+        for wid, rid, event, attempts in self.store.due_webhooks(now):
+            row = self.store.get(rid)
+            if row is None or row.remote_path is None:
+                self.store.webhook_failed(wid, error="recording no longer shipped", retry_at=None)
+                continue
+            key = f"{rid}.{wid}"  # stable across retries: the CRM dedupes on it
+            try:
+                self.webhook.send(body(event, key, entry(row)), event=event, key=key)
+            except TransientError as exc:
+                retry_at = now + retry_delay(attempts + 1)
+                self.store.webhook_failed(wid, error=str(exc), retry_at=retry_at)
+                log.warning(kv("webhook-failed", id=rid, webhook_event=event, error=str(exc)))
+                break  # the CRM is down: the rest wait for their turn
+            except PermanentError as exc:
+                self.store.webhook_failed(wid, error=str(exc), retry_at=None)
+                log.error(kv("webhook-refused", id=rid, webhook_event=event, error=str(exc)))
+                continue
+            self.store.webhook_sent(wid, now=now)
+            delivered += 1
+        return delivered

@@ -1,0 +1,64 @@
+"""When the day pages, manifests and status.json are rewritten, paced during a backlog."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from agent.config import IndexConfig
+from agent.errors import DestinationDown, TransientError
+from agent.log import kv
+from agent.memory import release_free_memory
+from agent.publish.site import publish_dirty
+from agent.roles.destination import Destination
+from agent.store.state import Store
+from agent.transport import Transport
+
+log = logging.getLogger(__name__)
+
+PUBLISH_SECONDS = 2  # during a long pass, manifests are rewritten at most this often,
+PUBLISH_SHARE = 0.1  # and publishing (a busy day's page costs ~0.5 s) takes at most this
+
+
+class Publisher:
+    """Publishes the days that changed. `timer` measures how long publishing takes, for
+    the pacing only: the times written anywhere are the pass's `now`."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        transport: Transport,
+        destination: Destination,
+        pages: IndexConfig,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.destination = destination
+        self.pages = pages
+        self.timer = timer
+        self._published_at = float("-inf")
+        self._took = 0.0
+
+    def due(self) -> bool:
+        """During a long pass: has enough time gone by to show the progress again?"""
+        gap = max(PUBLISH_SECONDS, self._took / PUBLISH_SHARE)
+        return self.timer() - self._published_at >= gap
+
+    def publish(self, now: float) -> None:
+        """Rewrite the changed days, then status.json; a refusing destination pauses, a
+        transient fault leaves the days dirty for the next pass."""
+        began = self.timer()
+        try:
+            if publish_dirty(self.store, self.transport, now, self.pages):
+                self.destination.write_status(now)
+                release_free_memory()  # a busy day's pages would otherwise stay in RSS
+        except DestinationDown as exc:
+            self.destination.pause(str(exc), now)
+        except TransientError as exc:
+            log.warning(kv("publish-failed", error=str(exc)))
+        finally:
+            self._published_at = self.timer()
+            self._took = self._published_at - began

@@ -1,0 +1,126 @@
+"""The recordings that are due: settled and parsed here, copied and uploaded in workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Container
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from agent.errors import DestinationDown, Interrupted
+from agent.media.prepare import Prepared
+from agent.pipeline import Pipeline, Stage, Upload
+from agent.roles.destination import Destination
+from agent.roles.health import Health
+from agent.spool.settle import open_files_under
+
+
+class Shipping:
+    """One pass over the due recordings at `now`. The main thread settles the next
+    recordings while at most `parallel` uploads and one copy run in worker threads;
+    every outcome is recorded on the main thread, the only one that touches the
+    database, with the pass's `now`."""
+
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        destination: Destination,
+        health: Health,
+        parallel: int,
+        should_stop: Callable[[], bool],
+        open_files: Callable[[Path], frozenset[str] | None] = open_files_under,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pipeline = pipeline
+        self.destination = destination
+        self.health = health
+        self.parallel = parallel
+        self.should_stop = should_stop
+        self.open_files = open_files
+        self.timer = timer  # how long the pass has run, for the latency metric only
+        self._began = 0.0
+        # One more worker than uploads: the next copy is made while they run.
+        self.workers = ThreadPoolExecutor(max_workers=parallel + 1, thread_name_prefix="ship")
+        self._staging: dict[Future[Prepared], Stage] = {}
+        self._uploads: dict[Future[None], Upload] = {}
+
+    def _halted(self) -> bool:
+        return self.should_stop() or self.destination.paused
+
+    def step(self, now: float, *, between_batches: Callable[[], None] = lambda: None) -> int:
+        """Move every recording due at `now` as far as it goes; `between_batches` runs
+        after each batch (a long backlog shows its progress). Returns how many rows."""
+        self._began = self.timer()
+        processed: set[int] = set()
+        open_paths: Container[str] | None = None
+        scanned = False
+        store = self.pipeline.store
+        while not self._halted():
+            rows = [r for r in store.due(now) if r.id not in processed]
+            if not rows:
+                break
+            if not scanned:  # one /proc scan per pass, not per file
+                open_paths, scanned = self.open_files(self.pipeline.spool), True
+            for row in rows:
+                if self._halted():
+                    break
+                processed.add(row.id)
+                job = self.pipeline.process(row, now, open_paths)
+                if job is not None:
+                    self._submit(job, now)
+            self._wait_all(now)
+            between_batches()
+        self._wait_all(now)
+        return len(processed)
+
+    def close(self) -> None:
+        self.workers.shutdown(wait=True)
+
+    def _submit(self, job: Stage, now: float) -> None:
+        self._staging[self.workers.submit(self.pipeline.stage, job)] = job
+        while len(self._staging) > 1 or len(self._uploads) >= self.parallel:
+            self._one_outcome(now)
+
+    def _wait_all(self, now: float) -> None:
+        while self._staging or self._uploads:
+            self._one_outcome(now)
+
+    def _one_outcome(self, now: float) -> None:
+        futures: list[Future[Any]] = [*self._staging, *self._uploads]
+        for future in wait(futures, return_when=FIRST_COMPLETED).done:
+            if future in self._staging:
+                self._staged(future, now)
+            else:
+                self._uploaded(future, now)
+
+    def _staged(self, future: Future[Prepared], now: float) -> None:
+        job = self._staging.pop(future)
+        error = future.exception()
+        prepared = None if error else future.result()
+        upload = self.pipeline.claim(job, prepared, error, now)
+        if upload is None:
+            return
+        if self._halted():
+            self.pipeline.finish(upload, Interrupted("not started"), now, reraise=False)
+            return
+        self._uploads[self.workers.submit(self.pipeline.upload, upload)] = upload
+
+    def _uploaded(self, future: Future[None], now: float) -> None:
+        job = self._uploads.pop(future)
+        error = future.exception()
+        self.health.upload_ended(
+            size=job.prepared.size,
+            closed_at=job.row.mtime_ns / 1e9,
+            error=error,
+            now=now + (self.timer() - self._began),  # when it arrived, not when the pass began
+        )
+        try:
+            self.pipeline.finish(job, error, now)
+            if error is None:
+                self.destination.record("ok")
+        except DestinationDown as exc:
+            self.destination.pause(str(exc), now)
+        except Interrupted:
+            pass  # the agent is stopping; the row was handed back

@@ -1,0 +1,197 @@
+"""Each role of the agent driven alone, with made-up times."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.errors import AgentError, DestinationDown
+from agent.roles.destination import PROBE_SECONDS, Destination
+from agent.roles.publisher import PUBLISH_SECONDS, PUBLISH_SHARE, Publisher
+from agent.store.state import Store
+from agent.transport.local import LocalTransport
+from agent.wakeup import Wakeup
+from tests.conftest import Site
+from tests.support.mixmonitor import write_recording
+
+NAME = "2024/03/15/out-18005551234-1001-20240315-101502-1710497702.42.wav"
+
+
+class FakeTransport:
+    """A destination whose probe answers from a script; every call is counted."""
+
+    def __init__(self, probes: list[Exception | None], owner: str | None = None) -> None:
+        self.probes = probes
+        self.probed = 0
+        self.swept: list[list[str]] = []
+        self.owner = owner
+        self.written: dict[str, bytes] = {}
+
+    def probe(self) -> None:
+        self.probed += 1
+        outcome = self.probes.pop(0) if self.probes else None
+        if outcome is not None:
+            raise outcome
+
+    def sweep(self, folders: list[str]) -> int:
+        self.swept.append(list(folders))
+        return 0
+
+    def read_bytes(self, remote: str) -> bytes | None:
+        return None if self.owner is None else json.dumps({"host": self.owner}).encode()
+
+    def write_bytes(self, remote: str, data: bytes) -> None:
+        self.written[remote] = data
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def destination(store: Store, transport: FakeTransport) -> Destination:
+    return Destination(
+        transport=transport,  # type: ignore[arg-type]
+        store=store,
+        summary=lambda now: {"host": "here", "generated_at": now},
+    )
+
+
+def recorded(store: Store) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(store.meta("destination") or "null")
+    return value
+
+
+def test_a_paused_destination_is_probed_only_when_its_time_comes(store: Store) -> None:
+    transport = FakeTransport([DestinationDown("disk full"), None])
+    dest = destination(store, transport)
+    dest.sweep_later(["2024/03/15"])
+    assert dest.ready(1000.0)  # not paused: no probe needed
+    assert transport.probed == 0
+
+    dest.pause("disk full", 1000.0)
+    assert recorded(store) == {"state": "paused", "reason": "disk full"}
+    assert not dest.ready(1000.0 + PROBE_SECONDS - 1)
+    assert transport.probed == 0  # too early: not even asked
+
+    assert not dest.ready(1000.0 + PROBE_SECONDS)  # asked, still full
+    assert transport.probed == 1
+    assert dest.paused_until == 1000.0 + 2 * PROBE_SECONDS
+    assert transport.swept == []  # nothing is swept on a refusing destination
+
+    assert dest.ready(1000.0 + 2 * PROBE_SECONDS)
+    assert not dest.paused and dest.paused_reason is None
+    assert transport.swept == [["2024/03/15"]]
+    assert recorded(store) == {"state": "ok", "reason": None}
+    assert dest.health() == (True, "ok")
+
+
+def test_status_json_is_written_only_for_an_owned_root_that_answers(store: Store) -> None:
+    transport = FakeTransport([DestinationDown("permission denied"), None])
+    dest = destination(store, transport)
+    dest.probe(50.0)
+    dest.write_status(50.0)
+    assert transport.written == {}  # paused: the owner was never checked
+    assert dest.health() == (False, "destination paused: permission denied")
+    dest.probe(80.0)
+    dest.write_status(81.0)
+    assert json.loads(transport.written["status.json"]) == {"host": "here", "generated_at": 81.0}
+
+
+def test_another_hosts_root_is_refused(store: Store) -> None:
+    dest = destination(store, FakeTransport([None], owner="other-pbx"))
+    with pytest.raises(AgentError, match="already belongs to the agent on 'other-pbx'"):
+        dest.probe(0.0)
+
+
+def test_publishing_is_paced_by_what_it_costs(store: Store, tmp_path: Path) -> None:
+    clock = [100.0]
+    transport = LocalTransport(root=tmp_path / "dest")
+    (tmp_path / "dest").mkdir()
+    dest = destination(store, FakeTransport([]))
+    publisher = Publisher(
+        store=store,
+        transport=transport,
+        destination=dest,
+        pages=_index_config(),
+        timer=lambda: clock[0],
+    )
+    assert publisher.due()  # never published yet
+
+    # Publishing that took 0.5 s is next due after 0.5 / PUBLISH_SHARE = 5 s, not 2 s.
+    times = iter([100.0, 100.5])
+    publisher.timer = lambda: next(times)
+    publisher.publish(1.0)
+    publisher.timer = lambda: clock[0]
+    clock[0] = 100.5 + PUBLISH_SECONDS
+    assert not publisher.due()
+    clock[0] = 100.5 + 0.5 / PUBLISH_SHARE
+    assert publisher.due()
+
+
+def _index_config() -> Any:
+    from agent.config import IndexConfig
+
+    return IndexConfig(enabled=True, title="Call recordings")
+
+
+def test_shipping_writes_the_pass_time_not_the_clock(site: Site, make_agent: Any) -> None:
+    write_recording(site.spool_file(NAME), seconds=1)
+    agent = make_agent(site.config(spool={"backfill_days": 100_000}))
+    now = time.time() + 3600.0  # a made-up time, an hour ahead of the wall clock
+    agent.start(now)
+    assert agent.shipping.step(now) == 1
+    row = agent.store.by_stem(NAME[:-4])
+    assert row.state == "done"
+    assert row.uploaded_at == now
+
+
+def test_a_ring_from_a_signal_handler_wakes_the_wait() -> None:
+    wake = Wakeup()
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: wake.ring())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        began = time.monotonic()
+        assert wake.wait(30.0)
+        assert time.monotonic() - began < 15.0
+        assert not wake.wait(0.0)  # the ring was consumed
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        wake.close()
+
+
+def test_rings_never_block_even_when_nobody_waits() -> None:
+    wake = Wakeup()
+    try:
+        for _ in range(200_000):  # far more than a pipe holds
+            wake.ring()
+        assert wake.wait(0.0)
+        assert not wake.wait(0.0)
+        wake.ring()
+        wake.clear()
+        assert not wake.wait(0.0)
+    finally:
+        wake.close()
+
+
+def test_a_signal_stops_run_forever_at_once(site: Site, make_agent: Any) -> None:
+    agent = make_agent()
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: agent.stop())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        began = time.monotonic()
+        agent.run_forever()  # idle: it would otherwise wait IDLE_WAKE_SECONDS and loop
+        assert time.monotonic() - began < 15.0
+        assert agent.stopping
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
