@@ -27,10 +27,9 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from agent import __version__
+from agent.config import AlertsConfig
 from agent.errors import AgentError
 from agent.http import no_redirect_opener, where
 from agent.log import kv
@@ -55,36 +54,10 @@ class AlertFailed(AgentError):
     """An alert could not be delivered."""
 
 
-@dataclass(frozen=True)
-class AlertSettings:
-    """The `[alerts]` table. With neither a command nor a webhook incidents are only logged."""
-
-    command: tuple[str, ...] | None
-    webhook: str | None
-    after_failures: int
-    backlog_minutes: float
-
-    def __post_init__(self) -> None:
-        if self.command is not None:  # a list from the config file still becomes immutable
-            object.__setattr__(self, "command", tuple(self.command))
-        if self.command is not None and (not self.command or not self.command[0]):
-            raise ValueError("alerts.command must be a non-empty list: the program, then its args")
-        if self.webhook is not None:
-            parts = urlsplit(self.webhook)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(
-                    f"alerts.webhook must be http:// or https:// with a host: {where(self.webhook)}"
-                )
-        if self.after_failures < 1:
-            raise ValueError(f"alerts.after_failures must be 1 or more, not {self.after_failures}")
-        if not self.backlog_minutes > 0:
-            raise ValueError(f"alerts.backlog_minutes must be positive, not {self.backlog_minutes}")
-
-
 def run_command(argv: Sequence[str], env: Mapping[str, str]) -> None:
     """The default runner: the argument list as it is (no shell, so nothing in the reason is
     ever interpreted), bounded in time, with no stdin to wait on."""
-    import subprocess  # here: reading the config (AlertSettings) must stay quick
+    import subprocess  # here: reading the config (AlertsConfig) must stay quick
 
     try:
         done = subprocess.run(
@@ -111,7 +84,7 @@ def post_json(url: str, payload: bytes) -> None:
     import urllib.request
 
     headers = {"Content-Type": "application/json", "User-Agent": f"recsync/{__version__}"}
-    # S310: AlertSettings admits http(s) URLs only.
+    # S310: AlertsConfig admits http(s) URLs only.
     request = urllib.request.Request(url, payload, headers, method="POST")  # noqa: S310
     try:
         with no_redirect_opener().open(request, timeout=WEBHOOK_TIMEOUT) as response:
@@ -146,7 +119,7 @@ class Alerts:
 
     def __init__(
         self,
-        settings: AlertSettings,
+        settings: AlertsConfig,
         *,
         run: Runner | None = None,
         post: Poster | None = None,

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from agent.model import RecordingState
+from agent.model import Identity, RecordingState
 from agent.spool.scan import day_folders, files_in
-from agent.store.state import Identity, Store
+from agent.store.state import Store
 
 BACKFILL_REASON = "older than the backfill window"
 

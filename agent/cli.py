@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent import __version__, filenames
+from agent import __version__, spoolnames
 from agent import config as config_module
 from agent import log as log_module
 from agent import status as status_module
@@ -292,11 +292,11 @@ def retry(ctx: Context, ids: tuple[int, ...], failed: bool, quarantined: bool) -
 @pass_context
 def parse(ctx: Context, name: str, as_json: bool) -> None:
     """What a recording file name says (uses spool.patterns when the config exists)."""
-    extensions: tuple[str, ...] = filenames.DEFAULT_EXTENSIONS
-    patterns: tuple[filenames.CustomPattern, ...] = ()
+    extensions: tuple[str, ...] = spoolnames.DEFAULT_EXTENSIONS
+    patterns: tuple[spoolnames.CustomPattern, ...] = ()
     if ctx.config_path.exists() or ctx.config_path != config_module.DEFAULT_PATH:
         extensions, patterns = ctx.config.spool.extensions, ctx.config.spool.patterns
-    recording = filenames.parse(Path(name).name, extensions=extensions, patterns=patterns)
+    recording = spoolnames.parse(Path(name).name, extensions=extensions, patterns=patterns)
     data = recording.to_json()
     if as_json:
         _print_json(data)

@@ -10,12 +10,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from agent.alerts import AlertSettings
 from agent.errors import ConfigError
-from agent.filenames import DEFAULT_EXTENSIONS, CustomPattern, compile_custom_pattern
-from agent.media.naming import DEFAULT_TEMPLATE, NameTemplate
+from agent.http import where
 from agent.secrets import refuse_exposed_secrets
+from agent.shipnames import DEFAULT_TEMPLATE, NameTemplate
+from agent.spoolnames import DEFAULT_EXTENSIONS, CustomPattern, compile_custom_pattern
 
 DEFAULT_PATH = Path("/etc/recsync/config.toml")
 
@@ -91,7 +92,7 @@ class CdrConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class NamingConfig:
-    template: str  # validated: agent.media.naming.NameTemplate accepts it
+    template: str  # validated: agent.shipnames.NameTemplate accepts it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +117,16 @@ class WebhookConfig:
     url: str | None  # None: no webhook
     secret_file: Path | None
     timeout_seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertsConfig:
+    """The `[alerts]` table. With neither a command nor a webhook incidents are only logged."""
+
+    command: tuple[str, ...] | None
+    webhook: str | None
+    after_failures: int
+    backlog_minutes: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,7 +170,7 @@ class Config:
     index: IndexConfig
     webhook: WebhookConfig
     metrics: MetricsConfig
-    alerts: AlertSettings
+    alerts: AlertsConfig
     log: LogConfig
     source: Path | None = None  # the file it was read from, for messages
 
@@ -278,8 +289,13 @@ def _listen(key: str, value: Any, _base: Path) -> str:
 
 
 def _url(key: str, value: Any, _base: Path) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"https?://[\x21-\x7e]+", value):
-        raise ConfigError(f"{key}: expected an http:// or https:// URL, got {value!r}")
+    if (
+        not isinstance(value, str)
+        or not re.fullmatch(r"https?://[\x21-\x7e]+", value)
+        or not urlsplit(value).hostname
+    ):
+        shown = where(value) if isinstance(value, str) else repr(value)  # no token in logs
+        raise ConfigError(f"{key}: expected an http:// or https:// URL with a host, got {shown}")
     return value
 
 
@@ -478,7 +494,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         index=IndexConfig(**sections["index"]),
         webhook=WebhookConfig(**sections["webhook"]),
         metrics=MetricsConfig(**sections["metrics"]),
-        alerts=AlertSettings(**sections["alerts"]),
+        alerts=AlertsConfig(**sections["alerts"]),
         log=LogConfig(**sections["log"]),
         source=source,
     )

@@ -97,12 +97,11 @@ class Agent:
         self.discovery = Discovery(
             spool=config.spool.path, pipeline=self.pipeline, wake=self.wakeup.ring, watch=watch
         )
-        sftp = config.destination.type == "sftp"
         self.shipping = Shipping(
             pipeline=self.pipeline,
             destination=self.destination,
             health=self.health,
-            parallel=config.destination.connections if sftp else 1,
+            parallel=transport.features.parallel,
             should_stop=self.should_stop,
         )
         self.publisher = Publisher(
@@ -124,17 +123,17 @@ class Agent:
         """Recover from whatever the last run left, then look at the spool."""
         stranded = self.store.recover(now)
         self.destination.sweep_later(day_of(r.remote_path) for r in stranded if r.remote_path)
-        self.destination.sweep_later(self.store.dirty_days())
+        self.destination.sweep_later(self.store.days.dirty())
         # Nothing is in flight now, so anything in staging is a leftover.
         shutil.rmtree(self.config.state.staging, ignore_errors=True)
         first_start = self.store.meta("first_start_at")
         if first_start is None:
             first_start = str(now)
-            self.store.set_meta("first_start_at", first_start)
+            self.store.set_meta("first_start_at", first_start, now=now)
         window = self.config.spool.backfill_days * 86400
         self.pipeline.backfill_cutoff = float(first_start) - window
         self.destination.probe(now)
-        self._record_cdr()
+        self._record_cdr(now)
         self.discovery.start(now)
         # Ready once recovered and watching; the first full scan can take long.
         self.notifier.ready(f"recovered {len(stranded)} recording(s); scanning the spool")
@@ -168,7 +167,7 @@ class Agent:
         self.publisher.publish(now)
         if self.outbox is not None:
             self.outbox.deliver(now)
-        self._record_cdr()
+        self._record_cdr(now)
         if self.destination.paused:
             return self.destination.paused_until
         return self.store.next_due()
@@ -178,7 +177,7 @@ class Agent:
     def housekeeping(self, now: float) -> None:
         """Catch what inotify missed, and keep the history bounded."""
         self.discovery.reconcile(now)
-        pruned = self.store.prune(now - HISTORY_DAYS * 86400)
+        pruned = self.store.prune(now - HISTORY_DAYS * 86400, now=now)
         if pruned:
             log.info(kv("pruned", rows=pruned))
 
@@ -188,13 +187,16 @@ class Agent:
             return 0
         filled = self.pipeline.fill_late_cdr(now, within=LATE_CDR_SECONDS)
         self.publisher.publish(now)
-        self._record_cdr()
+        self._record_cdr(now)
         return filled
 
-    def _record_cdr(self) -> None:
+    def _record_cdr(self, now: float) -> None:
         off = None if self.config.cdr.type == "none" else "no FreePBX configuration found"
         self.health.record_cdr(
-            enabled=self.pipeline.cdr is not None, error=self.pipeline.cdr_error, reason_off=off
+            enabled=self.pipeline.cdr is not None,
+            error=self.pipeline.cdr_error,
+            reason_off=off,
+            now=now,
         )
 
     # --- drivers -----------------------------------------------------------------------

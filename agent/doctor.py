@@ -144,13 +144,13 @@ def check_destination(config: Config) -> Check:
     transport = open_transport(config.destination)
     try:
         transport.probe()
+        features = transport.features  # after the probe: some are learned at connect
     except AgentError as exc:
         return Check("destination", False, str(exc))
     finally:
         transport.close()
-    return Check(
-        "destination", True, f"{config.destination.type} {config.destination.root} writable"
-    )
+    where = f"{config.destination.type} {config.destination.root}"
+    return Check("destination", True, f"{where} writable; {features.describe()}")
 
 
 CHECKS: tuple[Callable[[Config], Check], ...] = (

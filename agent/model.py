@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -53,3 +54,16 @@ class CallInfo:
     duration: int | None = None
     billsec: int | None = None
     disposition: str | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Size, mtime and inode: a file counts as changed when any of them differs."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def identity_of(st: os.stat_result) -> Identity:
+    return Identity(st.st_size, st.st_mtime_ns, st.st_ino)

@@ -6,14 +6,14 @@ import errno
 import itertools
 import logging
 import os
-import random
 import stat
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from agent import filenames
+from agent import spoolnames
+from agent.backoff import backoff
 from agent.cdr import CdrQuery, CdrSource, recordingfile_variants
 from agent.config import Config
 from agent.errors import (
@@ -25,13 +25,13 @@ from agent.errors import (
     UnparseableName,
 )
 from agent.log import kv
-from agent.media.naming import NameTemplate
-from agent.media.prepare import ChangedWhileCopying, Prepared, identity_of, prepare
+from agent.media.prepare import ChangedWhileCopying, Prepared, Recipe, prepare
 from agent.media.tags import can_hold_tags, sidecar
-from agent.model import CallInfo, Recording, RecordingState
+from agent.model import CallInfo, Identity, Recording, RecordingState, identity_of
 from agent.publish.manifest import call_fields, day_of, entry
+from agent.shipnames import NameTemplate
 from agent.spool.settle import NotARegularFile, Verdict, settle
-from agent.store.state import Identity, Row, Store
+from agent.store.state import Row, Store
 from agent.testhooks import crash_point
 from agent.transport import Transport
 
@@ -52,10 +52,9 @@ _REOPEN_WHEN_CHANGED = {RecordingState.DONE.value, RecordingState.SKIPPED.value}
 
 
 def retry_delay(attempts: int) -> float:
-    """Exponential backoff for a failed upload: 30 s, 60 s, ... capped at an hour, plus up
-    to a fifth more at random so a returning server is not hit by everything at once."""
-    delay = float(min(RETRY_BASE_SECONDS * 2 ** min(attempts, 16), RETRY_MAX_SECONDS))
-    return delay * random.uniform(1.0, 1.2)
+    """Backoff for a failed upload: 30 s, 60 s, ... capped at an hour, plus up to a fifth
+    more at random so a returning server is not hit by everything at once."""
+    return backoff(attempts, first=RETRY_BASE_SECONDS, cap=RETRY_MAX_SECONDS, jitter=0.2)
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,10 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         self.naming = NameTemplate(self.config.naming.template)
+        config = self.config
+        self.recipe = Recipe(
+            staging=config.state.staging, tags=config.tags.enabled, transcode=config.transcode
+        )
 
     @property
     def spool(self) -> Path:
@@ -177,7 +180,7 @@ class Pipeline:
         asked. Returns the Stage to run next (`stage` in a worker, `claim`, `upload` in a
         worker, `finish`), or None when the row stopped here (the store says why)."""
         path = self.spool / row.path
-        if filenames.is_leg_file(path.name):
+        if spoolnames.is_leg_file(path.name):
             self.store.skip(row.id, reason="Monitor leg file (a later mix replaces it)", now=now)
             return None
         try:
@@ -208,7 +211,7 @@ class Pipeline:
 
     def _parse(self, row: Row, now: float) -> Recording | None:
         try:
-            recording = filenames.parse(
+            recording = spoolnames.parse(
                 row.path.rsplit("/", 1)[-1],
                 extensions=self.config.spool.extensions,
                 patterns=self.config.spool.patterns,
@@ -243,11 +246,15 @@ class Pipeline:
         info = self.lookup(CdrQuery.for_recording(row.path.rsplit("/", 1)[-1], recording))
         deadline = row.cdr_deadline if row.cdr_deadline is not None else now + self.cdr_wait
         if info is None and now < deadline:
-            waited = now - (deadline - self.cdr_wait)
+            polls = row.attempts if row.state == RecordingState.WAITING_CDR.value else 0
             # Soon at first (the row usually follows the file within a second), then calmer.
-            delay = min(max(CDR_FIRST_POLL, waited / 2), CDR_MAX_POLL)
+            delay = backoff(polls, first=CDR_FIRST_POLL, cap=CDR_MAX_POLL)
             self.store.wait_cdr(
-                row.id, deadline=deadline, until=min(deadline, now + delay), now=now
+                row.id,
+                deadline=deadline,
+                until=min(deadline, now + delay),
+                polls=polls + 1,
+                now=now,
             )
             return False
         self.store.set_cdr(row.id, info, now)
@@ -288,7 +295,7 @@ class Pipeline:
         """Make the copy to ship (copy, convert, tag, hash), safe in a worker thread: no
         database access here. Raises what `prepare` raises, for `claim` to record."""
         prepared = prepare(
-            self.config,
+            self.recipe,
             src=self.spool / job.row.path,
             key=str(job.row.id),
             fields=job.fields,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent import filenames
+from agent import spoolnames
 from agent.config import Config
 from agent.errors import AgentError, PermanentError, UnparseableName
 from agent.log import kv
@@ -170,7 +170,7 @@ def _row(
 def _parsed(original: str, config: Config) -> dict[str, Any]:
     """What the file name says, as the pipeline stores it."""
     try:
-        recording = filenames.parse(
+        recording = spoolnames.parse(
             original.rsplit("/", 1)[-1],
             extensions=config.spool.extensions,
             patterns=config.spool.patterns,

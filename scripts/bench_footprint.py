@@ -139,7 +139,7 @@ def idle(work: Path, rows: int, seconds: float) -> None:
     began = time.perf_counter()
     store = Store.open(state)
     fill(store, *history(rows))
-    store.set_meta("first_start_at", str(time.time() - 30 * 86400))
+    store.set_meta("first_start_at", str(time.time() - 30 * 86400), now=time.time())
     store.close()
     print(
         f"(a) idle: {rows:,} done rows in the state database (made in "

@@ -222,7 +222,7 @@ def startup(work: Path, files: int) -> None:
             values.append(row(n, day, second, st.st_size, st.st_mtime_ns, st.st_ino))
     store = Store.open(state)
     fill(store, iter(values), {})
-    store.set_meta("first_start_at", str(time.time() - 30 * 86400))
+    store.set_meta("first_start_at", str(time.time() - 30 * 86400), now=time.time())
     store.close()
     print(
         f"(c) start-up: {files:,} shipped files over 7 days, made in "

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from agent import alerts as alerts_module
-from agent.alerts import Alerts, AlertSettings, iso
+from agent.alerts import Alerts, iso
+from agent.config import AlertsConfig, from_dict
+from agent.errors import ConfigError
 from tests.support.crm import CrmServer
 
 T0 = 1_710_512_345.0
@@ -42,7 +44,7 @@ class Recorder:
         return [(env["RECSYNC_ALERT"], env["RECSYNC_ALERT_REASON"]) for _, env in self.runs]
 
 
-def settings(**overrides: object) -> AlertSettings:
+def settings(**overrides: object) -> AlertsConfig:
     values: dict[str, object] = {
         "command": ("/usr/local/bin/page-admin", "--urgent"),
         "webhook": "https://alerts.example.com/hook?token=t0p",
@@ -50,7 +52,7 @@ def settings(**overrides: object) -> AlertSettings:
         "backlog_minutes": 60.0,
     }
     values.update(overrides)
-    return AlertSettings(**values)  # type: ignore[arg-type]
+    return AlertsConfig(**values)  # type: ignore[arg-type]
 
 
 def healthy(alerts: Alerts, now: float) -> None:
@@ -353,21 +355,36 @@ def test_a_webhook_down_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -
 # --- settings --------------------------------------------------------------------------------
 
 
+DESTINATION = {"destination": {"type": "local", "root": "dest"}}
+
+
 @pytest.mark.parametrize(
-    ("overrides", "key"),
+    ("overrides", "message"),
     [
-        ({"command": ()}, "alerts.command"),
-        ({"command": ("",)}, "alerts.command"),
-        ({"webhook": "file:///etc/passwd"}, "alerts.webhook"),
-        ({"webhook": "https://"}, "alerts.webhook"),
+        ({"command": []}, "alerts.command: expected a list: the program, then its arguments"),
+        ({"command": [""]}, "alerts.command: the program name is empty"),
+        ({"webhook": "file:///etc/passwd"}, "alerts.webhook: expected an http:// or https://"),
+        ({"webhook": "https://"}, "alerts.webhook: expected an http:// or https:// URL with a"),
         ({"after_failures": 0}, "alerts.after_failures"),
         ({"backlog_minutes": 0}, "alerts.backlog_minutes"),
     ],
 )
-def test_settings_refuse_nonsense(overrides: dict[str, object], key: str) -> None:
-    with pytest.raises(ValueError, match=key):
-        settings(**overrides)
+def test_the_config_refuses_nonsense_naming_the_key(
+    overrides: dict[str, object], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_dict({"alerts": overrides, **DESTINATION}, base=tmp_path)
+    assert str(caught.value).startswith(message)
 
 
-def test_a_command_list_becomes_a_tuple() -> None:
-    assert settings(command=["notify", "-x"]).command == ("notify", "-x")
+def test_a_webhook_token_never_shows_in_the_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_dict(
+            {"alerts": {"webhook": "https://:9/hook?token=s3cret"}, **DESTINATION}, base=tmp_path
+        )
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_command_list_becomes_a_tuple(tmp_path: Path) -> None:
+    config = from_dict({"alerts": {"command": ["notify", "-x"]}, **DESTINATION}, base=tmp_path)
+    assert config.alerts.command == ("notify", "-x")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent import filenames
+from agent import spoolnames
 from agent.cli import cli
 from agent.config import SCHEMA, load
 from agent.errors import ConfigError
@@ -81,7 +81,7 @@ def test_minimal_file_gets_the_defaults(tmp_path: Path) -> None:
     config = load(write(tmp_path, ROOT))
     assert config.spool.path == Path("/var/spool/asterisk/monitor")
     assert config.spool.settle_seconds == 5
-    assert config.spool.extensions == filenames.DEFAULT_EXTENSIONS
+    assert config.spool.extensions == spoolnames.DEFAULT_EXTENSIONS
     assert config.spool.patterns == ()
     assert config.state.path == Path("/var/lib/recsync/state.db")
     assert config.cdr.type == "auto"
@@ -145,7 +145,7 @@ def test_custom_pattern_compiles_and_parses(tmp_path: Path) -> None:
     config = load(write(tmp_path, patterns(f"{{ name = \"my-disa\", regex = '{DISA}' }}")))
     (pattern,) = config.spool.patterns
     assert pattern.name == "my-disa"
-    recording = filenames.parse(
+    recording = spoolnames.parse(
         "DISA-100-2125551234-20240315-101502-1710497702.42.wav", patterns=config.spool.patterns
     )
     assert (recording.pattern, recording.kind, recording.era) == ("my-disa", "custom", "custom")

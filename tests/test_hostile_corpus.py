@@ -24,8 +24,8 @@ import pytest
 
 from agent.cdr.sqlite import SqliteCdr
 from agent.daemon import Agent
-from agent.filenames import DEFAULT_EXTENSIONS
 from agent.spool.wavheader import read_layout
+from agent.spoolnames import DEFAULT_EXTENSIONS
 from agent.store.state import Store
 from agent.transport.local import LocalTransport
 from tests.conftest import Site

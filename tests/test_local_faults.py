@@ -23,8 +23,9 @@ import pytest
 
 from agent.errors import TransientError
 from agent.media import prepare as prepare_module
+from agent.model import Identity
 from agent.pipeline import LOCAL_RETRY_MAX_SECONDS, RETRY_MAX_SECONDS
-from agent.store.state import Identity, Store
+from agent.store.state import Store
 from tests.conftest import Site
 from tests.support.daemon import Daemon, recsync, wait_for
 from tests.support.disks import free_bytes, resize
@@ -234,7 +235,10 @@ def test_disk_full_after_the_copy_says_so_and_leaves_nothing(
     write_recording(src, seed=1)
     monkeypatch.setattr(*target, fault)
     with pytest.raises(TransientError) as raised:
-        prepare_module.prepare(config, src=src, key="7", fields={}, repair_header=False)
+        recipe = prepare_module.Recipe(
+            staging=config.state.staging, tags=config.tags.enabled, transcode=config.transcode
+        )
+        prepare_module.prepare(recipe, src=src, key="7", fields={}, repair_header=False)
     assert str(raised.value) == f"local disk full while staging: {config.state.staging}"
     assert list(config.state.staging.iterdir()) == []
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import filenames
+from agent import spoolnames
 from agent.errors import AgentError
-from agent.model import RecordingState
-from agent.store.state import Identity, Row, StateDatabaseError, Store
+from agent.model import Identity, RecordingState
+from agent.store.state import Row, StateDatabaseError, Store
 
 NOW = 1_710_497_702.0
 NAME = "out-2125551234-100-20240315-101502-1710497702.42.wav"
@@ -65,7 +65,7 @@ def claim(store: Store, rid: int, now: float = NOW) -> None:
 
 
 def parsed(store: Store, rid: int) -> None:
-    store.set_parsed(rid, filenames.parse(NAME), NOW)
+    store.set_parsed(rid, spoolnames.parse(NAME), NOW)
 
 
 PARSED_FIELDS = ("kind", "dst", "src", "started_at", "uniqueid", "extension", "era", "pattern")
@@ -174,14 +174,14 @@ def test_mark_done_bumps_the_version_and_dirties_the_day(store: Store) -> None:
         None,
         NOW + 31,
     )
-    assert store.dirty_days() == [DAY]
-    store.day_published(DAY, 1)
-    assert store.dirty_days() == [] and store.day_counts() == [(DAY, 1)]
+    assert store.days.dirty() == [DAY]
+    store.days.published(DAY, 1, now=NOW)
+    assert store.days.dirty() == [] and store.days.counts() == [(DAY, 1)]
     store.reopen(rid, path=r.path, identity=identity(7), now=NOW + 40, why="grew")
     claim(store, rid, NOW + 41)
     store.mark_done(rid, day=DAY, now=NOW + 42)
     assert row(store, rid).version == 2
-    assert store.dirty_days() == [DAY]
+    assert store.days.dirty() == [DAY]
 
 
 def test_mark_failed_counts_attempts_and_schedules_the_next(store: Store) -> None:
@@ -298,7 +298,7 @@ def test_readonly_store_cannot_write(store: Store, db_path: Path) -> None:
     reader = Store.open_readonly(db_path)
     try:
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            reader.set_meta("k", "v")
+            reader.set_meta("k", "v", now=NOW)
     finally:
         reader.close()
     assert store.meta("k") is None
@@ -377,9 +377,12 @@ def test_prune_keeps_recordings_and_recent_history(store: Store) -> None:
     new = add(store, "new", now=NOW)
     store.mark_done(old, day=DAY, now=NOW - 40 * 86400, notify=True)
     store.mark_done(new, day=DAY, now=NOW, notify=True)
-    for wid, *_ in store.due_webhooks(NOW):
-        store.webhook_sent(wid, now=NOW)
-    assert store.prune(NOW - 30 * 86400) == 3  # old's two events and its delivered webhook
+    for wid, rid, event, _ in store.webhooks.due(NOW):
+        store.webhooks.sent(wid, rid, event=event, now=NOW - 40 * 86400 if rid == old else NOW)
+    # old's three events (seen, done, webhook-sent) and its delivered webhook
+    assert store.prune(NOW - 30 * 86400, now=NOW) == 4
     assert {r.stem for r in store.rows()} == {f"{DAY}/old", f"{DAY}/new"}
-    history = store.conn.execute("SELECT recording_id FROM events").fetchall()
-    assert {rid for (rid,) in history} == {new}
+    history = store.conn.execute("SELECT recording_id, event FROM events").fetchall()
+    assert {rid for (rid, _) in history} == {new, None}
+    assert (None, "pruned") in history
+    assert store.webhooks.due(NOW) == []

@@ -11,14 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import Config
+from agent.config import TranscodeConfig
 from agent.errors import PermanentError, TransientError
 from agent.log import kv
 from agent.media.tags import can_hold_tags, write_tags
 from agent.media.transcode import to_mp3
+from agent.model import Identity, identity_of
 from agent.spool.settle import open_recording
 from agent.spool.wavheader import repaired
-from agent.store.state import Identity
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,6 @@ class Prepared:
     sha256: str
     size: int
     needs_sidecar: bool  # tags wanted, but this format cannot hold them
-
-
-def identity_of(st: os.stat_result) -> Identity:
-    return Identity(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def stage(src: Path, target: Path, *, repair_header: bool) -> Identity:
@@ -74,16 +70,25 @@ def _digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """How every shipped copy is made: the few settings `prepare` reads."""
+
+    staging: Path
+    tags: bool
+    transcode: TranscodeConfig
+
+
 def prepare(
-    config: Config, *, src: Path, key: str, fields: Mapping[str, object], repair_header: bool
+    recipe: Recipe, *, src: Path, key: str, fields: Mapping[str, object], repair_header: bool
 ) -> Prepared:
     """Stage, convert and tag the copy of `src` to ship; `key` names it in staging.
     Raises ChangedWhileCopying, FileNotFoundError (the spool file vanished), and OSError
     or TransientError (our own disk; a full one says so). A failure leaves nothing of
     `key` in staging: a half-written copy would hold the space the next one needs."""
-    staging = config.state.staging
+    staging = recipe.staging
     try:
-        return _prepare(config, src, key, fields, repair_header)
+        return _prepare(recipe, src, key, fields, repair_header)
     except BaseException as exc:
         for leftover in staging.glob(f"{key}.*"):
             leftover.unlink(missing_ok=True)
@@ -108,31 +113,31 @@ def _disk_full(exc: BaseException) -> bool:
 
 
 def _prepare(
-    config: Config, src: Path, key: str, fields: Mapping[str, object], repair_header: bool
+    recipe: Recipe, src: Path, key: str, fields: Mapping[str, object], repair_header: bool
 ) -> Prepared:
-    path, source, fmt = _copy(config, src, key, repair_header)
-    needs_sidecar = config.tags.enabled and not can_hold_tags(fmt)
-    if config.tags.enabled and not needs_sidecar:
+    path, source, fmt = _copy(recipe, src, key, repair_header)
+    needs_sidecar = recipe.tags and not can_hold_tags(fmt)
+    if recipe.tags and not needs_sidecar:
         try:
             write_tags(path, fmt, fields)
         except PermanentError as exc:  # the copy may be damaged: make it again, untagged
             log.warning(kv("tags-failed", file=src.name, error=str(exc)))
             path.unlink()
-            path, source, fmt = _copy(config, src, key, repair_header)
+            path, source, fmt = _copy(recipe, src, key, repair_header)
             needs_sidecar = True
     sha256, size = _digest(path)
     return Prepared(path, source, fmt, sha256, size, needs_sidecar)
 
 
-def _copy(config: Config, src: Path, key: str, repair_header: bool) -> tuple[Path, Identity, str]:
+def _copy(recipe: Recipe, src: Path, key: str, repair_header: bool) -> tuple[Path, Identity, str]:
     """The staged copy, converted to MP3 when asked and possible: (path, source, format)."""
-    staging = config.state.staging
+    staging = recipe.staging
     staging.mkdir(parents=True, exist_ok=True)
     fmt = src.name.rsplit(".", 1)[-1]
     path = staging / f"{key}.{fmt}"
     source = stage(src, path, repair_header=repair_header)
-    if config.transcode.format == "mp3" and fmt.lower() != "mp3":
-        mp3 = to_mp3(path, fmt, staging / f"{key}.mp3", bitrate_kbps=config.transcode.bitrate)
+    if recipe.transcode.format == "mp3" and fmt.lower() != "mp3":
+        mp3 = to_mp3(path, fmt, staging / f"{key}.mp3", bitrate_kbps=recipe.transcode.bitrate)
         if mp3 is not None:
             path.unlink()
             return mp3, source, "mp3"

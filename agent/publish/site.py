@@ -26,14 +26,14 @@ _STATIC_VERSION = hashlib.sha256(
 
 def publish_dirty(store: Store, transport: Transport, now: float, pages: IndexConfig) -> int:
     """Publish every day touched since the last time, then the root; return how many days."""
-    days = store.dirty_days()
+    days = store.days.dirty()
     if not days:
         return 0
     generated = datetime.fromtimestamp(now, UTC).astimezone().isoformat(timespec="seconds")
     if pages.enabled and store.meta("static_version") != _STATIC_VERSION:
         for name, content in index.STATIC.items():
             transport.write_bytes(name, content)
-        store.set_meta("static_version", _STATIC_VERSION)
+        store.set_meta("static_version", _STATIC_VERSION, now=now)
     for day in days:
         # Two passes over the day's rows, each holding one row at a time: a call centre's
         # day of 15,000 calls as objects would cost tens of MB the allocator then keeps.
@@ -46,10 +46,10 @@ def publish_dirty(store: Store, transport: Transport, now: float, pages: IndexCo
                 day, _entries(store, day), title=pages.title, generated_at=generated, totals=totals
             )
             transport.write_bytes(f"{day}/index.html", page)
-        store.day_published(day, totals.count)
+        store.days.published(day, totals.count, now=now)
         log.info(kv("published", day=day, recordings=totals.count))
     if pages.enabled:
-        root = index.render_root(store.day_counts(), title=pages.title, generated_at=generated)
+        root = index.render_root(store.days.counts(), title=pages.title, generated_at=generated)
         transport.write_bytes("index.html", root)
     return len(days)
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from agent import __version__
+from agent.backoff import backoff
 from agent.config import WebhookConfig
 from agent.errors import ConfigError, PermanentError, TransientError
 from agent.http import no_redirect_opener, where
@@ -120,9 +121,7 @@ def verify(secret: bytes, payload: bytes, header: str) -> bool:
 def retry_delay(attempts: int, *, rand: Callable[[], float] = random.random) -> float:
     """Seconds to wait after `attempts` failed deliveries: 10, 20, 40 ... capped at one hour,
     plus 0-20 % at random so that events failed together do not all come back together."""
-    step = min(max(attempts, 1) - 1, 20)  # 10 * 2**20 is far past the cap already
-    base = min(FIRST_DELAY * 2.0**step, MAX_DELAY)
-    return base * (1 + JITTER * rand())
+    return backoff(attempts - 1, first=FIRST_DELAY, cap=MAX_DELAY, jitter=JITTER, rand=rand)
 
 
 class Webhook:

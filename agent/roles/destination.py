@@ -68,26 +68,26 @@ class Destination:
             return False
         except TransientError as exc:
             log.warning(kv("destination-unreachable", reason=str(exc)))
-            self.record("failing", str(exc))
+            self.record("failing", str(exc), now=now)
             return True
         if not self.owner_checked:
             self._check_owner()
         self.paused_until = self.paused_reason = None
-        self.record("ok")
+        self.record("ok", now=now)
         return True
 
     def pause(self, reason: str, now: float) -> None:
         if self.paused_until is None:
             log.error(kv("destination-paused", reason=reason))
         self.paused_until, self.paused_reason = now + PROBE_SECONDS, reason
-        self.record("paused", reason)
+        self.record("paused", reason, now=now)
 
-    def record(self, state: str, reason: str | None = None) -> None:
+    def record(self, state: str, reason: str | None = None, *, now: float) -> None:
         """What `status` shows of the destination: ok, failing or paused, with why."""
         self.on_state(state)
         value = json.dumps({"state": state, "reason": reason})
         if self._recorded != value:  # written on change only, not once per file
-            self.store.set_meta("destination", value)
+            self.store.set_meta("destination", value, now=now)
             self._recorded = value
 
     def _check_owner(self) -> None:

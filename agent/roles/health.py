@@ -93,11 +93,13 @@ class Health:
             reason=destination.get("reason") or self.paused_reason(),
         )
 
-    def record_cdr(self, *, enabled: bool, error: str | None, reason_off: str | None) -> None:
+    def record_cdr(
+        self, *, enabled: bool, error: str | None, reason_off: str | None, now: float
+    ) -> None:
         """What `status` says of the CDR source: ok, failing (with why) or disabled."""
         if enabled:
             value = json.dumps({"state": "failing" if error else "ok", "reason": error})
         else:
             value = json.dumps({"state": "disabled", "reason": reason_off})
         if self.store.meta("cdr") != value:
-            self.store.set_meta("cdr", value)
+            self.store.set_meta("cdr", value, now=now)

@@ -23,24 +23,24 @@ class Outbox:
 
     def deliver(self, now: float) -> int:
         """Returns how many were delivered."""
-        delivered = 0
-        for wid, rid, event, attempts in self.store.due_webhooks(now):
+        outbox, delivered = self.store.webhooks, 0
+        for wid, rid, event, attempts in self.store.webhooks.due(now):
             row = self.store.get(rid)
             if row is None or row.remote_path is None:
-                self.store.webhook_failed(wid, error="recording no longer shipped", retry_at=None)
+                outbox.failed(wid, rid, error="recording no longer shipped", retry_at=None, now=now)
                 continue
             key = f"{rid}.{wid}"  # stable across retries: the CRM dedupes on it
             try:
                 self.webhook.send(body(event, key, entry(row)), event=event, key=key)
             except TransientError as exc:
                 retry_at = now + retry_delay(attempts + 1)
-                self.store.webhook_failed(wid, error=str(exc), retry_at=retry_at)
+                outbox.failed(wid, rid, error=str(exc), retry_at=retry_at, now=now)
                 log.warning(kv("webhook-failed", id=rid, webhook_event=event, error=str(exc)))
                 break  # the CRM is down: the rest wait for their turn
             except PermanentError as exc:
-                self.store.webhook_failed(wid, error=str(exc), retry_at=None)
+                outbox.failed(wid, rid, error=str(exc), retry_at=None, now=now)
                 log.error(kv("webhook-refused", id=rid, webhook_event=event, error=str(exc)))
                 continue
-            self.store.webhook_sent(wid, now=now)
+            outbox.sent(wid, rid, event=event, now=now)
             delivered += 1
         return delivered

@@ -119,7 +119,7 @@ class Shipping:
         try:
             self.pipeline.finish(job, error, now)
             if error is None:
-                self.destination.record("ok")
+                self.destination.record("ok", now=now)
         except DestinationDown as exc:
             self.destination.pause(str(exc), now)
         except Interrupted:

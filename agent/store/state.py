@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import AgentError
-from agent.model import CallInfo, Recording, RecordingState
+from agent.model import CallInfo, Identity, Recording, RecordingState
+from agent.store import days, webhooks
+from agent.store.days import Days
+from agent.store.tx import Transaction, transaction
+from agent.store.webhooks import Webhooks
 
 BUSY_TIMEOUT_MS = 10_000
 FULL_DISK_BYTES = 1 << 20  # less free space than this next to an error: say why
@@ -27,15 +31,6 @@ REBUILD = (
 
 class StateDatabaseError(AgentError):
     """The state database cannot be opened or is damaged."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Size, mtime and inode: a file counts as changed when any of them differs."""
-
-    size: int
-    mtime_ns: int
-    inode: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +128,8 @@ class Store:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.webhooks = Webhooks(conn)  # the CRM outbox
+        self.days = Days(conn)  # which day pages to rewrite
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> Store:
@@ -182,30 +179,8 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so a concurrent CLI write waits on the
-        # busy timeout instead of failing with a stale snapshot.
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    def _event(
-        self,
-        conn: sqlite3.Connection,
-        rid: int | None,
-        now: float,
-        event: str,
-        detail: str | None = None,
-    ) -> None:
-        conn.execute(
-            "INSERT INTO events (at, recording_id, event, detail) VALUES (?, ?, ?, ?)",
-            (now, rid, event, detail),
-        )
+    def _write(self) -> contextlib.AbstractContextManager[Transaction]:
+        return transaction(self.conn)
 
     def _set(
         self, rid: int, now: float, event: str, detail: str | None = None, **values: Any
@@ -217,7 +192,7 @@ class Store:
                 f"UPDATE recordings SET {assignments} WHERE id = ?",
                 [*values.values(), rid],
             )
-            self._event(conn, rid, now, event, detail)
+            conn.event(rid, now, event, detail)
 
     # --- reads ------------------------------------------------------------------------
 
@@ -302,14 +277,12 @@ class Store:
         found = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if found is None else str(found[0])
 
-    def dirty_days(self) -> list[str]:
-        return [day for (day,) in self.conn.execute("SELECT day FROM dirty_days ORDER BY day")]
-
     # --- transitions ------------------------------------------------------------------
 
-    def set_meta(self, key: str, value: str) -> None:
+    def set_meta(self, key: str, value: str, *, now: float) -> None:
         with self._write() as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            conn.event(None, now, "meta", key)
 
     def add(
         self,
@@ -340,7 +313,7 @@ class Store:
                 ),
             )
             rid = int(cursor.lastrowid or 0)
-            self._event(conn, rid, now, state.value, reason or path)
+            conn.event(rid, now, state.value, reason or path)
         return rid
 
     def reopen(self, rid: int, *, path: str, identity: Identity, now: float, why: str) -> None:
@@ -424,8 +397,9 @@ class Store:
             f"UPDATE recordings SET {assignments} WHERE id = ?", [*values.values(), rid]
         )
 
-    def wait_cdr(self, rid: int, *, deadline: float, until: float, now: float) -> None:
-        """Finished, but its CDR row is not there yet: ask again at `until`."""
+    def wait_cdr(self, rid: int, *, deadline: float, until: float, polls: int, now: float) -> None:
+        """Finished, but its CDR row is not there yet: ask again at `until`; `polls` (how
+        often it was asked) is kept in `attempts` until the wait ends."""
         self._set(
             rid,
             now,
@@ -434,12 +408,14 @@ class Store:
             state=RecordingState.WAITING_CDR.value,
             cdr_deadline=deadline,
             next_attempt_at=until,
+            attempts=polls,
             reason="waiting for the CDR row",
         )
 
     def set_cdr(self, rid: int, info: CallInfo | None, now: float) -> None:
         """The CDR answered (`info`) or the wait is over (None: ships with cdr missing)."""
-        self._set(rid, now, "cdr-found" if info else "cdr-missing", None, **_cdr_values(info))
+        values = _cdr_values(info) | {"attempts": 0}  # the polls; uploads count afresh
+        self._set(rid, now, "cdr-found" if info else "cdr-missing", None, **values)
 
     def fill_cdr(
         self, rid: int, info: CallInfo, *, day: str, now: float, notify: bool = False
@@ -448,14 +424,14 @@ class Store:
         (and, with `notify`, the CRM told)."""
         with self._write() as conn:
             if notify:
-                self._enqueue(conn, rid, "recording.updated", now)
+                webhooks.enqueue(conn, rid, "recording.updated", now)
             values = _cdr_values(info) | {"updated_at": now}
             assignments = ", ".join(f"{name} = ?" for name in values)
             conn.execute(
                 f"UPDATE recordings SET {assignments} WHERE id = ?", [*values.values(), rid]
             )
-            conn.execute("INSERT OR IGNORE INTO dirty_days (day) VALUES (?)", (day,))
-            self._event(conn, rid, now, "cdr-filled", day)
+            days.mark_dirty(conn, day)
+            conn.event(rid, now, "cdr-filled", day)
 
     def fix_remote_path(self, rid: int, candidates: Iterable[str], now: float) -> str:
         """Give the row the first free remote path of `candidates`, once; later calls keep it."""
@@ -463,7 +439,7 @@ class Store:
             return self._pick_remote(conn, rid, candidates, now)
 
     def _pick_remote(
-        self, conn: sqlite3.Connection, rid: int, candidates: Iterable[str], now: float
+        self, conn: Transaction, rid: int, candidates: Iterable[str], now: float
     ) -> str:
         (current,) = conn.execute(
             "SELECT remote_path FROM recordings WHERE id = ?", (rid,)
@@ -476,7 +452,7 @@ class Store:
             ).fetchone()
             if not taken:
                 conn.execute("UPDATE recordings SET remote_path = ? WHERE id = ?", (candidate, rid))
-                self._event(conn, rid, now, "named", candidate)
+                conn.event(rid, now, "named", candidate)
                 return candidate
         raise AgentError(f"no free remote path for recording {rid}")
 
@@ -509,7 +485,7 @@ class Store:
                     rid,
                 ),
             )
-            self._event(conn, rid, now, "uploading")
+            conn.event(rid, now, "uploading")
         return remote
 
     def mark_done(self, rid: int, *, day: str, now: float, notify: bool = False) -> None:
@@ -517,14 +493,14 @@ class Store:
         `notify`, the CRM told)."""
         with self._write() as conn:
             if notify:
-                self._enqueue(conn, rid, "recording.shipped", now)
+                webhooks.enqueue(conn, rid, "recording.shipped", now)
             conn.execute(
                 "UPDATE recordings SET state = ?, reason = NULL, attempts = 0, uploaded_at = ?,"
                 " version = version + 1, updated_at = ? WHERE id = ?",
                 (RecordingState.DONE.value, now, now, rid),
             )
-            conn.execute("INSERT OR IGNORE INTO dirty_days (day) VALUES (?)", (day,))
-            self._event(conn, rid, now, "done", day)
+            days.mark_dirty(conn, day)
+            conn.event(rid, now, "done", day)
 
     def mark_failed(
         self, rid: int, *, error: str, retry_at: float, now: float, local: bool = False
@@ -537,7 +513,7 @@ class Store:
                 " next_attempt_at = ?, updated_at = ? WHERE id = ?",
                 (RecordingState.FAILED.value, error, retry_at, now, rid),
             )
-            self._event(conn, rid, now, "failed-staging" if local else "failed", error)
+            conn.event(rid, now, "failed-staging" if local else "failed", error)
 
     def release(self, rid: int, *, why: str, now: float) -> None:
         """Give a claimed row back untouched (agent stopping, destination paused)."""
@@ -575,47 +551,8 @@ class Store:
                     f" next_attempt_at = ?, updated_at = ?, {clear} WHERE id = ?",
                     (RecordingState.PENDING.value, now, now, rid),
                 )
-                self._event(conn, rid, now, "retry")
+                conn.event(rid, now, "retry")
         return len(targets)
-
-    def _enqueue(self, conn: sqlite3.Connection, rid: int, event: str, now: float) -> None:
-        conn.execute(
-            "INSERT INTO webhooks (recording_id, event, next_attempt_at, created_at)"
-            " VALUES (?, ?, ?, ?)",
-            (rid, event, now, now),
-        )
-
-    def due_webhooks(self, now: float, limit: int = 50) -> list[tuple[int, int, str, int]]:
-        """(outbox id, recording id, event, attempts) of the CRM events to send now."""
-        return [
-            (int(wid), int(rid), str(event), int(attempts))
-            for wid, rid, event, attempts in self.conn.execute(
-                "SELECT id, recording_id, event, attempts FROM webhooks WHERE state = 'pending'"
-                " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
-                (now, limit),
-            )
-        ]
-
-    def webhook_sent(self, wid: int, *, now: float) -> None:
-        self.conn.execute(
-            "UPDATE webhooks SET state = 'delivered', delivered_at = ?, attempts = attempts + 1,"
-            " last_error = NULL WHERE id = ?",
-            (now, wid),
-        )
-
-    def webhook_failed(self, wid: int, *, error: str, retry_at: float | None) -> None:
-        """A failed delivery: tried again at `retry_at`, or never (None: the CRM refused)."""
-        self.conn.execute(
-            "UPDATE webhooks SET state = ?, attempts = attempts + 1, last_error = ?,"
-            " next_attempt_at = coalesce(?, next_attempt_at) WHERE id = ?",
-            ("pending" if retry_at is not None else "refused", error, retry_at, wid),
-        )
-
-    def day_published(self, day: str, count: int) -> None:
-        """The day's manifest and page are written: no longer dirty, `count` recordings."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM dirty_days WHERE day = ?", (day,))
-            conn.execute("INSERT OR REPLACE INTO days (day, count) VALUES (?, ?)", (day, count))
 
     def restore(self, rows: list[dict[str, Any]], *, day: str, now: float) -> None:
         """`state rebuild`: one day's shipped recordings read back from its manifest, as
@@ -629,18 +566,14 @@ class Store:
                     f" VALUES ({', '.join('?' * len(values))})",
                     list(values.values()),
                 )
-                self._event(conn, int(cursor.lastrowid or 0), now, "restored", day)
-            conn.execute("INSERT OR REPLACE INTO days (day, count) VALUES (?, ?)", (day, len(rows)))
+                conn.event(int(cursor.lastrowid or 0), now, "restored", day)
+            days.set_count(conn, day, len(rows))
 
-    def day_counts(self) -> list[tuple[str, int]]:
-        return [(str(d), int(n)) for d, n in self.conn.execute("SELECT day, count FROM days")]
-
-    def prune(self, before: float) -> int:
+    def prune(self, before: float, *, now: float) -> int:
         """Housekeeping: drop history older than `before` (events, settled webhooks) so
         the database stays bounded; recordings themselves are kept."""
         with self._write() as conn:
             events = conn.execute("DELETE FROM events WHERE at < ?", (before,)).rowcount
-            hooks = conn.execute(
-                "DELETE FROM webhooks WHERE state != 'pending' AND created_at < ?", (before,)
-            ).rowcount
-        return int(events) + int(hooks)
+            hooks = webhooks.prune(conn, before)
+            conn.event(None, now, "pruned", f"{events} events, {hooks} webhooks")
+        return int(events) + hooks

@@ -18,10 +18,23 @@ TEMP_SUFFIX = ".tmp"
 
 @dataclass(frozen=True)
 class Features:
-    """What a destination can do, as data rather than isinstance checks."""
+    """What a destination can do, as data the adapter fills in from what it learned at
+    connect or at the first try (restic's `Properties()`, rclone's `fs.Features`). The
+    agent sizes its uploads by `parallel`; `doctor` prints the rest."""
 
-    atomic_rename: bool = True
-    fsync: bool = True
+    parallel: int = 1  # puts it runs at once
+    atomic_replace: bool = True  # a rename replaces the final name in one step
+    fsync: bool = True  # files reach the disk before they are renamed into place
+    verify: str = "sha256"  # what `put` checks of the arrived copy: "size" or "sha256"
+    sha256_by: str = "local"  # how it learns a remote sha256: local, shell, read-back
+
+    def describe(self) -> str:
+        replace = "atomic replace" if self.atomic_replace else "remove + rename (not atomic)"
+        synced = "fsync" if self.fsync else "no fsync"
+        return (
+            f"{self.parallel} at once, {replace}, {synced}, verifies {self.verify},"
+            f" sha256 by {self.sha256_by}"
+        )
 
 
 class Transport(Protocol):
@@ -35,7 +48,9 @@ class Transport(Protocol):
     Interrupted when `should_stop` said so mid-transfer (the partial is removed).
     """
 
-    features: Features
+    @property
+    def features(self) -> Features:
+        """What it can do, as far as it knows now (some of it is learned at connect)."""
 
     def probe(self) -> None:
         """Raise DestinationDown when the destination refuses work (host key, login,
@@ -121,4 +136,7 @@ REGISTRY: dict[str, Callable[[DestinationConfig], Transport]] = {"local": _local
 
 
 def open_transport(config: DestinationConfig) -> Transport:
-    return REGISTRY[config.type](config)
+    """The configured destination, wrapped so a passing fault is retried within the call."""
+    from agent.transport.retry import RetryingTransport
+
+    return RetryingTransport(REGISTRY[config.type](config))

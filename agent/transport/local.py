@@ -38,7 +38,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalTransport:
-    features = Features(atomic_rename=True, fsync=True)
+    @property
+    def features(self) -> Features:
+        return Features(parallel=1, atomic_replace=True, fsync=True, verify="sha256")
 
     def __init__(self, *, root: Path) -> None:
         self.root = root

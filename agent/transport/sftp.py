@@ -68,7 +68,18 @@ def _is_temp(name: str) -> bool:
 class SftpTransport:
     """The webserver's root over SFTP; thread-safe (uploads run from several workers)."""
 
-    features = Features(atomic_rename=True, fsync=True)
+    @property
+    def features(self) -> Features:
+        """Learned from the server: posix-rename and fsync until it says it has none, and
+        sha256sum over ssh from the probe (an SFTP-only account reads the copy back)."""
+        shell = {True: "shell (sha256sum)", False: "read-back", None: "not yet known"}
+        return Features(
+            parallel=self.connections,
+            atomic_replace=self._posix_rename,
+            fsync=self._fsync,
+            verify=self.verify,
+            sha256_by=shell[self._shell],
+        )
 
     def __init__(
         self,
@@ -123,6 +134,7 @@ class SftpTransport:
         self._said: set[str] = set()
         self._posix_rename = True
         self._fsync = True
+        self._shell: bool | None = None  # does `sha256sum` run over ssh? (learned)
 
     def __repr__(self) -> str:  # never the password or the passphrase
         return f"SftpTransport({self.user}@{self._where}:{self.root})"
@@ -308,6 +320,10 @@ class SftpTransport:
         try:
             file = await self._op(session.sftp.open(probe, "wb"))
             await self._op(file.close())
+            if self._shell is None:  # what the features say, and retention will need
+                self._shell = session.can_exec = (
+                    await session.sha256_by_command(probe, self.timeout) is not None
+                )
             await self._op(session.sftp.remove(probe))
         except REFUSED as exc:
             raise DestinationDown(f"cannot write in {self.root} on {self._where}: {exc}") from exc
@@ -459,8 +475,9 @@ class SftpTransport:
         if session.can_exec:
             digest = await session.sha256_by_command(path, self.timeout)
             if digest is not None:
+                self._shell = True
                 return digest
-            session.can_exec = False
+            session.can_exec = self._shell = False
             self._say_once("sftp-verify-read-back", note="no sha256sum over ssh: reading back")
         return await session.sha256_by_reading(path, self.timeout)
 

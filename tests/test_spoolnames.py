@@ -12,7 +12,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from agent.errors import UnparseableName
-from agent.filenames import (
+from agent.spoolnames import (
     DEFAULT_EXTENSIONS,
     CustomPattern,
     compile_custom_pattern,

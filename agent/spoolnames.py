@@ -1,4 +1,6 @@
-"""FreePBX/Asterisk recording file name -> Recording (freepbx-facts.md section 1).
+"""Parses the spool's FreePBX/Asterisk file names into a Recording (freepbx-facts.md §1).
+
+Its counterpart `agent.shipnames` renders the name of the shipped copy.
 
 Pure: no filesystem, no clock. The name is all we know before the CDR answers, so it must
 give at least a start time; anything we cannot read is refused with a one-line reason

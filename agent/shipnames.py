@@ -1,4 +1,5 @@
-"""The shipped file's name: `naming.template` validated once, rendered per recording.
+"""Renders the shipped copy's name: `naming.template` validated once, rendered per
+recording. Its counterpart `agent.spoolnames` parses the spool's FreePBX names.
 
 Every value comes from outside (a caller-ID name is whatever the caller's carrier sends),
 so each is sanitised on its own before it is substituted, the joined name is cleaned of

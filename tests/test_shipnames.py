@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from agent.media.naming import (
+from agent.shipnames import (
     DEFAULT_TEMPLATE,
     MANIFEST_FIELDS,
     PLACEHOLDERS,
@@ -64,7 +64,7 @@ def render(*, template: NameTemplate = DEFAULT, extension: str = "wav", **values
     return name
 
 
-# --- real FreePBX recordings (names as tests/test_filenames.py parses them) ---
+# --- real FreePBX recordings (names as tests/test_spoolnames.py parses them) ---
 
 REAL = [
     pytest.param(  # the example, with the CDR's caller name
