@@ -63,8 +63,22 @@ class Context:
             log_module.setup(self.log_level or self._config.log.level)
         return self._config
 
+    def reader(self) -> Store:
+        """The state database, read-only (a CLI run as root leaves no root-owned files),
+        closed when the command ends."""
+        store = Store.open_readonly(self.config.state.path)
+        click.get_current_context().call_on_close(store.close)
+        return store
+
+    def writer(self) -> Store:
+        """The state database for the commands that change it, closed when they end."""
+        store = Store.open(self.config.state.path, create=False)
+        click.get_current_context().call_on_close(store.close)
+        return store
+
 
 pass_context = click.make_pass_decorator(Context)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 def _print_json(data: Any) -> None:
@@ -165,15 +179,11 @@ def _run(config: config_module.Config, once: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
     """How the sync is going: counts, backlog, last upload, destination."""
-    store = Store.open_readonly(ctx.config.state.path)
-    try:
-        data = status_module.summary(store, ctx.config, time.time())
-    finally:
-        store.close()
+    data = status_module.summary(ctx.reader(), ctx.config, time.time())
     if as_json:
         _print_json(data)
         return
@@ -206,25 +216,14 @@ def _with_reason(value: dict[str, Any]) -> str:
 @click.option("--state", type=click.Choice(STATES), help="Only recordings in this state.")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Seen on or after DATE.")
 @click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_context
 def list_(
     ctx: Context, state: str | None, since: datetime | None, limit: int, as_json: bool
 ) -> None:
     """List recordings, newest first."""
-    where: list[str] = ["1"]
-    params: list[object] = []
-    if state:
-        where.append("state = ?")
-        params.append(state)
-    if since:
-        where.append("seen_at >= ?")
-        params.append(since.timestamp())
-    store = Store.open_readonly(ctx.config.state.path)
-    try:
-        rows = store.rows(" AND ".join(where), params, order="id DESC", limit=limit)
-    finally:
-        store.close()
+    after = since.timestamp() if since else None
+    rows = ctx.reader().recent(state=state, seen_since=after, limit=limit)
     if as_json:
         _print_json([status_module.row_json(r) for r in rows])
         return
@@ -239,22 +238,19 @@ def list_(
 
 @cli.command()
 @click.argument("ref")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_context
 def show(ctx: Context, ref: str, as_json: bool) -> None:
     """One recording by id, uniqueid, spool path or remote path, with its history."""
     spool = ctx.config.spool.path
     if Path(ref).is_absolute() and Path(ref).is_relative_to(spool):
         ref = Path(ref).relative_to(spool).as_posix()  # the full path an admin copied
-    store = Store.open_readonly(ctx.config.state.path)
-    try:
-        row = store.find(ref)
-        if row is None:
-            raise AgentError(f"no recording matches {ref!r}")
-        data = status_module.row_json(row)
-        data["events"] = status_module.events(store, row.id)
-    finally:
-        store.close()
+    store = ctx.reader()
+    row = store.find(ref)
+    if row is None:
+        raise AgentError(f"no recording matches {ref!r}")
+    data = status_module.row_json(row)
+    data["events"] = status_module.events(store, row.id)
     if as_json:
         _print_json(data)
         return
@@ -278,17 +274,13 @@ def retry(ctx: Context, ids: tuple[int, ...], failed: bool, quarantined: bool) -
     if not (ids or failed or quarantined):
         raise click.UsageError("name recording ids, --failed or --quarantined")
     states = [RecordingState.FAILED] * failed + [RecordingState.QUARANTINED] * quarantined
-    store = Store.open(ctx.config.state.path, create=False)
-    try:
-        count = store.retry(ids=ids, states=states, now=time.time())
-    finally:
-        store.close()
+    count = ctx.writer().retry(ids=ids, states=states, now=time.time())
     click.echo(f"{count} recording(s) queued again")
 
 
 @cli.command()
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_context
 def parse(ctx: Context, name: str, as_json: bool) -> None:
     """What a recording file name says (uses spool.patterns when the config exists)."""
@@ -393,31 +385,29 @@ def backfill(ctx: Context, since: datetime | None, dry_run: bool) -> None:
     from agent import backfill as backfill_module
 
     config = ctx.config
-    store = Store.open(config.state.path)
+    store = Store.open(config.state.path)  # created if need be: backfill may come first
+    click.get_current_context().call_on_close(store.close)
+    found = backfill_module.find(
+        store, config.spool.path, config.spool.extensions, since.timestamp() if since else None
+    )
+    size = sum(c.size for c in found) / 1e6
+    if dry_run or not found:
+        verb = "would be queued" if found else "to backfill"
+        click.echo(f"{len(found)} recording(s), {size:.1f} MB, {verb}")
+        return
+    ids = backfill_module.queue(
+        store, config.spool.path, found, now=time.time(), rate=config.spool.backfill_rate
+    )
+    click.echo(f"{len(ids)} recording(s), {size:.1f} MB, queued")
     try:
-        found = backfill_module.find(
-            store, config.spool.path, config.spool.extensions, since.timestamp() if since else None
+        with exclusive(config.state.path):
+            _ship_backfill(config, store, ids)
+    except AlreadyRunning:
+        click.echo(
+            "the running agent ships them; following its progress"
+            " (Ctrl-C stops watching, not shipping)"
         )
-        size = sum(c.size for c in found) / 1e6
-        if dry_run or not found:
-            verb = "would be queued" if found else "to backfill"
-            click.echo(f"{len(found)} recording(s), {size:.1f} MB, {verb}")
-            return
-        ids = backfill_module.queue(
-            store, config.spool.path, found, now=time.time(), rate=config.spool.backfill_rate
-        )
-        click.echo(f"{len(ids)} recording(s), {size:.1f} MB, queued")
-        try:
-            with exclusive(config.state.path):
-                _ship_backfill(config, store, ids)
-        except AlreadyRunning:
-            click.echo(
-                "the running agent ships them; following its progress"
-                " (Ctrl-C stops watching, not shipping)"
-            )
-            _follow(store, ids, step=None)
-    finally:
-        store.close()
+        _follow(store, ids, step=None)
 
 
 def _ship_backfill(config: config_module.Config, store: Store, ids: list[int]) -> None:
@@ -493,6 +483,29 @@ def state_rebuild(ctx: Context, force: bool) -> None:
         "recordings in the spool but in no manifest ship when the agent starts"
         " (older than spool.backfill_days: `recsync backfill`)"
     )
+
+
+@cli.group()
+def index() -> None:
+    """The pages and manifests at the destination."""
+
+
+@index.command("rebuild")
+@pass_context
+def index_rebuild(ctx: Context) -> None:
+    """Write every day page and manifest, the root page and status.json again from the
+    state database (the agent must be stopped; nothing is uploaded again)."""
+    config = ctx.config
+    with exclusive(config.state.path):
+        store = ctx.writer()
+        agent = _agent(config, store, watch=False)
+        try:
+            days = agent.rebuild_index(time.time())
+        finally:
+            agent.close()
+    if agent.destination.paused_reason:
+        raise AgentError(f"destination paused: {agent.destination.paused_reason}")
+    click.echo(f"rewrote the pages and manifests of {days} day(s)")
 
 
 @cli.command("check-config")

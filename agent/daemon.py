@@ -190,6 +190,18 @@ class Agent:
         self._record_cdr(now)
         return filled
 
+    def rebuild_index(self, now: float) -> int:
+        """`recsync index rebuild`: every day that holds a shipped recording, its static
+        files and the root page published again from the state database; returns how
+        many days (0 when the destination refuses: `destination.paused_reason` says why)."""
+        self.destination.probe(now)
+        if self.destination.paused:
+            return 0
+        self.store.set_meta("static_version", "", now=now)  # the static files too
+        days = self.store.days.mark_all_dirty(now=now)
+        self.publisher.publish(now)
+        return days
+
     def _record_cdr(self, now: float) -> None:
         off = None if self.config.cdr.type == "none" else "no FreePBX configuration found"
         self.health.record_cdr(

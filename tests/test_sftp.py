@@ -15,7 +15,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from agent.errors import DestinationDown, Interrupted, PermanentError, TransientError
+from agent.errors import DestinationDown, Interrupted, TransientError
+from agent.transport import Features
 from agent.transport import sftp as sftp_module
 from agent.transport.sftp import SftpTransport, Space
 from agent.transport.sshkeys import (
@@ -113,102 +114,8 @@ def test_put_replaces_and_verifies_sha256(
         transport.put(local, "2024/03/15/rec.wav", sha256=_sha(data))
         assert (sftp_root / "2024/03/15/rec.wav").read_bytes() == data
     assert "sftp-verify-read-back" not in caplog.text  # a shell account runs sha256sum
-
-
-def test_put_refuses_a_staged_file_that_changed(
-    sshd: Sshd, sftp_root: Path, make: Make, tmp_path: Path
-) -> None:
-    local, _ = _staged(tmp_path, 1000)
-    with pytest.raises(TransientError, match="changed"):
-        make(sshd, sftp_root).put(local, "2024/03/15/rec.wav", sha256=_sha(b"other"))
-    assert not (sftp_root / "2024/03/15/rec.wav").exists()
-    assert _temps(sftp_root) == []
-
-
-def test_write_bytes_and_remove(sshd: Sshd, sftp_root: Path, make: Make) -> None:
-    transport = make(sshd, sftp_root)
-    transport.write_bytes("2024/03/15/manifest.json", b'{"a": 1}')
-    transport.write_bytes("2024/03/15/manifest.json", b'{"a": 2}')
-    transport.write_bytes("index.html", b"<html></html>")
-    assert (sftp_root / "2024/03/15/manifest.json").read_bytes() == b'{"a": 2}'
-    assert (sftp_root / "index.html").read_bytes() == b"<html></html>"
-    transport.remove("index.html")
-    transport.remove("index.html")  # a missing file is not an error
-    assert not (sftp_root / "index.html").exists()
-    assert _temps(sftp_root) == []
-
-
-def test_unsafe_and_too_long_remote_paths_are_permanent(
-    sshd: Sshd, sftp_root: Path, make: Make
-) -> None:
-    transport = make(sshd, sftp_root)
-    with pytest.raises(PermanentError):
-        transport.write_bytes("../escape.txt", b"x")
-    with pytest.raises(PermanentError):
-        transport.write_bytes("2024/03/15/" + "x" * 300 + ".wav", b"x")
-
-
-def test_sweep_removes_only_temporaries(sshd: Sshd, sftp_root: Path, make: Make) -> None:
-    day = sftp_root / "2024/03/15"
-    day.mkdir(parents=True)
-    (day / ".recsync-0123456789abcdef.tmp").write_bytes(b"partial")
-    (day / ".recsync-fedcba9876543210.tmp").write_bytes(b"partial")
-    (day / "rec.wav").write_bytes(b"whole")
-    transport = make(sshd, sftp_root)
-    assert transport.sweep(["2024/03/15", "2024/03/16"]) == 2
-    assert sorted(p.name for p in day.iterdir()) == ["rec.wav"]
-    assert transport.sweep(["2024/03/15"]) == 0
-
-
-def test_concurrent_puts_into_one_new_folder(
-    sshd: Sshd, sftp_root: Path, make: Make, tmp_path: Path
-) -> None:
-    transport = make(sshd, sftp_root, connections=4, dir_mode=0o750)
-    files = [_staged(tmp_path, 100_000 + i, f"rec{i}.wav") for i in range(12)]
-    errors: list[BaseException] = []
-
-    def worker(batch: list[tuple[Path, bytes]]) -> None:
-        try:
-            for local, data in batch:
-                transport.put(local, f"2024/03/15/{local.name}", sha256=_sha(data))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(files[i::4],)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
-    for local, data in files:
-        assert (sftp_root / "2024/03/15" / local.name).read_bytes() == data
-    assert stat.S_IMODE((sftp_root / "2024/03/15").stat().st_mode) == 0o750
-    assert _temps(sftp_root) == []
-
-
-def test_probe(sshd: Sshd, sftp_root: Path, make: Make) -> None:
-    make(sshd, sftp_root).probe()
-    assert list(sftp_root.iterdir()) == []
-    with pytest.raises(DestinationDown, match="does not exist"):
-        make(sshd, sftp_root / "missing").probe()
-
-
-def test_put_under_a_missing_root_pauses(
-    sshd: Sshd, sftp_root: Path, make: Make, tmp_path: Path
-) -> None:
-    local, data = _staged(tmp_path, 10)
-    with pytest.raises(DestinationDown, match="does not exist"):
-        make(sshd, sftp_root / "missing").put(local, "2024/03/15/a.wav", sha256=_sha(data))
-    assert not (sftp_root / "missing").exists()
-
-
-def test_close_then_reuse(sshd: Sshd, sftp_root: Path, make: Make) -> None:
-    transport = make(sshd, sftp_root)
-    transport.write_bytes("a.txt", b"1")
-    transport.close()
-    transport.close()
-    transport.write_bytes("b.txt", b"2")  # starts again on demand
-    assert (sftp_root / "b.txt").read_bytes() == b"2"
+    transport.probe()
+    assert transport.features.sha256_by == "shell (sha256sum)"
 
 
 def test_close_interrupts_an_upload_in_flight(
@@ -381,19 +288,22 @@ def test_sftp_only_account_verifies_by_reading_back(
             transport.put(local, f"2024/03/15/r{i}.wav", sha256=_sha(data))
             assert (root / f"2024/03/15/r{i}.wav").read_bytes() == data
     assert caplog.text.count("sftp-verify-read-back") == 1
+    assert transport.features.sha256_by == "read-back"
 
 
-def test_should_stop_interrupts_and_leaves_nothing(
-    sshd: Sshd, sftp_root: Path, make: Make, tmp_path: Path
+def test_the_probe_learns_what_the_features_say(
+    sshd: Sshd, sftp_only_sshd: Sshd, sftp_root: Path, make: Make
 ) -> None:
-    local, data = _staged(tmp_path, 2_000_000)
-    calls = iter(range(1000))
-    with pytest.raises(Interrupted):
-        make(sshd, sftp_root).put(
-            local, "2024/03/15/a.wav", sha256=_sha(data), should_stop=lambda: next(calls) >= 5
-        )
-    assert not (sftp_root / "2024/03/15/a.wav").exists()
-    assert _temps(sftp_root) == []
+    shell = make(sshd, sftp_root, verify="sha256", connections=3)
+    assert shell.features.sha256_by == "not yet known"
+    shell.probe()
+    assert shell.features == Features(
+        parallel=3, atomic_replace=True, fsync=True, verify="sha256", sha256_by="shell (sha256sum)"
+    )
+    sftp_only = make(sftp_only_sshd, sftp_only_sshd.new_dir("learn"))
+    sftp_only.probe()
+    assert sftp_only.features.sha256_by == "read-back"
+    assert sftp_only.features.verify == "size"
 
 
 def test_full_disk_pauses(

@@ -1,54 +1,83 @@
-"""One contract for every Transport: the local folder and SFTP to a real OpenSSH sshd."""
+"""One contract for every Transport: the local folder and SFTP to a real OpenSSH sshd, each
+bare and wrapped in RetryingTransport (what open_transport hands the agent). A new
+transport joins the `target` fixture and must pass all of it."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.errors import Interrupted, PermanentError
-from agent.transport import Transport
+from agent.errors import DestinationDown, Interrupted, PermanentError, TransientError
+from agent.transport import Features, Transport
 from agent.transport.local import LocalTransport
+from agent.transport.retry import RetryingTransport
 from agent.transport.sftp import SftpTransport
 from tests.support.sshd import Sshd
 
+TEMPORARY = ".recsync-0123456789abcdef.tmp"
+
 
 class Target:
-    """A transport and the folder on disk where its root is, to look at what arrived."""
+    """A transport, the folder on disk where its root is, and how to make another
+    transport of the same kind on another root."""
 
-    def __init__(self, transport: Transport, folder: Path) -> None:
+    def __init__(
+        self, transport: Transport, folder: Path, make: Callable[[Path], Transport]
+    ) -> None:
         self.transport = transport
         self.folder = folder
+        self.make = make
 
     def files(self) -> list[str]:
+        """Every file under the root, dot-named temporaries included."""
         return sorted(
             p.relative_to(self.folder).as_posix() for p in self.folder.rglob("*") if p.is_file()
         )
 
 
-@pytest.fixture(params=["local", "sftp"])
+@pytest.fixture(params=["local", "sftp", "local+retry", "sftp+retry"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
-    if request.param == "local":
+    kind, _, wrapped = request.param.partition("+")
+    if kind == "local":
         folder = tmp_path / "dest"
         folder.mkdir()
-        transport: Transport = LocalTransport(root=folder)
+
+        def make(root: Path) -> Transport:
+            return LocalTransport(root=root)
     else:
         sshd: Sshd = request.getfixturevalue("sshd")
         folder = request.getfixturevalue("sftp_root")
-        transport = SftpTransport(
-            host=sshd.host,
-            port=sshd.port,
-            user=sshd.user,
-            root=str(folder),
-            known_hosts=sshd.write_known_hosts(tmp_path / "known_hosts"),
-            key_file=sshd.client_key,
-            connections=4,
-        )
-    yield Target(transport, folder)
-    transport.close()
+        known_hosts = sshd.write_known_hosts(tmp_path / "known_hosts")
+
+        def make(root: Path) -> Transport:
+            return SftpTransport(
+                host=sshd.host,
+                port=sshd.port,
+                user=sshd.user,
+                root=str(root),
+                known_hosts=known_hosts,
+                key_file=sshd.client_key,
+                connections=4,
+                verify="sha256",
+                timeout=10,
+            )
+
+    made: list[Transport] = []
+
+    def build(root: Path) -> Transport:
+        transport = make(root)
+        if wrapped:
+            transport = RetryingTransport(transport, max_elapsed=1.0)  # one quick retry
+        made.append(transport)
+        return transport
+
+    yield Target(build(folder), folder, build)
+    for transport in made:
+        transport.close()
 
 
 def local_file(tmp_path: Path, data: bytes, name: str = "x.wav") -> tuple[Path, str]:
@@ -57,8 +86,9 @@ def local_file(tmp_path: Path, data: bytes, name: str = "x.wav") -> tuple[Path, 
     return path, hashlib.sha256(data).hexdigest()
 
 
-def test_put_lands_whole_under_its_folders(target: Target, tmp_path: Path) -> None:
-    data = bytes(range(256)) * 4000  # 1 MB: several write requests
+@pytest.mark.parametrize("size", [0, 1, 1_024_000])  # empty, tiny, several write requests
+def test_put_lands_whole_under_its_folders(target: Target, tmp_path: Path, size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     path, sha = local_file(tmp_path, data)
     target.transport.put(path, "2024/03/15/a.wav", sha256=sha)
     assert target.files() == ["2024/03/15/a.wav"]
@@ -74,13 +104,16 @@ def test_put_again_replaces_without_a_second_file(target: Target, tmp_path: Path
     assert (target.folder / "2024/03/15/a.wav").read_bytes() == b"second, longer version"
 
 
-def test_write_bytes_and_remove(target: Target) -> None:
+def test_write_bytes_read_bytes_and_remove(target: Target) -> None:
     target.transport.write_bytes("2024/03/15/manifest.json", b'{"a": 1}\n')
     target.transport.write_bytes("2024/03/15/manifest.json", b'{"a": 2}\n')
-    assert (target.folder / "2024/03/15/manifest.json").read_bytes() == b'{"a": 2}\n'
+    target.transport.write_bytes("index.html", b"<html>")
+    assert target.transport.read_bytes("2024/03/15/manifest.json") == b'{"a": 2}\n'
+    assert target.transport.read_bytes("status.json") is None
+    assert target.files() == ["2024/03/15/manifest.json", "index.html"]
     target.transport.remove("2024/03/15/manifest.json")
     target.transport.remove("2024/03/15/manifest.json")  # idempotent
-    assert target.files() == []
+    assert target.files() == ["index.html"]
 
 
 def test_listdir_names_what_is_there(target: Target) -> None:
@@ -96,35 +129,98 @@ def test_listdir_names_what_is_there(target: Target) -> None:
 def test_sweep_removes_only_our_temporaries(target: Target) -> None:
     day = target.folder / "2024/03/15"
     day.mkdir(parents=True)
-    (day / ".recsync-0123456789abcdef.tmp").write_bytes(b"partial")
+    (day / TEMPORARY).write_bytes(b"partial")
+    (day / ".recsync-fedcba9876543210.tmp").write_bytes(b"partial")
     (day / "keep.wav").write_bytes(b"someone else's")
-    assert target.transport.sweep(["2024/03/15", "2024/03/16"]) == 1
-    assert target.files() == ["2024/03/15/keep.wav"]
+    (day / ".htaccess").write_bytes(b"the webserver's")
+    assert target.transport.sweep(iter(["2024/03/15", "2024/03/16"])) == 2
+    assert target.files() == ["2024/03/15/.htaccess", "2024/03/15/keep.wav"]
+    assert target.transport.sweep(["2024/03/15"]) == 0
 
 
-@pytest.mark.parametrize("remote", ["../escape.wav", "/etc/passwd", "2024/../../x.wav", ""])
+@pytest.mark.parametrize(
+    "remote", ["../escape.wav", "/etc/passwd", "2024/../../x.wav", "", "2024//x.wav", "a/./b"]
+)
 def test_paths_outside_the_root_are_refused(target: Target, tmp_path: Path, remote: str) -> None:
     path, sha = local_file(tmp_path, b"data")
-    with pytest.raises(PermanentError):
+    with pytest.raises(PermanentError, match="unsafe remote path"):
         target.transport.put(path, remote, sha256=sha)
+    with pytest.raises(PermanentError, match="unsafe remote path"):
+        target.transport.write_bytes(remote, b"data")
+    assert target.files() == []
+    assert not (tmp_path / "escape.wav").exists()
 
 
-def test_wrong_checksum_never_lands(target: Target, tmp_path: Path) -> None:
-    path, _ = local_file(tmp_path, b"data")
-    with pytest.raises(Exception):  # noqa: B017 - the kind is the transport's to choose
+def test_a_name_too_long_for_the_server_is_a_fault_of_that_file(
+    target: Target, tmp_path: Path
+) -> None:
+    path, sha = local_file(tmp_path, b"data")
+    with pytest.raises(PermanentError):
+        target.transport.put(path, "2024/03/15/" + "x" * 300 + ".wav", sha256=sha)
+    assert [f for f in target.files() if "/." in f] == []
+
+
+def test_wrong_checksum_is_transient_and_never_lands(target: Target, tmp_path: Path) -> None:
+    """A staged copy that changed after it was hashed: try again later, leave no trace."""
+    path, _ = local_file(tmp_path, b"data" * 1000)
+    with pytest.raises(TransientError):
         target.transport.put(path, "2024/03/15/a.wav", sha256="0" * 64)
-    assert [f for f in target.files() if not f.startswith("2024/03/15/.")] == []
+    assert target.files() == []  # no final file, no temporary
 
 
-def test_stop_mid_upload_leaves_nothing(target: Target, tmp_path: Path) -> None:
+def test_a_failed_replace_keeps_the_old_version(target: Target, tmp_path: Path) -> None:
+    good, sha = local_file(tmp_path, b"shipped version")
+    target.transport.put(good, "2024/03/15/a.wav", sha256=sha)
+    bad, _ = local_file(tmp_path, b"another", "y.wav")
+    with pytest.raises(TransientError):
+        target.transport.put(bad, "2024/03/15/a.wav", sha256="0" * 64)
+    assert target.files() == ["2024/03/15/a.wav"]
+    assert (target.folder / "2024/03/15/a.wav").read_bytes() == b"shipped version"
+
+
+@pytest.mark.parametrize("after", [0, 2])  # before the first byte; partway into the file
+def test_stop_mid_upload_leaves_nothing(target: Target, tmp_path: Path, after: int) -> None:
     path, sha = local_file(tmp_path, b"x" * 3_000_000)
+    asked = iter(range(10_000))
     with pytest.raises(Interrupted):
-        target.transport.put(path, "2024/03/15/a.wav", sha256=sha, should_stop=lambda: True)
+        target.transport.put(
+            path, "2024/03/15/a.wav", sha256=sha, should_stop=lambda: next(asked) >= after
+        )
     assert target.files() == []
 
 
-def test_probe_answers(target: Target) -> None:
-    target.transport.probe()
+def test_a_missing_local_file_leaves_nothing(target: Target, tmp_path: Path) -> None:
+    with pytest.raises((TransientError, PermanentError)):
+        target.transport.put(tmp_path / "gone.wav", "2024/03/15/a.wav", sha256="0" * 64)
+    assert target.files() == []
+
+
+def test_probe_answers_and_leaves_nothing(target: Target) -> None:
+    assert target.transport.probe() is None
+    assert target.files() == []
+    features = target.transport.features
+    assert isinstance(features, Features) and features.parallel >= 1
+    assert features.describe().startswith(f"{features.parallel} at once")
+
+
+def test_a_missing_root_pauses_the_destination(target: Target, tmp_path: Path) -> None:
+    missing = target.make(target.folder / "missing")
+    with pytest.raises(DestinationDown, match="does not exist"):
+        missing.probe()
+    path, sha = local_file(tmp_path, b"data")
+    with pytest.raises(DestinationDown, match="does not exist"):
+        missing.put(path, "2024/03/15/a.wav", sha256=sha)
+    with pytest.raises(DestinationDown, match="does not exist"):
+        missing.write_bytes("2024/03/15/manifest.json", b"{}")
+    assert not (target.folder / "missing").exists()  # never made: it may be a lost mount
+
+
+def test_close_then_reuse(target: Target) -> None:
+    target.transport.write_bytes("a.txt", b"1")
+    target.transport.close()
+    target.transport.close()
+    target.transport.write_bytes("b.txt", b"2")  # starts again on demand
+    assert target.files() == ["a.txt", "b.txt"]
 
 
 def test_parallel_puts_into_one_new_folder(target: Target, tmp_path: Path) -> None:
@@ -144,3 +240,5 @@ def test_parallel_puts_into_one_new_folder(target: Target, tmp_path: Path) -> No
         thread.join()
     assert errors == []
     assert target.files() == sorted(f"2024/03/15/{n}.wav" for n in range(8))
+    for n in range(8):
+        assert (target.folder / f"2024/03/15/{n}.wav").read_bytes() == f"file {n}".encode() * 1000

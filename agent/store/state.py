@@ -240,6 +240,20 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return (Row(*values) for values in self.conn.execute(sql, list(params)))
 
+    def recent(
+        self, *, state: str | None = None, seen_since: float | None = None, limit: int = 50
+    ) -> list[Row]:
+        """`recsync list`: newest first, optionally of one state and seen since a time."""
+        where: list[str] = ["1"]
+        params: list[object] = []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        if seen_since is not None:
+            where.append("seen_at >= ?")
+            params.append(seen_since)
+        return self.rows(" AND ".join(where), params, order="id DESC", limit=limit)
+
     def identities(self, paths: Iterable[str]) -> dict[str, tuple[str, Identity]]:
         """Known paths among `paths`: path -> (state, identity), for fast reconcile scans."""
         out: dict[str, tuple[str, Identity]] = {}

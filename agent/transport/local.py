@@ -61,6 +61,8 @@ class LocalTransport:
     @contextmanager
     def _temporary(self, target: Path) -> Iterator[Path]:
         """A dot-named temporary beside `target`, renamed over it on success."""
+        if not self.root.is_dir():  # never made here: a missing mount would fill its parent
+            raise DestinationDown(f"destination root {self.root} does not exist")
         self._make_folder(target.parent)
         temp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
         try:

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 VERIFY_MODES = ("size", "sha256")
+NO_SHELL = "sftp-verify-read-back"
 
 
 def _is_temp(name: str) -> bool:
@@ -324,6 +325,8 @@ class SftpTransport:
                 self._shell = session.can_exec = (
                     await session.sha256_by_command(probe, self.timeout) is not None
                 )
+                if not self._shell and self.verify == "sha256":
+                    self._say_once(NO_SHELL, note="no sha256sum over ssh: reading back")
             await self._op(session.sftp.remove(probe))
         except REFUSED as exc:
             raise DestinationDown(f"cannot write in {self.root} on {self._where}: {exc}") from exc
@@ -472,13 +475,13 @@ class SftpTransport:
             self._say_once("sftp-no-fsync", note="files are not forced to disk before rename")
 
     async def _remote_sha256(self, session: Session, path: str) -> str:
-        if session.can_exec:
+        if session.can_exec and self._shell is not False:
             digest = await session.sha256_by_command(path, self.timeout)
             if digest is not None:
                 self._shell = True
                 return digest
             session.can_exec = self._shell = False
-            self._say_once("sftp-verify-read-back", note="no sha256sum over ssh: reading back")
+            self._say_once(NO_SHELL, note="no sha256sum over ssh: reading back")
         return await session.sha256_by_reading(path, self.timeout)
 
     async def _rename(self, session: Session, temp: str, target: str) -> None:
