@@ -132,7 +132,7 @@ def _agent(
         config=config,
         store=store,
         transport=open_transport(config.destination),
-        cdr=open_source(config.cdr),
+        cdr=open_source(config.cdr, state_folder=config.state.path.parent),
         webhook=open_webhook(config.webhook),
         notifier=notifier,
         metrics=metrics,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,8 +119,15 @@ def check_state(config: Config) -> Check:
 
 
 def check_cdr(config: Config) -> Check:
+    # A scratch folder for what a store keeps (the CSV index): doctor, often run as
+    # root, leaves nothing in the state folder the agent could not write.
+    with tempfile.TemporaryDirectory(prefix="recsync-doctor-") as scratch:
+        return _check_cdr(config, Path(scratch))
+
+
+def _check_cdr(config: Config, scratch: Path) -> Check:
     try:
-        source = open_source(config.cdr)
+        source = open_source(config.cdr, state_folder=scratch)
     except AgentError as exc:
         return Check("cdr", False, str(exc))
     if source is None:

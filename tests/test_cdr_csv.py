@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -74,6 +75,12 @@ def query(
     )
 
 
+def linked(cdr: CsvCdr, uniqueid: str) -> str | None:
+    """The linkedid of the row that answered a lookup by `uniqueid` (None: none did)."""
+    info = cdr.lookup(query(uniqueid=uniqueid))
+    return None if info is None else info.linkedid
+
+
 @pytest.fixture
 def master(tmp_path: Path) -> Path:
     return tmp_path / "Master.csv"
@@ -117,10 +124,10 @@ def test_check_descriptions_and_advice(master: Path, source: Callable[..., CsvCd
     master.write_bytes(b"")
     assert source().check() == f"csv {master} (no rows yet)"
     write(master, fields(18))
-    assert source().check() == f"csv {master} (18 columns, with uniqueid)"
+    assert source().check() == f"csv {master} (18 columns, with uniqueid; 1 indexed)"
     assert "newcdrcolumns=yes" in source().advice()[0]
     write(master, fields(21))
-    assert source().check() == f"csv {master} (21 columns, with uniqueid and linkedid)"
+    assert source().check() == f"csv {master} (21 columns, with uniqueid and linkedid; 1 indexed)"
     assert source().advice() == []
     write(master, fields(16))
     assert "matched by time and number" in source().check()
@@ -129,10 +136,15 @@ def test_check_descriptions_and_advice(master: Path, source: Callable[..., CsvCd
 
 def test_rows_of_mixed_layouts_in_one_file(master: Path, source: Callable[..., CsvCdr]) -> None:
     """loguniqueid switched on one day: the old rows stay 16 columns wide."""
-    write(master, fields(16, start="2024-03-15 09:00:00", dst="100"), fields(21, uniqueid="9.1"))
+    write(
+        master,
+        fields(16, start="2024-03-15 09:00:00", dst="100", clid='"Old" <201>'),
+        fields(21, uniqueid="9.1", linkedid="9.1"),
+    )
     cdr = source()
-    assert cdr.lookup(query(at=(9, 0, 0), dst="100")) is not None
-    assert cdr.lookup(query(uniqueid="9.1")) is not None
+    old = cdr.lookup(query(at=(9, 0, 0), dst="100"))
+    assert old is not None and (old.caller_name, old.linkedid) == ("Old", None)
+    assert linked(cdr, "9.1") == "9.1"
     assert cdr.skipped == 0
 
 
@@ -153,7 +165,8 @@ def test_explicit_columns(master: Path, source: Callable[..., CsvCdr]) -> None:
         cdr.check()
     write(master, ["2024-03-15 10:15:02", '"Carol" <301>', "301", "600", "5.5", "x", "12", ""])
     assert (
-        source(columns=columns).check() == f"csv {master} (cdr.columns: 8 columns, with uniqueid)"
+        source(columns=columns).check()
+        == f"csv {master} (cdr.columns: 8 columns, with uniqueid; 1 indexed)"
     )
 
 
@@ -178,7 +191,8 @@ def test_unknown_layout_needs_columns(master: Path, source: Callable[..., CsvCdr
     with pytest.raises(ConfigError, match=r"17 fields.*cdr\.columns"):
         cdr.check()
     named = source(columns=[*LAYOUTS[16], "uniqueid"])
-    assert named.lookup(query(uniqueid="1710497702.42")) is not None
+    info = named.lookup(query(uniqueid="1710497702.42"))
+    assert info is not None and (info.caller_name, info.dst) == ("Alice", "5551234")
 
 
 # --- matching
@@ -261,39 +275,92 @@ def test_appended_rows_are_read_without_rereading(
     write(master, *(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}") for i in range(2000)))
     size = master.stat().st_size
     cdr = source()
-    assert cdr.lookup(query(uniqueid="1.1999")) is not None
+    assert linked(cdr, "1.1999") == "1.1999"
     assert cdr.offset == size and read[0] == size
 
     write(master, fields(uniqueid="2.0", linkedid="2.0"), mode="a")
     read[0] = 0
-    assert cdr.lookup(query(uniqueid="2.0")) is not None
+    assert linked(cdr, "2.0") == "2.0"
     assert cdr.offset == master.stat().st_size > size
     assert read[0] < 16 << 10  # the new row (and a look at the old tail), not the file
     read[0] = 0
-    assert cdr.lookup(query(uniqueid="1.0")) is not None  # still indexed
+    assert linked(cdr, "1.0") == "1.0"  # still indexed
     assert read[0] < 16 << 10
 
 
-def test_a_large_file_is_first_read_from_near_its_end(
-    master: Path, source: Callable[..., CsvCdr], read: list[int], monkeypatch: pytest.MonkeyPatch
+def test_a_call_of_any_age_is_found_with_memory_that_does_not_grow(
+    master: Path, source: Callable[..., CsvCdr], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(csvfile, "SKIP_FROM", 8192)
-    monkeypatch.setattr(csvfile, "BLOCK", 2048)
-    first = datetime(2024, 2, 1)
+    """A backfill of last year's calls finds their rows: every row is in the index file,
+    none is held in memory (the reader keeps one chunk of the file at a time)."""
+    first = datetime(2023, 3, 1)
     rows = []
-    for i in range(1200):  # one call every 2 hours for 100 days, some caller names on 2 lines
-        start = (first + i * timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S")
-        clid = f'"Line\n{i}" <201>' if i % 3 else '"Alice" <201>'
+    for i in range(1200):  # one call every 8 hours for 400 days, some names on 2 lines
+        start = (first + i * timedelta(hours=8)).strftime("%Y-%m-%d %H:%M:%S")
+        clid = f'"Line\n{i}" <201>' if i % 3 else f'"Caller {i}" <201>'
         rows.append(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}", start=start, clid=clid))
     write(master, *rows)
+    cdr = source(index=tmp_path / "index.db")
+    assert linked(cdr, "1.1199") == "1.1199"  # the newest: reads the file
+    assert cdr.offset == master.stat().st_size and cdr.skipped == 0
+    oldest = cdr.lookup(query(uniqueid="1.0"))  # 400 days older than the newest
+    assert oldest is not None and oldest.caller_name == "Caller 0"
+    month_ago = cdr.lookup(query(uniqueid="1.1111"))
+    assert month_ago is not None and month_ago.caller_name == "Line\n1111"
+    assert cdr.indexed() == 1200
+    assert vars(cdr)["_batch"] == []  # nothing of the file stays in memory
+    cdr.close()
+    assert (tmp_path / "index.db").stat().st_size > 0
+
+
+def test_indexing_a_big_file_holds_a_chunk_not_the_file(
+    master: Path, source: Callable[..., CsvCdr], tmp_path: Path
+) -> None:
+    rows = (fields(uniqueid=f"1.{i}", linkedid=f"1.{i}", cnam="x" * 80) for i in range(60_000))
+    write(master, *rows)
     size = master.stat().st_size
-    cdr = source(keep_days=3)
-    assert cdr.lookup(query(uniqueid="1.1199")) is not None
-    assert read[0] < size / 8
-    assert cdr.offset == size and cdr.skipped == 0
-    found = [i for i in range(1100, 1200) if cdr.lookup(query(uniqueid=f"1.{i}"))]
-    assert found == list(range(1199 - 36, 1200))  # the last 3 days
-    assert cdr.lookup(query(uniqueid="1.0")) is None
+    cdr = source(index=tmp_path / "index.db")
+    tracemalloc.start()
+    try:
+        assert linked(cdr, "1.59999") == "1.59999"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size > 12 << 20
+    assert peak < size / 3, f"{peak} bytes at the peak for a {size}-byte file"
+    assert cdr.indexed() == 60_000
+
+
+def test_a_restart_reads_only_what_was_appended_meanwhile(
+    master: Path, source: Callable[..., CsvCdr], read: list[int], tmp_path: Path
+) -> None:
+    write(master, *(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}") for i in range(2000)))
+    size = master.stat().st_size
+    first = source(index=tmp_path / "index.db")
+    assert linked(first, "1.5") == "1.5"
+    first.close()
+    write(master, fields(uniqueid="2.0", linkedid="2.0", cnam="Late"), mode="a")
+    read[0] = 0
+    again = source(index=tmp_path / "index.db")  # the agent restarted
+    info = again.lookup(query(uniqueid="2.0"))
+    assert info is not None and info.linkedid == "2.0"
+    assert read[0] < 16 << 10  # the new row (and a look at the old tail), not the file
+    assert again.offset == master.stat().st_size > size
+    assert again.indexed() == 2001
+
+
+def test_a_rotated_file_stays_indexed_across_a_restart(
+    master: Path, source: Callable[..., CsvCdr], tmp_path: Path
+) -> None:
+    write(master, fields(uniqueid="1.1", linkedid="1.1", start="2024-01-02 10:00:00"))
+    source(index=tmp_path / "index.db").lookup(query(uniqueid="1.1"))
+    os.rename(master, master.with_suffix(".csv.1"))
+    write(master, fields(uniqueid="2.1", linkedid="2.1"))
+    later = source(index=tmp_path / "index.db")
+    assert linked(later, "2.1") == "2.1"
+    old = later.lookup(query(uniqueid="1.1"))
+    assert old is not None and old.linkedid == "1.1"
+    assert later.indexed() == 2
 
 
 def test_partial_last_line_waits_for_its_end(master: Path, source: Callable[..., CsvCdr]) -> None:
@@ -334,21 +401,21 @@ def test_a_record_cut_short_is_dropped(master: Path, source: Callable[..., CsvCd
     master.write_bytes(b'"","201","555","from-internal","\\"Cut\n')
     write(master, *(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}") for i in range(80)), mode="a")
     cdr = source()
-    assert cdr.lookup(query(uniqueid="1.0")) is not None
-    assert cdr.lookup(query(uniqueid="1.79")) is not None
+    assert linked(cdr, "1.0") == "1.0"
+    assert linked(cdr, "1.79") == "1.79"
     assert cdr.skipped == 1
 
 
 def test_rotation_is_followed(master: Path, source: Callable[..., CsvCdr]) -> None:
     write(master, fields(uniqueid="1.1", linkedid="1.1"))
     cdr = source()
-    assert cdr.lookup(query(uniqueid="1.1")) is not None
+    assert linked(cdr, "1.1") == "1.1"
     write(master, fields(uniqueid="1.2", linkedid="1.2"), mode="a")  # just before the rename
     os.rename(master, master.with_suffix(".csv.1"))
     write(master, fields(uniqueid="2.1", linkedid="2.1"))
-    assert cdr.lookup(query(uniqueid="2.1")) is not None
-    assert cdr.lookup(query(uniqueid="1.2")) is not None  # the old file was read to its end
-    assert cdr.lookup(query(uniqueid="1.1")) is not None  # still indexed
+    assert linked(cdr, "2.1") == "2.1"
+    assert linked(cdr, "1.2") == "1.2"  # the old file was read to its end
+    assert linked(cdr, "1.1") == "1.1"  # still indexed
     assert cdr.offset == master.stat().st_size
 
 
@@ -359,11 +426,11 @@ def test_truncation_starts_again(
     """Shorter than before (size < offset), or already longer again (rewritten)."""
     write(master, *(fields(uniqueid=f"1.{i}", linkedid=f"1.{i}") for i in range(3)))
     cdr = source()
-    assert cdr.lookup(query(uniqueid="1.0")) is not None
+    assert linked(cdr, "1.0") == "1.0"
     with open(master, "r+b") as f:  # copytruncate keeps the inode
         f.truncate(0)
     write(master, *(fields(uniqueid=f"2.{i}", linkedid=f"2.{i}") for i in range(rows_after)))
-    assert cdr.lookup(query(uniqueid="2.0")) is not None
+    assert linked(cdr, "2.0") == "2.0"
     assert cdr.offset == master.stat().st_size
 
 
@@ -374,7 +441,7 @@ def test_missing_file(master: Path, source: Callable[..., CsvCdr]) -> None:
     with pytest.raises(ConfigError, match=r"cdr\.path: .*cdr_csv"):
         cdr.check()
     write(master, fields(uniqueid="1.1", linkedid="1.1"))
-    assert cdr.lookup(query(uniqueid="1.1")) is not None
+    assert linked(cdr, "1.1") == "1.1"
     master.unlink()  # removed, not yet recreated
     with pytest.raises(TransientError):
         cdr.lookup(query(uniqueid="1.1"))
@@ -414,22 +481,33 @@ def test_hostile_text_comes_through_verbatim(master: Path, source: Callable[...,
     assert info is not None and info.caller_name == name
 
 
-def test_rows_older_than_keep_days_are_dropped(master: Path, source: Callable[..., CsvCdr]) -> None:
+def test_rows_of_any_age_and_order_are_kept(master: Path, source: Callable[..., CsvCdr]) -> None:
     write(
         master,
         fields(uniqueid="1.1", linkedid="1.1", start="2024-03-10 10:15:02"),
         fields(uniqueid="1.2", linkedid="1.2", start="2024-03-13 10:15:02"),
     )
-    cdr = source(keep_days=2)
-    assert cdr.lookup(query(uniqueid="1.1")) is None  # 3 days before the newest row
-    assert cdr.lookup(query(uniqueid="1.2")) is not None
+    cdr = source()
     write(master, fields(uniqueid="1.3", linkedid="1.3", start="2024-03-16 10:15:02"), mode="a")
-    assert cdr.lookup(query(uniqueid="1.3")) is not None
-    assert cdr.lookup(query(uniqueid="1.2")) is None  # aged out as newer rows came
-    assert cdr.lookup(query(at=(10, 15, 2), day=13)) is None  # from every index
-    write(master, fields(uniqueid="1.0", linkedid="1.0", start="2024-03-01 10:15:02"), mode="a")
-    assert cdr.lookup(query(uniqueid="1.0")) is None  # an old row written late
-    assert len(cdr._rows) == 1 and len(cdr._heap) == 1
+    # an old row written late (a batch flushed after a restart)
+    write(master, fields(uniqueid="1.0", linkedid="1.0", start="2021-03-01 10:15:02"), mode="a")
+    for uid in ("1.0", "1.1", "1.2", "1.3"):
+        info = cdr.lookup(query(uniqueid=uid))
+        assert info is not None and info.linkedid == uid
+    by_time = cdr.lookup(query(at=(10, 15, 2), day=13, src="201"))  # a name without uid
+    assert by_time is not None and by_time.linkedid == "1.2"
+    assert cdr.indexed() == 4
+
+
+def test_a_record_read_twice_is_indexed_once(master: Path, source: Callable[..., CsvCdr]) -> None:
+    write(master, fields(uniqueid="1.1", linkedid="1.1"))
+    cdr = source()
+    cdr.lookup(query(uniqueid="1.1"))
+    with open(master, "r+b") as f:  # rewritten in place with the same first row
+        f.truncate(0)
+    write(master, fields(uniqueid="1.1", linkedid="1.1"), fields(uniqueid="1.2", linkedid="1.2"))
+    assert linked(cdr, "1.2") == "1.2"
+    assert cdr.indexed() == 2
 
 
 def test_a_start_in_the_future_does_not_age_out_the_rest(
@@ -438,6 +516,8 @@ def test_a_start_in_the_future_does_not_age_out_the_rest(
     """A PBX whose clock once said 2038 must not make every later row look old."""
     write(master, fields(uniqueid="9.9", linkedid="9.9", start="2038-01-01 00:00:00"))
     write(master, fields(uniqueid="1.1", linkedid="1.1"), mode="a")
-    cdr = source(keep_days=1)
-    assert cdr.lookup(query(uniqueid="1.1")) is not None
-    assert cdr.lookup(query(uniqueid="9.9")) is not None
+    cdr = source()
+    info = cdr.lookup(query(uniqueid="1.1"))
+    assert info is not None and info.linkedid == "1.1"
+    future = cdr.lookup(query(uniqueid="9.9"))
+    assert future is not None and future.linkedid == "9.9"

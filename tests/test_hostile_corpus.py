@@ -33,6 +33,10 @@ from tests.support.cdr import SqliteCdrFile, cdr_row
 from tests.support.mixmonitor import audio, write_recording
 
 CORPUS = Path(__file__).parent / "corpus" / "hostile.json"
+# Each case's expected final state and reason (null: not a recording's name, never a row).
+# Recorded from the agent and reviewed case by case; never regenerated: a change of outcome
+# is a change of behaviour to review.
+EXPECTED = json.loads((CORPUS.parent / "hostile-expected.json").read_text())
 SEED = 20240315
 DAY = "2024/03/15"
 TERMINAL = {"done", "skipped", "quarantined"}
@@ -584,6 +588,7 @@ def bad_name(name: str) -> str | None:
 
 def test_corpus_file_is_what_the_generator_makes() -> None:
     assert generate() == CASES
+    assert EXPECTED.keys() == {c["id"] for c in CASES}  # every case has its expectation
     assert len(CASES) >= 200
     assert len({c["id"] for c in CASES}) == len(CASES)
     stems = [rel_of(c).rpartition(".")[0] if tracked(c) else rel_of(c) for c in CASES]
@@ -617,7 +622,13 @@ def test_case_ends_in_a_clear_state(
     rel = rel_of(case)
     assert case["id"] not in out.blocked, "the agent blocked opening a FIFO"
     got = out.rows[case["id"]]
+    expected = EXPECTED[case["id"]]
     content = case.get("content", "wav")
+    if expected is None:
+        assert got is None, "no row expected"
+    else:
+        assert got is not None, "no row for a recording file"
+        assert (got[0], got[1]) == (expected["state"], expected["reason"])
     if not tracked(case):
         assert got is None  # not a recording's name: ignored, never shipped
         assert all(e["original"] != rel for e in out.manifests.values())

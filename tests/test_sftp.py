@@ -62,17 +62,7 @@ def make() -> Iterator[Make]:
     made: list[SftpTransport] = []
 
     def build(server: Sshd, root: Path, **options: Any) -> SftpTransport:
-        settings: dict[str, Any] = {
-            "host": server.host,
-            "port": server.port,
-            "user": server.user,
-            "root": str(root),
-            "known_hosts": server.known_hosts,
-            "key_file": server.client_key,
-            "timeout": 10,
-            **options,
-        }
-        transport = SftpTransport(**settings)
+        transport = server.transport(root, **options)
         made.append(transport)
         return transport
 

@@ -15,7 +15,6 @@ from agent.errors import DestinationDown, Interrupted, PermanentError, Transient
 from agent.transport import Features, Transport
 from agent.transport.local import LocalTransport
 from agent.transport.retry import RetryingTransport
-from agent.transport.sftp import SftpTransport
 from tests.support.sshd import Sshd
 
 TEMPORARY = ".recsync-0123456789abcdef.tmp"
@@ -51,20 +50,9 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     else:
         sshd: Sshd = request.getfixturevalue("sshd")
         folder = request.getfixturevalue("sftp_root")
-        known_hosts = sshd.write_known_hosts(tmp_path / "known_hosts")
 
         def make(root: Path) -> Transport:
-            return SftpTransport(
-                host=sshd.host,
-                port=sshd.port,
-                user=sshd.user,
-                root=str(root),
-                known_hosts=known_hosts,
-                key_file=sshd.client_key,
-                connections=4,
-                verify="sha256",
-                timeout=10,
-            )
+            return sshd.transport(root, connections=4, verify="sha256")
 
     made: list[Transport] = []
 

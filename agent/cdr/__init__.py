@@ -18,8 +18,7 @@ from agent.secrets import read_secret
 log = logging.getLogger(__name__)
 
 DEFAULT_WAIT_SECONDS = 120.0
-# Rows of Master.csv kept in memory: the default backfill window (7 days) and one more.
-CSV_KEEP_DAYS = 8.0
+CSV_INDEX = "cdr-csv.db"  # Master.csv's rows, indexed, in the state folder
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,9 +95,10 @@ def wait_seconds(config: CdrConfig) -> float:
     return DEFAULT_WAIT_SECONDS if batch is None else max(DEFAULT_WAIT_SECONDS, batch + 60)
 
 
-def open_source(config: CdrConfig) -> CdrSource | None:
+def open_source(config: CdrConfig, *, state_folder: Path | None = None) -> CdrSource | None:
     """The configured CDR store; None for `none`, or for `auto` finding no FreePBX.
-    Each store's module (PyMySQL for MariaDB) is imported only when it is the one used."""
+    Each store's module (PyMySQL for MariaDB) is imported only when it is the one used.
+    `state_folder` holds what a store keeps of its own (the CSV store's index)."""
     if config.type == "none":
         return None
     if config.type == "sqlite":
@@ -113,7 +113,7 @@ def open_source(config: CdrConfig) -> CdrSource | None:
         return CsvCdr(
             path=config.path or Path("/var/log/asterisk/cdr-csv/Master.csv"),
             columns=config.columns,
-            keep_days=CSV_KEEP_DAYS,
+            index=None if state_folder is None else state_folder / CSV_INDEX,
         )
     if config.type == "mysql":
         from agent.cdr.mysql import MysqlCdr

@@ -1,24 +1,29 @@
-"""Asterisk's cdr_csv Master.csv (or a cdr_custom file), tailed into a small in-memory index.
+"""Asterisk's cdr_csv Master.csv (or a cdr_custom file), followed into an indexed SQLite file.
 
 The file has no header and grows for years, so it is read like `tail -F`: only the bytes
 appended since the last lookup, following a rename (rotation) or truncation back to the
-start of the new file, and keeping only the rows of the last `keep_days`.
+start of the new file. Every row goes into a small SQLite index (in the state folder),
+so a lookup finds a call of any age — `recsync backfill` of last year's calls too — with
+memory that does not grow with the file; the index remembers how far it read, so a
+restart reads only what was appended meanwhile. Rows of a rotated file stay indexed.
 """
 
 from __future__ import annotations
 
 import csv
-import heapq
+import hashlib
 import os
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from agent.cdr import CdrQuery, split_clid
-from agent.cdr.rows import COLUMNS, CdrRow, call_info
+from agent.cdr.rows import COLUMNS, CdrRow, by_time, call_info
 from agent.errors import ConfigError, TransientError
 from agent.model import CallInfo
+from agent.secrets import give_to_folder_owner
 
 _BASE = (
     "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
@@ -37,12 +42,6 @@ CHUNK = 1 << 20
 MAX_RECORD_LINES = 64
 MAX_RECORD_BYTES = 64 << 10
 _TAIL = 64  # bytes before the offset remembered to notice a file rewritten in place
-# A file this large is first read from near its end: from a line whose call started more
-# than keep_days + _MARGIN before the file's last rows (rows are appended about in order).
-SKIP_FROM = 8 << 20
-BLOCK = 1 << 20
-_MARGIN = timedelta(days=1)
-_PROBE_LINES = 200
 _ALIASES = {"start": "calldate"}
 _INTS = {"duration", "billsec", "sequence"}
 
@@ -52,10 +51,6 @@ _Plan = tuple[tuple[int, str], ...]  # (field index, CdrRow attribute)
 def _plan(columns: Sequence[str]) -> _Plan:
     pairs = [(i, _ALIASES.get(name, name)) for i, name in enumerate(columns)]
     return tuple((i, attr) for i, attr in pairs if attr in COLUMNS)
-
-
-def _order(row: CdrRow) -> tuple[datetime, int]:
-    return (row.calldate or datetime.max, row.sequence or 0)
 
 
 def _int(text: str) -> int | None:
@@ -97,42 +92,62 @@ def _checked_columns(columns: Sequence[str]) -> _Plan:
     return plan
 
 
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS cdr (key BLOB PRIMARY KEY, calldate TEXT NOT NULL,"
+    f" {', '.join(c for c in COLUMNS if c != 'calldate')}) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS cdr_uniqueid ON cdr (uniqueid) WHERE uniqueid IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS cdr_linkedid ON cdr (linkedid) WHERE linkedid IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS cdr_file ON cdr (recordingfile) WHERE recordingfile IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS cdr_calldate ON cdr (calldate)",
+    # Where reading stopped: the file's identity, the offset, the bytes just before it.
+    "CREATE TABLE IF NOT EXISTS follow (path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER,"
+    " offset INTEGER, tail BLOB, width INTEGER, skipped INTEGER)",
+)
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM cdr"
+
+
+def _stored(row: CdrRow) -> list[Any]:
+    values: list[Any] = [getattr(row, c) for c in COLUMNS]
+    values[COLUMNS.index("calldate")] = str(row.calldate)
+    return values
+
+
+def _loaded(values: Sequence[Any]) -> CdrRow:
+    row = dict(zip(COLUMNS, values, strict=True))
+    row["calldate"] = datetime.fromisoformat(row["calldate"])
+    return CdrRow(**row)
+
+
 class CsvCdr:
     """The CdrSource over a CSV file of CDRs; see the module docstring.
 
     Without `columns` each row's layout is chosen by its field count (LAYOUTS); with
     them (config `cdr.columns`) every row must have exactly that many fields. Rows of
-    another count are skipped, and `check` says so.
+    another count are skipped, and `check` says so. `index` is the SQLite file rows go
+    into (None: one in memory, for a single run).
     """
 
     name = "csv"
 
-    def __init__(self, *, path: Path, columns: Sequence[str] = (), keep_days: float = 3) -> None:
+    def __init__(
+        self, *, path: Path, columns: Sequence[str] = (), index: Path | None = None
+    ) -> None:
         self.path = path
         self.columns = tuple(columns)
-        if not keep_days > 0:
-            raise ConfigError(f"CsvCdr keep_days must be positive, got {keep_days!r}")
-        self.keep = timedelta(days=keep_days)
         self._plans: dict[int, _Plan] = (
             {len(self.columns): _checked_columns(self.columns)}
             if self.columns
             else {width: _plan(names) for width, names in LAYOUTS.items()}
         )
+        self.index_path = index
+        self._db: sqlite3.Connection | None = None
         self.offset = 0  # bytes of the current file read into the index
         self._file: IO[bytes] | None = None
         self._ident: tuple[int, int] | None = None
         self._tail = b""
         self._last_width: int | None = None  # field count of the last record read
         self.skipped = 0  # records not understood (field count, start time)
-        self._newest: datetime | None = None
-        self._ceiling = datetime.max  # a start later than this is a clock error, not "newest"
-        self._heap: list[tuple[datetime, int, CdrRow]] = []
-        self._count = 0
-        self._rows: set[CdrRow] = set()
-        self._by_uid: dict[str, list[CdrRow]] = {}
-        self._by_linkedid: dict[str, list[CdrRow]] = {}
-        self._by_file: dict[str, list[CdrRow]] = {}
-        self._by_start: dict[datetime, list[CdrRow]] = {}
+        self._batch: list[list[Any]] = []
 
     # --- the CdrSource contract
 
@@ -141,8 +156,8 @@ class CsvCdr:
         matched = self._match(query)
         if not matched:
             return None
-        linked = {row.linkedid for row in matched if row.linkedid}
-        group = [row for lid in linked for row in self._by_linkedid.get(lid, ())]
+        linked = sorted({row.linkedid for row in matched if row.linkedid})
+        group = self._rows(f"linkedid IN ({','.join('?' * len(linked))})", linked)
         return call_info(matched, [*matched, *group])
 
     def check(self) -> str:
@@ -178,6 +193,8 @@ class CsvCdr:
             layout = f"{source}{width} columns, {extra}"
         if self.skipped:
             layout += f"; {self.skipped} rows skipped"
+        if width is not None:
+            layout += f"; {self.indexed()} indexed"
         return f"csv {self.path} ({layout})"
 
     def advice(self) -> list[str]:
@@ -206,63 +223,136 @@ class CsvCdr:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def indexed(self) -> int:
+        """How many rows the index holds."""
+        return int(self._index().execute("SELECT count(*) FROM cdr").fetchone()[0])
 
     # --- matching
 
+    def _rows(self, where: str, params: Sequence[Any]) -> list[CdrRow]:
+        sql = f"{_SELECT} WHERE {where} ORDER BY calldate, sequence"
+        return [_loaded(values) for values in self._index().execute(sql, list(params))]
+
     def _match(self, query: CdrQuery) -> list[CdrRow]:
-        by_file = [row for name in query.recordingfiles for row in self._by_file.get(name, ())]
+        names = list(query.recordingfiles)
+        by_file = self._rows(f"recordingfile IN ({','.join('?' * len(names))})", names)
         if by_file:
-            return sorted(set(by_file), key=_order)
+            return by_file
         if query.uniqueid:
-            own = self._by_uid.get(query.uniqueid, [])
-            legs = [row for row in self._by_linkedid.get(query.uniqueid, ()) if row not in own]
+            own = self._rows("uniqueid = ?", [query.uniqueid])
+            legs = [r for r in self._rows("linkedid = ?", [query.uniqueid]) if r not in own]
             if own or legs:
-                return sorted(own, key=_order) + sorted(legs, key=_order)
+                return own + legs
         # Rows that have a uniqueid are another call's when the query's is not theirs.
         return self._near(query, without_uid=bool(query.uniqueid))
 
     def _near(self, query: CdrQuery, *, without_uid: bool) -> list[CdrRow]:
         start = query.local_start
         second = start.replace(microsecond=0)
+        span = (str(second - timedelta(seconds=3)), str(second + timedelta(seconds=3)))
         found: list[tuple[timedelta, CdrRow]] = []
-        for step in range(-3, 4):
-            for row in self._by_start.get(second + timedelta(seconds=step), ()):
-                assert row.calldate is not None
-                delta = abs(row.calldate - start)
-                if delta > WINDOW or (without_uid and row.uniqueid):
-                    continue
-                if query.src is not None and query.src not in (row.src, split_clid(row.clid)[1]):
-                    continue
-                if query.dst is not None and query.dst != row.dst:
-                    continue
-                found.append((delta, row))
-        found.sort(key=lambda pair: (pair[0], _order(pair[1])))
+        for row in self._rows("calldate BETWEEN ? AND ?", span):
+            assert row.calldate is not None
+            delta = abs(row.calldate - start)
+            if delta > WINDOW or (without_uid and row.uniqueid):
+                continue
+            if query.src is not None and query.src not in (row.src, split_clid(row.clid)[1]):
+                continue
+            if query.dst is not None and query.dst != row.dst:
+                continue
+            found.append((delta, row))
+        found.sort(key=lambda pair: (pair[0], by_time(pair[1])))
         return [row for _, row in found]
+
+    # --- the index file
+
+    def _index(self) -> sqlite3.Connection:
+        if self._db is None:
+            target = ":memory:" if self.index_path is None else str(self.index_path)
+            try:
+                db = sqlite3.connect(target, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")  # a lost tail is read again
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                if self.index_path is not None:
+                    give_to_folder_owner(self.index_path)  # run as root, still the agent's
+            except (sqlite3.Error, OSError) as exc:
+                raise TransientError(f"cannot open the CSV index {target}: {exc}") from exc
+            self._db = db
+            self._resume(db)
+        return self._db
+
+    def _resume(self, db: sqlite3.Connection) -> None:
+        """Where the last run stopped reading, if the file is still the same one."""
+        found = db.execute(
+            "SELECT dev, ino, offset, tail, width, skipped FROM follow WHERE path = ?",
+            (str(self.path),),
+        ).fetchone()
+        if found is not None:
+            dev, ino, self.offset, self._tail, self._last_width, self.skipped = found
+            self._ident = (dev, ino)
+
+    def _save(self) -> None:
+        """The read rows and how far they go, in one transaction: a crash between the
+        two would otherwise skip rows or read them twice (they are deduplicated anyway)."""
+        db = self._index()
+        assert self._ident is not None
+        try:
+            db.execute("BEGIN")
+            db.executemany(
+                f"INSERT OR IGNORE INTO cdr (key, {', '.join(COLUMNS)})"
+                f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
+                self._batch,
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO follow VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (str(self.path), *self._ident, self.offset, self._tail, self._last_width,
+                 self.skipped),
+            )  # fmt: skip
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise TransientError(f"cannot write the CSV index: {exc}") from exc
+        finally:
+            self._batch = []
 
     # --- reading
 
     def _refresh(self) -> None:
         """Read what was appended; follow a rotation to the new file's start."""
+        self._index()
         try:
             if self._file is not None:
                 self._drain(self._file)  # rows written to the old file before a rename
             st = os.stat(self.path)
             if self._file is None or (st.st_dev, st.st_ino) != self._ident:
-                self.close()
+                fresh = (st.st_dev, st.st_ino) != self._ident  # not the file read last run
+                self.close_file()
                 self._file = open(self.path, "rb")  # noqa: SIM115 - kept open to follow renames
                 fst = os.fstat(self._file.fileno())
                 self._ident = (fst.st_dev, fst.st_ino)
-                self._restart()
+                if fresh:
+                    self._restart()
                 self._drain(self._file)
         except OSError as exc:
             raise TransientError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+
+    def close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def _restart(self) -> None:
         self.offset = 0
         self._tail = b""
 
     def _drain(self, file: IO[bytes]) -> None:
-        self._ceiling = datetime.now() + _MARGIN
         size = os.fstat(file.fileno()).st_size
         if size < self.offset:
             self._restart()  # truncated
@@ -270,8 +360,6 @@ class CsvCdr:
             file.seek(self.offset - len(self._tail))
             if file.read(len(self._tail)) != self._tail:
                 self._restart()  # rewritten in place
-        if self.offset == 0 and size >= SKIP_FROM:
-            self.offset = self._skip_old(file, size)
         if size == self.offset:
             return
         file.seek(self.offset)
@@ -283,41 +371,7 @@ class CsvCdr:
                 self._tail = pending[max(0, used - _TAIL) : used]
                 pending = pending[used:]
                 self.offset += used
-                self._prune()
-
-    def _skip_old(self, file: IO[bytes], size: int) -> int:
-        """Where to begin reading a large file: every row before it would be dropped."""
-        file.seek(max(0, size - BLOCK))
-        last = self._first_start(file.read(BLOCK), aligned=False)
-        if last is None:
-            return 0
-        horizon = min(last[1], self._ceiling) - self.keep - _MARGIN
-        pos = size - BLOCK
-        while pos > 0:
-            pos = max(0, pos - BLOCK)
-            file.seek(pos)
-            found = self._first_start(file.read(BLOCK), aligned=pos == 0)
-            if found is not None and found[1] < horizon:
-                return pos + found[0]
-        return 0
-
-    def _first_start(self, block: bytes, *, aligned: bool) -> tuple[int, datetime] | None:
-        """The first line of `block` that is a whole record, and its start time. Unless
-        `aligned`, the block's first line is taken to be the end of an earlier one."""
-        pos = 0 if aligned else block.find(b"\n") + 1
-        if pos == 0 and not aligned:
-            return None
-        for _ in range(_PROBE_LINES):
-            end = block.find(b"\n", pos)
-            if end < 0:
-                return None
-            raw = block[pos:end]
-            if raw.count(b'"') % 2 == 0 and (fields := _fields(raw)) is not None:
-                row = self._row(fields)
-                if row is not None and row.calldate is not None:
-                    return pos, row.calldate
-            pos = end + 1
-        return None
+                self._save()
 
     def _consume(self, data: bytes) -> int:
         """Index the complete records at the start of `data`; return the bytes they take.
@@ -350,8 +404,8 @@ class CsvCdr:
         row = self._row(fields)
         if row is None:
             self.skipped += 1
-        else:
-            self._add(row)
+        else:  # the same record read twice (a file rewritten, rotated back) counts once
+            self._batch.append([hashlib.blake2b(raw, digest_size=16).digest(), *_stored(row)])
 
     def _row(self, fields: list[str]) -> CdrRow | None:
         plan = self._plans.get(len(fields))
@@ -369,39 +423,3 @@ class CsvCdr:
             else:
                 values[attr] = text or None
         return CdrRow(**values)
-
-    # --- the index
-
-    def _indexes(self, row: CdrRow) -> Iterable[tuple[dict[Any, list[CdrRow]], object]]:
-        yield self._by_uid, row.uniqueid
-        yield self._by_linkedid, row.linkedid
-        yield self._by_file, row.recordingfile
-        yield self._by_start, row.calldate
-
-    def _add(self, row: CdrRow) -> None:
-        assert row.calldate is not None
-        if (self._newest is None or row.calldate > self._newest) and row.calldate < self._ceiling:
-            self._newest = row.calldate
-        if row in self._rows or (self._newest and row.calldate < self._newest - self.keep):
-            return
-        self._rows.add(row)
-        self._count += 1
-        heapq.heappush(self._heap, (row.calldate, self._count, row))
-        for index, key in self._indexes(row):
-            if key is not None:
-                index.setdefault(key, []).append(row)
-
-    def _prune(self) -> None:
-        """Forget rows that started more than keep_days before the newest row."""
-        if self._newest is None:
-            return
-        cutoff = self._newest - self.keep
-        while self._heap and self._heap[0][0] < cutoff:
-            _, _, row = heapq.heappop(self._heap)
-            self._rows.discard(row)
-            for index, key in self._indexes(row):
-                if key is not None:
-                    bucket = index[key]
-                    bucket.remove(row)
-                    if not bucket:
-                        del index[key]

@@ -46,11 +46,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from tests.support.servers import PortTaken, PrivateServer, free_port, require, terminate
+
+if TYPE_CHECKING:
+    from agent.transport.sftp import SftpTransport
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -330,6 +333,22 @@ class Sshd(PrivateServer):
             "root": str(root),
             **extra,
         }
+
+    def transport(self, root: Path, **options: Any) -> SftpTransport:
+        """An SftpTransport on `root` here, which the caller closes; `options` override."""
+        from agent.transport.sftp import SftpTransport
+
+        settings: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "root": str(root),
+            "known_hosts": self.known_hosts,
+            "key_file": self.client_key,
+            "timeout": 10,
+            **options,
+        }
+        return SftpTransport(**settings)
 
     def new_dir(self, name: str) -> Path:
         """A fresh, empty folder `root/name` (mode 0755), owned by the login user."""
