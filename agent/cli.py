@@ -311,13 +311,55 @@ def doctor(click_ctx: click.Context) -> None:
         click_ctx.exit(1)
     click.echo(f"✓ config: {ctx.config_path}")
     failed = 0
-    for check in run_checks(config):
-        failed += not check.ok
-        click.echo(f"{'✓' if check.ok else '✗'} {check.name}: {check.detail}")
-        for line in check.advice:
-            click.echo(f"    {line}")
+    # Each check says in its own line what the agent's log lines would; those are shown
+    # (under their check) only when --log-level asks for them.
+    with log_module.held() as records:
+        for check in run_checks(config):
+            failed += not check.ok
+            click.echo(f"{'✓' if check.ok else '✗'} {check.name}: {check.detail}")
+            for line in check.advice:
+                click.echo(f"    {line}")
+            if ctx.log_level is not None:
+                for record in records:
+                    click.echo(f"    log: {record.levelname.lower()} {record.getMessage()}")
+            records.clear()
     if failed:
         raise AgentError(f"{failed} check(s) failed")
+
+
+@cli.command("unit-paths")
+@click.option(
+    "--install",
+    is_flag=True,
+    help="Write it as /etc/systemd/system/recsync.service.d/recsync-paths.conf (as root)"
+    " and reload systemd.",
+)
+@pass_context
+def unit_paths(ctx: Context, install: bool) -> None:
+    """The systemd drop-in that lets the service write the folders the config names
+    (a local destination.root, the state folders) outside the unit's ReadWritePaths."""
+    from agent import service_unit
+
+    sandbox = service_unit.Sandbox.load(skip=service_unit.DROP_IN)
+    if sandbox is None:
+        raise AgentError(
+            f"no {service_unit.UNIT} installed (looked in"
+            f" {', '.join(str(d) for d in service_unit.UNIT_DIRS)})"
+        )
+    text, problems = service_unit.drop_in(ctx.config, sandbox)
+    for problem in problems:
+        click.echo(f"recsync: {problem}", err=True)
+    if not install:
+        click.echo(text or "# nothing to open: the unit lets the service write them all")
+    else:
+        target = service_unit.drop_in_path()
+        changed = service_unit.install_drop_in(target, text)
+        done = f"wrote {target}" if text is not None else f"nothing to open; no {target}"
+        click.echo(done if changed else f"{done} (unchanged)", err=True)
+        if changed:
+            click.echo("if the service runs, restart it: systemctl restart recsync", err=True)
+    if problems:
+        raise AgentError("some folders cannot be opened by a drop-in (above)")
 
 
 def _sftp_destination(ctx: Context) -> config_module.DestinationConfig:

@@ -446,11 +446,24 @@ def _section(name: str, raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
     return values
 
 
+class NotForType(ConfigError):
+    """A key of another type of its table; `load` adds the line to comment out."""
+
+    def __init__(self, table: str, key: str, message: str) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
+
+
 def _destination(raw: Mapping[str, Any], values: dict[str, Any], base: Path) -> DestinationConfig:
     kind = values["type"]
     refused = sorted(set(raw) - ({"type", "root"} | DESTINATION_KEYS[kind]))
     if refused:
-        raise ConfigError(f"destination.{refused[0]} does not apply to destination.type = {kind!r}")
+        raise NotForType(
+            "destination",
+            refused[0],
+            f"destination.{refused[0]} does not apply to destination.type = {kind!r}",
+        )
     if kind == "sftp":
         for key in ("host", "user"):
             if values[key] is None:
@@ -465,9 +478,11 @@ def _check_cdr_keys(raw: Mapping[str, Any], cdr_type: str) -> None:
     allowed = {"type", "wait_seconds", "asterisk_conf_dir"} | CDR_KEYS[cdr_type]
     refused = sorted(set(raw) - allowed)
     if refused:
-        raise ConfigError(
+        raise NotForType(
+            "cdr",
+            refused[0],
             f"cdr.{refused[0]} does not apply to cdr.type = {cdr_type!r}"
-            f" (its keys: {', '.join(sorted(allowed))})"
+            f" (its keys: {', '.join(sorted(allowed))})",
         )
 
 
@@ -504,16 +519,40 @@ def load(path: Path) -> Config:
     """Read and validate the config file at `path`."""
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
             mode = os.fstat(fh.fileno()).st_mode
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"no config file at {path} (see config.example.toml)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     refuse_exposed_secrets(path, mode, data)
     try:
         return from_dict(data, base=path.parent.resolve(), source=path)
+    except NotForType as exc:
+        line = line_of(text, exc.table, exc.key)
+        place = f"{path}:{line}" if line else str(path)
+        fix = f"; comment out line {line} or change the type" if line else ""
+        raise ConfigError(f"{place}: {exc}{fix}") from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
+
+
+def line_of(text: str, table: str, key: str) -> int | None:
+    """The line (from 1) that sets `key` in [table], for messages; None if not found."""
+    current = ""
+    assignment = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _TABLE.match(line):
+            current = header.group(1)
+        elif current == table and assignment.match(line):
+            return number
+    return None

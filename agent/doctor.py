@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sqlite3
 import tempfile
@@ -15,6 +16,8 @@ from agent.cdr import open_source
 from agent.cdr.freepbx import read_ini
 from agent.config import Config
 from agent.errors import AgentError
+from agent.media.transcode import ffmpeg_formats
+from agent.service_unit import UNIT, Sandbox, writable_folders
 from agent.spool.settle import open_files_under
 from agent.transport import open_transport
 
@@ -79,6 +82,46 @@ def check_open_files(config: Config) -> Check:
             ],
         )
     return Check("open-file check", True, "sees which spool files a process holds open")
+
+
+def check_service(config: Config) -> Check:
+    """Can the installed service write what the config names? Its sandbox decides, not
+    this shell's permissions."""
+    sandbox = Sandbox.load()
+    if sandbox is None:
+        return Check("service", True, f"no {UNIT} installed: not checked")
+    folders = writable_folders(config)
+    refused = [(key, folder, r) for key, folder in folders if (r := sandbox.refuses(folder))]
+    if not refused:
+        shown = ", ".join(dict.fromkeys(str(folder) for _, folder in folders))
+        return Check("service", True, f"{UNIT} may write {shown}")
+    advice = []
+    if any(refusal.fixable for _, _, refusal in refused):
+        advice.append(
+            "sudo recsync unit-paths --install  (a drop-in opening them), then"
+            " sudo systemctl restart recsync"
+        )
+    detail = "; ".join(f"{key} {folder} is {r.reason}" for key, folder, r in refused)
+    return Check("service", False, detail, advice)
+
+
+def check_transcode(config: Config) -> Check:
+    if config.transcode.format == "none":
+        return Check("transcode", True, "off (recordings ship in their own format)")
+    wanted = f"{config.transcode.format} at {config.transcode.bitrate} kbit/s"
+    needing = ffmpeg_formats(config.spool.extensions)
+    if not needing:
+        return Check("transcode", True, wanted)
+    found = shutil.which("ffmpeg")
+    if found is not None:
+        return Check("transcode", True, f"{wanted}; {', '.join(needing)} through {found}")
+    return Check(
+        "transcode",
+        False,
+        f"{wanted}, but ffmpeg is not installed: {', '.join(needing)} recordings"
+        " (spool.extensions) would ship unconverted",
+        ["apt-get install ffmpeg  (or remove those from spool.extensions)"],
+    )
 
 
 def check_webhook(config: Config) -> Check:
@@ -168,6 +211,8 @@ CHECKS: tuple[Callable[[Config], Check], ...] = (
     check_state,
     check_cdr,
     check_destination,
+    check_service,
+    check_transcode,
     check_webhook,
 )
 

@@ -6,6 +6,8 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _PLAIN = re.compile(r"^[\w./:+@,-]+$")
 
@@ -30,3 +32,22 @@ def setup(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+@contextmanager
+def held() -> Iterator[list[logging.LogRecord]]:
+    """Collect the agent's log records instead of writing them (a command that reports
+    the same facts in its own words, like `doctor`)."""
+    records: list[logging.LogRecord] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    root = logging.getLogger("agent")
+    saved = root.handlers[:]
+    root.handlers[:] = [_Keep()]
+    try:
+        yield records
+    finally:
+        root.handlers[:] = saved

@@ -150,7 +150,7 @@ def _row(
         "uniqueid": entry.get("uniqueid"),
         "started_at": entry.get("started_at"),
         "linkedid": entry.get("linkedid"),
-        "cdr": "found" if found else "missing",
+        "cdr": {"found": "found", "off": None}.get(entry.get("cdr"), "missing"),
     }
     if found:  # the entry's caller and dst are the CDR's; otherwise the name's
         row |= {

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from agent import spoolnames
 from agent.cli import cli
-from agent.config import SCHEMA, load
+from agent.config import CDR_TYPES, SCHEMA, load
 from agent.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
@@ -41,6 +41,37 @@ def test_example_loads() -> None:
     config = load(EXAMPLE)
     assert config.destination.root == Path("/srv/recordings")
     assert config.source == EXAMPLE
+
+
+@pytest.mark.parametrize("cdr_type", CDR_TYPES)
+def test_changing_only_the_cdr_type_of_the_example_is_valid(tmp_path: Path, cdr_type: str) -> None:
+    text = EXAMPLE.read_text()
+    assert text.count('\ntype = "auto"\n') == 1
+    path = write(tmp_path, text.replace('\ntype = "auto"\n', f'\ntype = "{cdr_type}"\n'))
+    assert load(path).cdr.type == cdr_type
+
+
+def test_a_key_of_another_type_names_the_line_to_comment_out(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f'{ROOT}[cdr]\ntype = "none"\n# a comment\n  "freepbx_conf" = "/etc/freepbx.conf"\n',
+    )
+    assert config_error(path) == (
+        "<file>:6: cdr.freepbx_conf does not apply to cdr.type = 'none' (its keys:"
+        " asterisk_conf_dir, type, wait_seconds); comment out line 6 or change the type"
+    )
+    sftp_key = write(tmp_path, '[destination]\nroot = "d"\nhost = "web"\n')
+    assert config_error(sftp_key) == (
+        "<file>:3: destination.host does not apply to destination.type = 'local';"
+        " comment out line 3 or change the type"
+    )
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    before = ROOT.encode() + b'[index]\ntitle = "Caf'
+    path.write_bytes(before + b'\xe9"\n')  # Latin-1, as an old editor writes it
+    assert config_error(path) == f"<file>: not valid UTF-8 (byte {len(before)})"
 
 
 def documented_keys() -> dict[str, set[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,8 @@ def test_healthy_site_passes_every_check(site: Site) -> None:
         "state",
         "cdr",
         "destination",
+        "service",
+        "transcode",
         "webhook",
     }
     assert all(line.startswith("✓") for line in lines(result).values())
@@ -58,6 +61,42 @@ def test_bad_config_is_reported_not_raised(site: Site) -> None:
     assert result.exit_code != 0
     assert lines(result)["config"].startswith("✗")
     assert "spool.settle_seconds" in result.output
+
+
+def test_mp3_without_ffmpeg_names_the_formats_it_cannot_convert(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = site.write_config(
+        transcode={"format": "mp3"}, spool={"path": str(site.spool), "extensions": ["wav", "WAV"]}
+    )
+    if shutil.which("ffmpeg") is not None:
+        with_ffmpeg = lines(doctor(config))["transcode"]
+        assert with_ffmpeg.startswith("✓ transcode: mp3 at 16 kbit/s; WAV through /"), with_ffmpeg
+    monkeypatch.setenv("PATH", str(tmp_path / "no-ffmpeg-here"))
+    result = doctor(config)
+    assert result.exit_code != 0
+    line = lines(result)["transcode"]
+    assert line.startswith("✗ transcode: mp3 at 16 kbit/s, but ffmpeg is not installed: WAV")
+    assert "apt-get install ffmpeg" in result.output
+    # Formats converted in-process need no ffmpeg.
+    only_wav = site.write_config(
+        transcode={"format": "mp3"}, spool={"path": str(site.spool), "extensions": ["wav"]}
+    )
+    assert lines(doctor(only_wav))["transcode"] == "✓ transcode: mp3 at 16 kbit/s"
+
+
+def test_log_lines_stay_out_of_the_checks_unless_asked(site: Site, tmp_path: Path) -> None:
+    """`cdr.type = "auto"` with no FreePBX logs a warning; the cdr check says it already."""
+    missing = str(tmp_path / "no-freepbx.conf")
+    config = site.write_config(
+        cdr={"type": "auto", "freepbx_conf": missing, "amportal_conf": missing}
+    )
+    result = CliRunner().invoke(cli, ["--config", str(config), "doctor"])
+    assert "no FreePBX configuration" in lines(result)["cdr"]
+    assert "event=" not in result.output, result.output
+    asked = CliRunner().invoke(cli, ["--config", str(config), "--log-level", "info", "doctor"])
+    after_cdr = asked.output.split(lines(asked)["cdr"], 1)[1].splitlines()[1]
+    assert after_cdr.startswith("    log: warning event=cdr-auto"), asked.output
 
 
 def mysql_config(site: Site, db: MariaDB, user: str, password: str) -> Path:

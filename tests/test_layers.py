@@ -9,7 +9,17 @@ import pytest
 
 AGENT = Path(__file__).resolve().parent.parent / "agent"
 CORE = ["config", "model", "errors", "spoolnames", "shipnames", "backoff", "http", "secrets"]
-ADAPTERS = ["media", "alerts", "transport", "cdr", "publish", "spool", "roles", "store"]
+ADAPTERS = [
+    "media",
+    "alerts",
+    "transport",
+    "cdr",
+    "publish",
+    "spool",
+    "roles",
+    "store",
+    "service_unit",
+]
 
 
 def imported(module: Path) -> set[str]:

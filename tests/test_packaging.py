@@ -15,6 +15,7 @@ import pytest
 from agent.config import load
 from agent.errors import ConfigError
 from agent.secrets import read_secret
+from agent.service_unit import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "packaging" / "systemd" / "recsync.service"
@@ -190,7 +191,13 @@ def test_build_deb(tmp_path: Path) -> None:
     assert field(info, "Version") == "0.1.0"
     assert field(info, "Architecture") == arch
     assert "python3.11" in field(info, "Depends")
-    assert field(info, "Recommends") == "ffmpeg"
+    # ffmpeg (244 packages on a bare Debian) only converts GSM/wav49/G.729: never pulled in.
+    fields = {
+        name: run("dpkg-deb", "-f", str(deb), name).stdout.strip()
+        for name in ("Depends", "Pre-Depends", "Recommends", "Suggests")
+    }
+    assert fields["Suggests"] == "ffmpeg"
+    assert not any("ffmpeg" in fields[name] for name in ("Depends", "Pre-Depends", "Recommends"))
     control = tmp_path / "control"
     run("dpkg-deb", "-e", str(deb), str(control))
     assert (control / "conffiles").read_text() == "/etc/recsync/config.toml\n"
@@ -235,7 +242,9 @@ INSTALLED_PATHS = (
     "/usr/bin/recsync",
     "/usr/share/doc/recsync",
     "/lib/systemd/system/recsync.service",
+    "/etc/systemd/system/recsync.service.d/recsync-paths.conf",
 )
+DROP_IN_DIR = Path("/etc/systemd/system/recsync.service.d")
 
 ACCOUNT_BACKUPS = tuple(Path(f"/etc/{name}-") for name in ("passwd", "group", "shadow", "gshadow"))
 
@@ -299,8 +308,11 @@ def test_install_remove_purge_on_this_machine(tmp_path: Path) -> None:
     try:
         done = dpkg("-i", str(deb))
         assert done.returncode == 0, done.stdout + done.stderr
-        # postinst said nothing about a failed keygen.
+        # postinst said nothing about a failed keygen, and showed the key line it asks for.
         assert "could not create the key pair" not in done.stderr, done.stderr
+        said = done.stdout + done.stderr
+        assert "add this line to the webserver's ~/.ssh/authorized_keys" in said, said
+        key_lines = [line for line in said.splitlines() if line.startswith("ssh-ed25519 ")]
 
         version = run("/usr/bin/recsync", "--version")
         assert version.returncode == 0, version.stderr
@@ -318,6 +330,29 @@ def test_install_remove_purge_on_this_machine(tmp_path: Path) -> None:
         assert owner("/var/lib/recsync/id_ed25519.pub")[:2] == ("asterisk", "asterisk")
         key = Path("/var/lib/recsync/id_ed25519.pub").read_text()
         assert key.startswith("ssh-ed25519 ")
+        assert key_lines == [key.strip()]
+
+        # The service may write the shipped config's local destination: postinst wrote a
+        # drop-in for it, and the unit as systemd would layer it opens /srv/recordings.
+        drop_in = Path("/etc/systemd/system/recsync.service.d/recsync-paths.conf")
+        assert "ReadWritePaths=-/srv/recordings" in drop_in.read_text().splitlines()
+        sandbox = Sandbox.load()
+        assert sandbox is not None
+        assert sandbox.files[0] == Path("/lib/systemd/system/recsync.service")
+        assert sandbox.refuses(Path("/srv/recordings")) is None
+        assert sandbox.refuses(Path("/var/lib/recsync/staging")) is None
+        assert sandbox.refuses(Path("/opt/recsync")) is not None  # still strict elsewhere
+        doctor = run("/usr/bin/recsync", "--config", "/etc/recsync/config.toml", "doctor")
+        assert "✓ service: recsync.service may write" in doctor.stdout, doctor.stdout
+
+        # The shipped config stays valid when only cdr.type changes.
+        for cdr_type in ("none", "csv", "sqlite", "mysql"):
+            changed = tmp_path / f"config-{cdr_type}.toml"
+            text = Path("/etc/recsync/config.toml").read_text()
+            changed.write_text(text.replace('\ntype = "auto"\n', f'\ntype = "{cdr_type}"\n', 1))
+            changed.chmod(0o640)
+            checked = run("/usr/bin/recsync", "--config", str(changed), "check-config")
+            assert checked.returncode == 0, checked.stdout + checked.stderr
 
         # Remove: the program goes, config and state (with the key pair) stay.
         done = dpkg("-r", "recsync")
@@ -334,7 +369,7 @@ def test_install_remove_purge_on_this_machine(tmp_path: Path) -> None:
         # Purge: config and state go too; the asterisk user stays (it is FreePBX's).
         done = dpkg("-P", "recsync")
         assert done.returncode == 0, done.stdout + done.stderr
-        for gone in ("/etc/recsync", "/var/lib/recsync"):
+        for gone in ("/etc/recsync", "/var/lib/recsync", str(drop_in)):
             assert not os.path.lexists(gone), f"{gone} left after dpkg -P: {done.stderr}"
         assert not dpkg_knows_recsync()
         assert account_exists("passwd", "asterisk")
@@ -346,6 +381,8 @@ def test_install_remove_purge_on_this_machine(tmp_path: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             elif os.path.lexists(path):
                 os.unlink(path)
+        if DROP_IN_DIR.is_dir() and not any(DROP_IN_DIR.iterdir()):
+            DROP_IN_DIR.rmdir()
         if not had_user and account_exists("passwd", "asterisk"):
             run("userdel", "asterisk")
         if not had_group and account_exists("group", "asterisk"):

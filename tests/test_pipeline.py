@@ -90,7 +90,7 @@ def test_finished_recordings_ship_once_with_manifest(
     assert entry["sha256"] == sha(dated)
     assert entry["size"] == dated.stat().st_size
     assert entry["format"] == "wav"
-    assert entry["cdr"] == "missing"
+    assert entry["cdr"] == "off"  # no CDR source: never looked for
     assert entry["started_at"].startswith("2024-03-15T10:15:02")
     assert entries["OUT201-20240315-101502-1710497702.77.wav"]["kind"] == "legacy-out"
 

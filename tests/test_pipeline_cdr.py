@@ -171,13 +171,13 @@ def test_hostile_cdr_text_is_kept_verbatim_in_the_manifest(
     assert site.shipped() == sorted([shipped, f"{DAY}/manifest.json"])
 
 
-def test_no_cdr_source_ships_at_once_with_cdr_missing(
+def test_no_cdr_source_ships_at_once_with_cdr_off(
     site: Site, make_agent: Callable[..., Agent]
 ) -> None:
     record(site, 1)
     agent = make_agent(site.config(spool={"backfill_days": 100_000}))
     agent.run_until_idle()
-    assert entry(site, 1)["cdr"] == "missing"
+    assert entry(site, 1)["cdr"] == "off"  # never looked for, unlike "missing"
 
 
 def test_cdr_wait_is_bounded_in_run_once(

@@ -174,3 +174,18 @@ def test_rebuild_waits_for_the_agent_to_stop(
     assert refused.returncode == 1
     assert "another recsync process is running" in refused.stderr
     assert list(site.state.glob("state.db.damaged-*")) == []
+
+
+def test_a_call_shipped_with_the_cdr_off_stays_off_through_a_rebuild(site: Site) -> None:
+    """`"cdr": "off"` (never looked for) is not turned into "missing" (looked for, and a
+    late-CDR sweep would keep asking) by a rebuild from the manifests."""
+    site.write_config(spool={"backfill_days": 100_000}, cdr={"type": "none"})
+    rel, _at, _uid = call_name(5)
+    write_recording(site.spool_file(rel), seconds=0.3, seed=5)
+    assert recsync(site, "run", "--once").returncode == 0
+    assert manifests(site.dest)[rel]["cdr"] == "off"
+    damage(site.state / "state.db", "header")
+    rebuilt = recsync(site, "state", "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert recsync(site, "index", "rebuild").returncode == 0
+    assert manifests(site.dest)[rel]["cdr"] == "off"

@@ -289,7 +289,8 @@ def test_an_unconvertible_format_ships_unchanged(
     assert to_mp3(path, "g729", tmp_path / "call.mp3") is None
     assert len(logged) == 1
     assert logged[0].startswith("WARNING event=transcode-skipped file=call.g729 format=g729 ")
-    assert "ffmpeg" in logged[0]
+    assert 'reason="converting g729 needs ffmpeg, which is not installed' in logged[0]
+    assert "apt-get install ffmpeg" in logged[0]
     assert not (tmp_path / "call.mp3").exists()
     assert sha256(path) == before
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import wave
 from array import array
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,6 +50,11 @@ _FFMPEG_INPUT: dict[str, tuple[str, ...]] = {
 
 class _CannotConvert(Exception):
     """This file cannot be converted here; the reason goes to the log."""
+
+
+def ffmpeg_formats(extensions: Iterable[str]) -> list[str]:
+    """Which of these formats only ffmpeg converts here."""
+    return [fmt for fmt in extensions if fmt in _FFMPEG_INPUT and fmt not in _IN_PROCESS]
 
 
 def can_transcode(fmt: str) -> bool:
@@ -212,7 +217,9 @@ def _ffmpeg_mp3(src: Path, fmt: str, dst: Path, bitrate_kbps: int) -> Path:
     if fmt not in _FFMPEG_INPUT:
         raise _CannotConvert("no decoder for this format")
     if ffmpeg is None:
-        raise _CannotConvert("needs ffmpeg, which is not installed")
+        raise _CannotConvert(
+            f"converting {fmt} needs ffmpeg, which is not installed (apt-get install ffmpeg)"
+        )
     args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *_FFMPEG_INPUT[fmt]]
     args += ["-i", str(src), "-ac", "1", "-codec:a", "libmp3lame", "-b:a", f"{bitrate_kbps}k"]
     # ffmpeg's Info frame carries exact delay and padding, but signs it "Lavc…"; mutagen only

@@ -33,7 +33,9 @@ def call_fields(row: Row) -> dict[str, Any]:
         "duration": row.duration,
         "billsec": row.billsec,
         "disposition": row.disposition,
-        "cdr": "found" if row.cdr == "found" else "missing",
+        # found | missing (looked for, not there within the wait) | off (no CDR source:
+        # never looked for)
+        "cdr": row.cdr or "off",
     }
 
 

@@ -20,8 +20,20 @@ _DESTINATION_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, er
 _FILE_ERRNOS = {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR}
 
 
+# A read-only file system that is not: the service's sandbox (ProtectSystem=strict).
+_SANDBOX_HINT = (
+    " (as the systemd service: outside the unit's ReadWritePaths; see recsync doctor,"
+    " recsync unit-paths --install)"
+)
+
+
+def _because(exc: OSError) -> str:
+    reason = str(exc.strerror or exc)
+    return reason + _SANDBOX_HINT if exc.errno == errno.EROFS else reason
+
+
 def _classify(exc: OSError, what: str) -> Exception:
-    reason = f"{what}: {exc.strerror or exc}"
+    reason = f"{what}: {_because(exc)}"
     if exc.errno in _DESTINATION_ERRNOS:
         return DestinationDown(reason)
     if exc.errno in _FILE_ERRNOS:
@@ -82,7 +94,7 @@ class LocalTransport:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise DestinationDown(f"cannot write in {self.root}: {exc.strerror}") from exc
+            raise DestinationDown(f"cannot write in {self.root}: {_because(exc)}") from exc
 
     def put(
         self,
