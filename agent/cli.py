@@ -557,7 +557,7 @@ def check_config(ctx: Context) -> None:
     config = ctx.config
     click.echo(
         f"{ctx.config_path}: OK (spool {config.spool.path}, "
-        f"destination {config.destination.type} {config.destination.root})"
+        f"destination {config.destination.type} {config.destination.where})"
     )
 
 

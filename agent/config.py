@@ -30,11 +30,12 @@ CDR_KEYS = {
     "none": set(),
 }
 REQUIRED = object()  # a SCHEMA default that means "no default: the key must be set"
-DESTINATION_TYPES = ("local", "sftp")
-# Keys each destination.type accepts besides type and root.
+DESTINATION_TYPES = ("local", "sftp", "s3")
+# Keys each destination.type accepts besides type.
 DESTINATION_KEYS = {
-    "local": set(),
+    "local": {"root"},
     "sftp": {
+        "root",
         "host",
         "port",
         "user",
@@ -49,7 +50,23 @@ DESTINATION_KEYS = {
         "file_mode",
         "dir_mode",
     },
+    "s3": {
+        "endpoint",
+        "region",
+        "bucket",
+        "prefix",
+        "addressing_style",
+        "access_key_id",
+        "secret_access_key_file",
+        "storage_class",
+        "sse",
+        "kms_key_id",
+        "ca_file",
+        "connections",
+        "timeout_seconds",
+    },
 }
+SSE_MODES = ("none", "AES256", "aws:kms")
 TRANSCODE_FORMATS = ("none", "mp3")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -151,6 +168,26 @@ class DestinationConfig:
     timeout_seconds: float
     file_mode: int
     dir_mode: int
+    endpoint: str  # s3: "" is AWS
+    region: str
+    bucket: str | None
+    prefix: str
+    addressing_style: str
+    access_key_id: str | None
+    secret_access_key_file: Path | None
+    storage_class: str | None
+    sse: str
+    kms_key_id: str | None
+    ca_file: Path | None
+
+    @property
+    def where(self) -> str:
+        """The destination as an admin names it."""
+        if self.type == "s3":
+            return f"s3://{self.bucket}/{self.prefix}"
+        if self.type == "sftp":
+            return f"{self.user}@{self.host}:{self.root}"
+        return str(self.root)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,6 +259,30 @@ def _integer(low: int, high: int | None = None, what: str = "a whole number") ->
         return value
 
     return check
+
+
+def _text_or_empty(key: str, value: Any, _base: Path) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _bucket(key: str, value: Any, _base: Path) -> str:
+    if not isinstance(value, str) or not _BUCKET.match(value) or ".." in value:
+        raise ConfigError(f"{key}: not an S3 bucket name (3-63 of a-z 0-9 . -): {value!r}")
+    return value
+
+
+def _prefix(key: str, value: Any, _base: Path) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    prefix = value.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ConfigError(f"{key}: not a plain folder path: {value!r}")
+    return prefix
 
 
 def _text(key: str, value: Any, _base: Path) -> str:
@@ -388,7 +449,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
     },
     "destination": {
         "type": ("local", _choice(DESTINATION_TYPES)),
-        "root": (REQUIRED, _text),  # made a Path by type in _destination()
+        "root": (None, _text),  # local and sftp: required; made a Path in _destination()
         "host": (None, _text),
         "port": (22, _PORT),
         "user": (None, _text),
@@ -402,6 +463,17 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "timeout_seconds": (30, _number(minimum=1)),
         "file_mode": ("0644", _mode),
         "dir_mode": ("0755", _mode),
+        "endpoint": ("", _text_or_empty),
+        "region": ("us-east-1", _text),
+        "bucket": (None, _bucket),
+        "prefix": ("", _prefix),
+        "addressing_style": ("auto", _choice(("auto", "path", "virtual"))),
+        "access_key_id": (None, _text),
+        "secret_access_key_file": (None, _path),
+        "storage_class": (None, _text),
+        "sse": ("none", _choice(SSE_MODES)),
+        "kms_key_id": (None, _text),
+        "ca_file": (None, _path),
     },
     "index": {
         "enabled": (True, _bool),
@@ -457,17 +529,26 @@ class NotForType(ConfigError):
 
 def _destination(raw: Mapping[str, Any], values: dict[str, Any], base: Path) -> DestinationConfig:
     kind = values["type"]
-    refused = sorted(set(raw) - ({"type", "root"} | DESTINATION_KEYS[kind]))
+    refused = sorted(set(raw) - ({"type"} | DESTINATION_KEYS[kind]))
     if refused:
         raise NotForType(
             "destination",
             refused[0],
             f"destination.{refused[0]} does not apply to destination.type = {kind!r}",
         )
-    if kind == "sftp":
-        for key in ("host", "user"):
-            if values[key] is None:
-                raise ConfigError(f"destination.{key} is required for destination.type = 'sftp'")
+    required = {"local": ("root",), "sftp": ("root", "host", "user"), "s3": ("bucket",)}[kind]
+    for key in required:
+        if values[key] is None:
+            raise ConfigError(f"destination.{key} is required for destination.type = {kind!r}")
+    if kind == "s3":
+        if values["sse"] == "aws:kms" and values["kms_key_id"] is None:
+            raise ConfigError("destination.kms_key_id is required for destination.sse = 'aws:kms'")
+        if values["access_key_id"] is None and values["secret_access_key_file"] is not None:
+            raise ConfigError("destination.secret_access_key_file needs destination.access_key_id")
+        if values["access_key_id"] is not None and values["secret_access_key_file"] is None:
+            raise ConfigError("destination.access_key_id needs destination.secret_access_key_file")
+        values["root"] = Path(values["prefix"] or ".")  # the root inside the bucket
+    elif kind == "sftp":
         values["root"] = Path(values["root"])  # a path on the server: not resolved here
     else:
         values["root"] = _path("destination.root", values["root"], base)

@@ -200,7 +200,7 @@ def check_destination(config: Config) -> Check:
         return Check("destination", False, str(exc))
     finally:
         transport.close()
-    where = f"{config.destination.type} {config.destination.root}"
+    where = f"{config.destination.type} {config.destination.where}"
     return Check("destination", True, f"{where} writable; {features.describe()}")
 
 

@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.support.sshd",
     "tests.support.crm",
     "tests.support.disks",
+    "tests.support.s3",
 ]
 
 
@@ -65,10 +66,19 @@ class Site:
     def config(self, **overrides: dict[str, Any]) -> Config:
         return config_module.from_dict(self.data(**overrides), base=self.root)
 
-    def write_config(self, **overrides: dict[str, Any]) -> Path:
-        """Write the config as TOML (tests of the CLI and the daemon read it from disk)."""
+    def write_config(
+        self, *, destination: dict[str, Any] | None = None, **overrides: dict[str, Any]
+    ) -> Path:
+        """Write the config as TOML (tests of the CLI and the daemon read it from disk).
+        `destination` merges into the local one; one with another `type` replaces it."""
+        data = self.data(**overrides)
+        if destination is not None:
+            if destination.get("type", "local") == data["destination"]["type"]:
+                data["destination"].update(destination)
+            else:
+                data["destination"] = destination
         lines = []
-        for table, values in self.data(**overrides).items():
+        for table, values in data.items():
             lines.append(f"[{table}]")
             lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
         self.config_path.write_text("\n".join(lines) + "\n")

@@ -1,6 +1,6 @@
-"""One contract for every Transport: the local folder and SFTP to a real OpenSSH sshd, each
-bare and wrapped in RetryingTransport (what open_transport hands the agent). A new
-transport joins the `target` fixture and must pass all of it."""
+"""One contract for every Transport: the local folder, SFTP to a real OpenSSH sshd and S3 to
+a real Ceph RADOS Gateway, each bare and wrapped in RetryingTransport (what open_transport
+hands the agent). A new transport joins the `target` fixture and must pass all of it."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from agent.errors import DestinationDown, Interrupted, PermanentError, Transient
 from agent.transport import Features, Transport
 from agent.transport.local import LocalTransport
 from agent.transport.retry import RetryingTransport
+from tests.support.s3 import RadosGateway
 from tests.support.sshd import Sshd
 
 TEMPORARY = ".recsync-0123456789abcdef.tmp"
 
 
 class Target:
-    """A transport, the folder on disk where its root is, and how to make another
-    transport of the same kind on another root."""
+    """A transport, where its root lives (a folder on disk), and how to make another
+    transport of the same kind on a root that does not exist."""
 
     def __init__(
         self, transport: Transport, folder: Path, make: Callable[[Path], Transport]
@@ -37,10 +38,80 @@ class Target:
             p.relative_to(self.folder).as_posix() for p in self.folder.rglob("*") if p.is_file()
         )
 
+    def read(self, remote: str) -> bytes:
+        return (self.folder / remote).read_bytes()
 
-@pytest.fixture(params=["local", "sftp", "local+retry", "sftp+retry"])
+    def plant(self, remote: str, data: bytes) -> None:
+        """A file put there behind the transport's back (a crash's leftover, the webserver's)."""
+        path = self.folder / remote
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def missing(self) -> Transport:
+        return self.make(self.folder / "missing")
+
+    def missing_was_made(self) -> bool:
+        return (self.folder / "missing").exists()
+
+
+class BucketTarget(Target):
+    """The same for object storage: the root is a bucket (and a prefix) on the test RGW."""
+
+    def __init__(self, rgw: RadosGateway, bucket: str, wrap: Callable[[Transport], Transport]):
+        self.rgw = rgw
+        self.bucket = bucket
+        self.client = rgw.client(bucket)
+        self.prefix = "archive/"
+        self.wrap = wrap
+        self.transport = wrap(rgw.transport(bucket, self.prefix, connections=4))
+
+    def files(self) -> list[str]:
+        keys = [key for key, _ in self.client.list_keys(self.prefix)]
+        assert all(key.startswith(self.prefix) for key in keys)
+        return sorted(key[len(self.prefix) :] for key in keys)
+
+    def read(self, remote: str) -> bytes:
+        answer = self.client.request("GET", self.prefix + remote)
+        assert answer.status == 200, answer
+        return answer.body
+
+    def plant(self, remote: str, data: bytes) -> None:
+        assert self.client.request("PUT", self.prefix + remote, body=data).status == 200
+
+    def missing(self) -> Transport:
+        return self.wrap(self.rgw.transport(f"{self.bucket}-missing", self.prefix))
+
+    def missing_was_made(self) -> bool:
+        client = self.rgw.client(f"{self.bucket}-missing")
+        try:
+            return client.request("HEAD", "").status != 404
+        finally:
+            client.close()
+
+
+KINDS = ["local", "sftp", "s3", "local+retry", "sftp+retry", "s3+retry"]
+
+
+@pytest.fixture(params=KINDS)
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     kind, _, wrapped = request.param.partition("+")
+    made: list[Transport] = []
+
+    def wrap(transport: Transport) -> Transport:
+        if wrapped:
+            transport = RetryingTransport(transport, max_elapsed=1.0)  # one quick retry
+        made.append(transport)
+        return transport
+
+    if kind == "s3":
+        rgw: RadosGateway = request.getfixturevalue("rgw")
+        bucket = request.getfixturevalue("s3_bucket")
+        bucket_target = BucketTarget(rgw, bucket, wrap)
+        yield bucket_target
+        bucket_target.client.close()
+        for transport in made:
+            transport.close()
+        return
     if kind == "local":
         folder = tmp_path / "dest"
         folder.mkdir()
@@ -54,16 +125,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         def make(root: Path) -> Transport:
             return sshd.transport(root, connections=4, verify="sha256")
 
-    made: list[Transport] = []
-
-    def build(root: Path) -> Transport:
-        transport = make(root)
-        if wrapped:
-            transport = RetryingTransport(transport, max_elapsed=1.0)  # one quick retry
-        made.append(transport)
-        return transport
-
-    yield Target(build(folder), folder, build)
+    yield Target(wrap(make(folder)), folder, lambda root: wrap(make(root)))
     for transport in made:
         transport.close()
 
@@ -80,7 +142,7 @@ def test_put_lands_whole_under_its_folders(target: Target, tmp_path: Path, size:
     path, sha = local_file(tmp_path, data)
     target.transport.put(path, "2024/03/15/a.wav", sha256=sha)
     assert target.files() == ["2024/03/15/a.wav"]
-    assert (target.folder / "2024/03/15/a.wav").read_bytes() == data
+    assert target.read("2024/03/15/a.wav") == data
 
 
 def test_put_again_replaces_without_a_second_file(target: Target, tmp_path: Path) -> None:
@@ -89,7 +151,7 @@ def test_put_again_replaces_without_a_second_file(target: Target, tmp_path: Path
     target.transport.put(first, "2024/03/15/a.wav", sha256=sha1)
     target.transport.put(second, "2024/03/15/a.wav", sha256=sha2)
     assert target.files() == ["2024/03/15/a.wav"]
-    assert (target.folder / "2024/03/15/a.wav").read_bytes() == b"second, longer version"
+    assert target.read("2024/03/15/a.wav") == b"second, longer version"
 
 
 def test_write_bytes_read_bytes_and_remove(target: Target) -> None:
@@ -115,12 +177,10 @@ def test_listdir_names_what_is_there(target: Target) -> None:
 
 
 def test_sweep_removes_only_our_temporaries(target: Target) -> None:
-    day = target.folder / "2024/03/15"
-    day.mkdir(parents=True)
-    (day / TEMPORARY).write_bytes(b"partial")
-    (day / ".recsync-fedcba9876543210.tmp").write_bytes(b"partial")
-    (day / "keep.wav").write_bytes(b"someone else's")
-    (day / ".htaccess").write_bytes(b"the webserver's")
+    target.plant(f"2024/03/15/{TEMPORARY}", b"partial")
+    target.plant("2024/03/15/.recsync-fedcba9876543210.tmp", b"partial")
+    target.plant("2024/03/15/keep.wav", b"someone else's")
+    target.plant("2024/03/15/.htaccess", b"the webserver's")
     assert target.transport.sweep(iter(["2024/03/15", "2024/03/16"])) == 2
     assert target.files() == ["2024/03/15/.htaccess", "2024/03/15/keep.wav"]
     assert target.transport.sweep(["2024/03/15"]) == 0
@@ -163,7 +223,7 @@ def test_a_failed_replace_keeps_the_old_version(target: Target, tmp_path: Path) 
     with pytest.raises(TransientError):
         target.transport.put(bad, "2024/03/15/a.wav", sha256="0" * 64)
     assert target.files() == ["2024/03/15/a.wav"]
-    assert (target.folder / "2024/03/15/a.wav").read_bytes() == b"shipped version"
+    assert target.read("2024/03/15/a.wav") == b"shipped version"
 
 
 @pytest.mark.parametrize("after", [0, 2])  # before the first byte; partway into the file
@@ -192,7 +252,7 @@ def test_probe_answers_and_leaves_nothing(target: Target) -> None:
 
 
 def test_a_missing_root_pauses_the_destination(target: Target, tmp_path: Path) -> None:
-    missing = target.make(target.folder / "missing")
+    missing = target.missing()
     with pytest.raises(DestinationDown, match="does not exist"):
         missing.probe()
     path, sha = local_file(tmp_path, b"data")
@@ -200,7 +260,7 @@ def test_a_missing_root_pauses_the_destination(target: Target, tmp_path: Path) -
         missing.put(path, "2024/03/15/a.wav", sha256=sha)
     with pytest.raises(DestinationDown, match="does not exist"):
         missing.write_bytes("2024/03/15/manifest.json", b"{}")
-    assert not (target.folder / "missing").exists()  # never made: it may be a lost mount
+    assert not target.missing_was_made()  # never made: it may be a lost mount
 
 
 def test_close_then_reuse(target: Target) -> None:
@@ -229,4 +289,4 @@ def test_parallel_puts_into_one_new_folder(target: Target, tmp_path: Path) -> No
     assert errors == []
     assert target.files() == sorted(f"2024/03/15/{n}.wav" for n in range(8))
     for n in range(8):
-        assert (target.folder / f"2024/03/15/{n}.wav").read_bytes() == f"file {n}".encode() * 1000
+        assert target.read(f"2024/03/15/{n}.wav") == f"file {n}".encode() * 1000

@@ -132,7 +132,32 @@ def _local(config: DestinationConfig) -> Transport:
     return LocalTransport(root=config.root)
 
 
-REGISTRY: dict[str, Callable[[DestinationConfig], Transport]] = {"local": _local, "sftp": _sftp}
+def _s3(config: DestinationConfig) -> Transport:
+    from agent.transport.s3 import S3Transport
+    from agent.transport.s3creds import credential_chain
+
+    assert config.bucket is not None
+    return S3Transport(
+        endpoint=config.endpoint,
+        region=config.region,
+        bucket=config.bucket,
+        prefix=config.prefix,
+        credentials=credential_chain(config.access_key_id, config.secret_access_key_file),
+        addressing=config.addressing_style,
+        connections=config.connections,
+        timeout=config.timeout_seconds,
+        ca_file=str(config.ca_file) if config.ca_file else None,
+        storage_class=config.storage_class,
+        sse=None if config.sse == "none" else config.sse,
+        kms_key_id=config.kms_key_id,
+    )
+
+
+REGISTRY: dict[str, Callable[[DestinationConfig], Transport]] = {
+    "local": _local,
+    "sftp": _sftp,
+    "s3": _s3,
+}
 
 
 def open_transport(config: DestinationConfig) -> Transport:

@@ -1,0 +1,280 @@
+"""What only object storage does, against the real Ceph RGW (tests/support/s3.py): faults
+classified at the adapter, the headers a page needs, keys that need encoding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import from_dict
+from agent.errors import ConfigError, DestinationDown, PermanentError, TransientError
+from agent.transport.s3 import S3Transport
+from agent.transport.s3client import Credentials, Response, S3Client
+from tests.conftest import Site
+from tests.support.mixmonitor import write_recording
+from tests.support.s3 import REGION, RadosGateway
+from tests.support.servers import free_port
+
+
+def test_a_wrong_secret_pauses_with_the_reason(rgw: RadosGateway, s3_bucket: str) -> None:
+    wrong = Credentials(rgw.credentials.access_key_id, "not-the-secret")
+    transport = rgw.transport(s3_bucket, credentials=wrong)
+    try:
+        with pytest.raises(DestinationDown, match="SignatureDoesNotMatch"):
+            transport.probe()
+    finally:
+        transport.close()
+
+
+def test_an_unknown_key_id_pauses(rgw: RadosGateway, s3_bucket: str) -> None:
+    transport = rgw.transport(s3_bucket, credentials=Credentials("NOSUCHKEY", "x"))
+    try:
+        with pytest.raises(DestinationDown, match="InvalidAccessKeyId"):
+            transport.probe()
+    finally:
+        transport.close()
+
+
+def test_a_clock_far_off_pauses_and_says_by_how_much(rgw: RadosGateway, s3_bucket: str) -> None:
+    def late() -> datetime:
+        return datetime.now(UTC) - timedelta(hours=1)
+
+    transport = rgw.transport(s3_bucket, clock=late)
+    try:
+        with pytest.raises(DestinationDown, match=r"clock is off by 3[56]\d\d s"):
+            transport.probe()
+    finally:
+        transport.close()
+
+
+def test_a_server_that_is_down_is_transient(tmp_path: Path) -> None:
+    transport = S3Transport(
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        region=REGION,
+        bucket="b",
+        credentials=lambda: Credentials("a", "b"),
+        addressing="path",
+        timeout=5,
+    )
+    try:
+        with pytest.raises(TransientError, match=r"cannot reach 127\.0\.0\.1"):
+            transport.probe()
+    finally:
+        transport.close()
+
+
+def test_pages_and_manifests_carry_their_type_and_no_cache(
+    rgw: RadosGateway, s3_bucket: str, tmp_path: Path
+) -> None:
+    transport = rgw.transport(s3_bucket, "site")
+    client = rgw.client(s3_bucket)
+    try:
+        transport.write_bytes("index.html", b"<html>")
+        transport.write_bytes("2024/03/15/manifest.json", b"{}")
+        recording = tmp_path / "a.mp3"
+        recording.write_bytes(b"ID3" + b"\0" * 100)
+        transport.put(
+            recording, "2024/03/15/a.mp3", sha256=hashlib.sha256(recording.read_bytes()).hexdigest()
+        )
+        heads = {
+            key: client.request("HEAD", f"site/{key}").headers
+            for key in ("index.html", "2024/03/15/manifest.json", "2024/03/15/a.mp3")
+        }
+    finally:
+        transport.close()
+        client.close()
+    assert heads["index.html"]["content-type"].startswith("text/html")
+    assert heads["index.html"]["cache-control"] == "no-cache"
+    assert heads["2024/03/15/manifest.json"]["content-type"] == "application/json"
+    assert heads["2024/03/15/manifest.json"]["cache-control"] == "no-cache"
+    assert heads["2024/03/15/a.mp3"]["content-type"] == "audio/mpeg"
+    assert "cache-control" not in heads["2024/03/15/a.mp3"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Pat O'Brien+1 (UK).wav", "Zoë & Ünal=ok;%41.wav", "日本語 通話.wav", "a~b_c-d.e!$@.wav"],
+)
+def test_keys_that_need_encoding_round_trip(
+    rgw: RadosGateway, s3_bucket: str, tmp_path: Path, name: str
+) -> None:
+    """SigV4 signs the encoded path: a wrong encoding is a SignatureDoesNotMatch."""
+    transport = rgw.transport(s3_bucket, "p r/é")
+    path = tmp_path / "x.wav"
+    path.write_bytes(name.encode() * 10)
+    try:
+        transport.put(
+            path, f"2024/03/15/{name}", sha256=hashlib.sha256(path.read_bytes()).hexdigest()
+        )
+        assert transport.listdir("2024/03/15") == [name]
+        assert transport.read_bytes(f"2024/03/15/{name}") == path.read_bytes()
+    finally:
+        transport.close()
+
+
+def answer(status: int, code: str = "", **headers: str) -> Response:
+    body = f"<Error><Code>{code}</Code></Error>".encode() if code else b""
+    return Response(status, headers, body)
+
+
+@pytest.mark.parametrize(
+    ("response", "kind", "text"),
+    [
+        (answer(403, "AccessDenied"), DestinationDown, "AccessDenied at s3://b/"),
+        (answer(404, "NoSuchBucket"), DestinationDown, "bucket b does not exist"),
+        (answer(400, "KeyTooLongError"), PermanentError, "KeyTooLongError"),
+        (answer(413), PermanentError, "413"),
+        (answer(503, "SlowDown", **{"retry-after": "7"}), TransientError, "retry after 7 s"),
+        (answer(500, "InternalError"), TransientError, "HTTP 500 InternalError"),
+        (answer(400, "XAmzContentSHA256Mismatch"), TransientError, "XAmzContentSHA256Mismatch"),
+        (answer(400, "BadDigest"), TransientError, "BadDigest"),
+    ],
+)
+def test_faults_are_classified(response: Response, kind: type[Exception], text: str) -> None:
+    transport = S3Transport(
+        endpoint="http://127.0.0.1:1",
+        region=REGION,
+        bucket="b",
+        credentials=lambda: Credentials("a", "b"),
+    )
+    fault = transport._fault("put x", response)
+    assert type(fault) is kind and text in str(fault), fault
+
+
+# --- the agent, configured for s3 -----------------------------------------------------------
+
+
+def s3_destination(site: Site, rgw: RadosGateway, bucket: str) -> dict[str, Any]:
+    secret = site.root / "s3-secret"
+    secret.write_text(rgw.credentials.secret_access_key + "\n")
+    secret.chmod(0o600)
+    return {
+        "type": "s3",
+        "endpoint": rgw.endpoint,
+        "bucket": bucket,
+        "prefix": "pbx1",
+        "addressing_style": "path",
+        "access_key_id": rgw.credentials.access_key_id,
+        "secret_access_key_file": str(secret),
+    }
+
+
+def run_agent(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(site.config_path), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_run_once_ships_recordings_pages_and_status_to_the_bucket(
+    site: Site, rgw: RadosGateway, s3_bucket: str
+) -> None:
+    names = [f"out-0612345{n:03d}-201-20240315-1015{n:02d}-1710497702.{n}.wav" for n in range(3)]
+    for n, name in enumerate(names):
+        write_recording(site.spool_file(f"2024/03/15/{name}"), seconds=0.3, seed=n)
+    site.write_config(
+        spool={"path": str(site.spool), "backfill_days": 100_000},
+        destination=s3_destination(site, rgw, s3_bucket),
+        index={"enabled": True},
+    )
+    checked = run_agent(site, "check-config")
+    assert f"destination s3 s3://{s3_bucket}/pbx1" in checked.stdout, checked.stdout
+    first = run_agent(site, "run", "--once")
+    assert first.returncode == 0, first.stderr
+    client = rgw.client(s3_bucket)
+    try:
+        keys = {key: etag for key, etag in _objects(client)}
+        recordings = sorted(k for k in keys if k.endswith(".wav"))
+        assert len(recordings) == 3 and all(k.startswith("pbx1/2024/03/15/") for k in recordings)
+        for key in ("pbx1/index.html", "pbx1/2024/03/15/index.html", "pbx1/status.json"):
+            assert key in keys, sorted(keys)
+        manifest = json.loads(client.request("GET", "pbx1/2024/03/15/manifest.json").body)
+        for entry in manifest["recordings"]:
+            body = client.request("GET", f"pbx1/{entry['file']}").body
+            assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+        assert sorted(e["original"] for e in manifest["recordings"]) == [
+            f"2024/03/15/{n}" for n in names
+        ]
+        doctor = run_agent(site, "doctor")
+        assert f"✓ destination: s3 s3://{s3_bucket}/pbx1 writable" in doctor.stdout, doctor.stdout
+        # Again: nothing is uploaded twice.
+        assert run_agent(site, "run", "--once").returncode == 0
+        again = dict(_objects(client))
+        assert {k: again[k] for k in recordings} == {k: keys[k] for k in recordings}
+    finally:
+        client.close()
+
+
+def _objects(client: S3Client) -> list[tuple[str, str]]:
+    """(key, ETag + Last-Modified) of every object in the bucket."""
+    out = []
+    for key, _ in client.list_keys(""):
+        head = client.request("HEAD", key).headers
+        out.append((key, f"{head.get('etag')} {head.get('last-modified')}"))
+    return out
+
+
+def test_a_wrong_secret_pauses_the_agent_and_says_why(
+    site: Site, rgw: RadosGateway, s3_bucket: str
+) -> None:
+    write_recording(site.spool_file("2024/03/15/out-100-201-20240315-101500-1.1.wav"), seconds=0.3)
+    destination = s3_destination(site, rgw, s3_bucket)
+    site.write_config(
+        spool={"path": str(site.spool), "backfill_days": 100_000}, destination=destination
+    )
+    Path(destination["secret_access_key_file"]).write_text("wrong\n")
+    run_agent(site, "run", "--once")
+    status = run_agent(site, "status")
+    assert "paused" in status.stdout and "SignatureDoesNotMatch" in status.stdout, status.stdout
+    # Fixed: the next run ships it, no retry command needed.
+    Path(destination["secret_access_key_file"]).write_text(rgw.credentials.secret_access_key)
+    assert run_agent(site, "run", "--once").returncode == 0
+    client = rgw.client(s3_bucket)
+    try:
+        assert [k for k, _ in client.list_keys("pbx1/2024/") if k.endswith(".wav")] != []
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("destination", "message"),
+    [
+        ({"type": "s3"}, "destination.bucket is required for destination.type = 's3'"),
+        ({"type": "s3", "bucket": "bkt", "root": "/srv"}, "destination.root does not apply"),
+        ({"type": "s3", "bucket": "Bad_Name"}, "destination.bucket: not an S3 bucket name"),
+        ({"type": "s3", "bucket": "bkt", "prefix": "a/../b"}, "destination.prefix: not a plain"),
+        ({"type": "s3", "bucket": "bkt", "sse": "aws:kms"}, "destination.kms_key_id is required"),
+        ({"type": "s3", "bucket": "bkt", "access_key_id": "AK"}, "needs destination.secret_acc"),
+        ({"type": "s3", "bucket": "bkt", "sse": "yes"}, "destination.sse"),
+    ],
+)
+def test_s3_config_errors_name_the_key(destination: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict({"destination": destination}, base=Path("/"))
+
+
+def test_s3_config_defaults() -> None:
+    config = from_dict(
+        {"destination": {"type": "s3", "bucket": "bkt", "prefix": "/pbx1/"}}, base=Path("/")
+    )
+    d = config.destination
+    assert (d.endpoint, d.region, d.prefix, d.addressing_style, d.sse) == (
+        "",
+        "us-east-1",
+        "pbx1",
+        "auto",
+        "none",
+    )
+    assert d.where == "s3://bkt/pbx1"
