@@ -7,7 +7,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from agent.errors import ConfigError, DestinationDown, PermanentError, Transient
 from agent.transport.s3 import S3Transport
 from agent.transport.s3client import Credentials, Response, S3Client
 from tests.conftest import Site
+from tests.support.daemon import recsync
 from tests.support.mixmonitor import write_recording
 from tests.support.s3 import REGION, RadosGateway
 from tests.support.servers import free_port
@@ -168,14 +168,7 @@ def s3_destination(site: Site, rgw: RadosGateway, bucket: str) -> dict[str, Any]
 
 
 def run_agent(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "--config", str(site.config_path), *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return recsync(site.config_path, *args, timeout=120)
 
 
 def test_run_once_ships_recordings_pages_and_status_to_the_bucket(

@@ -29,9 +29,8 @@ def recsync(config: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProc
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        timeout=60,
         check=False,
-        **kwargs,
+        **({"timeout": 60} | kwargs),
     )
 
 
