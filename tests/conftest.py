@@ -60,25 +60,18 @@ class Site:
             "metrics": {"listen": ""},  # no fixed port shared between tests
         }
         for table, values in overrides.items():
+            if table == "destination" and values.get("type", "local") != "local":
+                data[table] = {}  # another type's keys replace the local folder's
             data.setdefault(table, {}).update(values)
         return data
 
     def config(self, **overrides: dict[str, Any]) -> Config:
         return config_module.from_dict(self.data(**overrides), base=self.root)
 
-    def write_config(
-        self, *, destination: dict[str, Any] | None = None, **overrides: dict[str, Any]
-    ) -> Path:
-        """Write the config as TOML (tests of the CLI and the daemon read it from disk).
-        `destination` merges into the local one; one with another `type` replaces it."""
-        data = self.data(**overrides)
-        if destination is not None:
-            if destination.get("type", "local") == data["destination"]["type"]:
-                data["destination"].update(destination)
-            else:
-                data["destination"] = destination
+    def write_config(self, **overrides: dict[str, Any]) -> Path:
+        """Write the config as TOML (tests of the CLI and the daemon read it from disk)."""
         lines = []
-        for table, values in data.items():
+        for table, values in self.data(**overrides).items():
             lines.append(f"[{table}]")
             lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
         self.config_path.write_text("\n".join(lines) + "\n")

@@ -7,6 +7,8 @@ import hashlib
 import json
 import re
 import subprocess
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,9 @@ from typing import Any
 import pytest
 
 from agent.config import from_dict
+from agent.daemon import Agent
 from agent.errors import ConfigError, DestinationDown, PermanentError, TransientError
+from agent.transport import open_transport
 from agent.transport.s3 import S3Transport
 from agent.transport.s3client import Credentials, Response, S3Client
 from tests.conftest import Site
@@ -271,3 +275,44 @@ def test_s3_config_defaults() -> None:
         "none",
     )
     assert d.where == "s3://bkt/pbx1"
+
+
+def test_the_server_down_mid_run_then_back_ships_everything_once(
+    site: Site, rgw: RadosGateway, s3_bucket: str, make_agent: Callable[..., Agent]
+) -> None:
+    """radosgw killed between passes and started again: every recording once, sha256-equal
+    (passes an hour apart of made-up time: past every backoff)."""
+    names = [f"out-0612345{n:03d}-201-20240315-1016{n:02d}-1710497760.{n}.wav" for n in range(4)]
+    config = site.config(
+        spool={"path": str(site.spool), "backfill_days": 100_000},
+        destination=s3_destination(site, rgw, s3_bucket),
+    )
+    agent = make_agent(config, transport=open_transport(config.destination))
+    for n, name in enumerate(names[:2]):
+        write_recording(site.spool_file(f"2024/03/15/{name}"), seconds=0.3, seed=n)
+    agent.run_until_idle()
+    rgw.stop_gateway()
+    try:
+        for n, name in enumerate(names[2:], start=2):
+            write_recording(site.spool_file(f"2024/03/15/{name}"), seconds=0.3, seed=n)
+        agent.run_until_idle()  # sees them, fails them (backoff), returns
+        waiting = agent.store.rows("state != 'done'")
+        assert len(waiting) == 2 and all("cannot reach" in (r.reason or "") for r in waiting)
+    finally:
+        rgw.start_gateway()
+    now = later = time.time()
+    while agent.run_once(later) is not None and later < now + 100 * 3600:
+        later += 3600
+    client = rgw.client(s3_bucket)
+    try:
+        manifest = json.loads(client.request("GET", "pbx1/2024/03/15/manifest.json").body)
+        keys = [k for k, _ in client.list_keys("pbx1/2024/03/15/") if k.endswith(".wav")]
+        for entry in manifest["recordings"]:
+            body = client.request("GET", f"pbx1/{entry['file']}").body
+            assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+    finally:
+        client.close()
+    assert sorted(e["original"] for e in manifest["recordings"]) == [
+        f"2024/03/15/{n}" for n in names
+    ]
+    assert len(keys) == 4  # each once

@@ -74,17 +74,7 @@ class RadosGateway:
         self._pids = [int(p.read_text()) for p in (self.dir / "run").glob("*.pid")]
         if done.returncode != 0:
             raise RuntimeError(f"ceph-rgw-up.sh failed: {done.stderr[-2000:]}")
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                urllib.request.urlopen(self.endpoint, timeout=2).close()  # noqa: S310 - ours
-                break
-            except OSError as exc:
-                if "HTTP Error" in str(exc):
-                    break  # it answers
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"radosgw did not answer on {self.endpoint}") from exc
-                time.sleep(0.2)
+        self._wait_http()
         self._pids = [int(p.read_text()) for p in (self.dir / "run").glob("*.pid")]
         subprocess.run(
             ["radosgw-admin", "-c", str(self.dir / "ceph.conf"), "user", "create",
@@ -92,6 +82,36 @@ class RadosGateway:
              f"--access-key={ACCESS_KEY}", f"--secret={SECRET_KEY}"],
             capture_output=True, check=True, timeout=60,
         )  # fmt: skip
+
+    def stop_gateway(self) -> None:
+        """Kill radosgw alone (the cluster and its data stay): the S3 server is down."""
+        pid_file = self.dir / "run" / "client.rgw.a.pid"
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGKILL)
+        self._pids.remove(pid)
+        while _alive(pid):
+            time.sleep(0.05)
+
+    def start_gateway(self) -> None:
+        subprocess.run(
+            ["radosgw", "-c", str(self.dir / "ceph.conf"), "-n", "client.rgw.a"],
+            capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+        self._wait_http()
+        self._pids.append(int((self.dir / "run" / "client.rgw.a.pid").read_text()))
+
+    def _wait_http(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=2).close()  # noqa: S310 - ours
+                return
+            except OSError as exc:
+                if "HTTP Error" in str(exc):
+                    return  # it answers
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"radosgw did not answer on {self.endpoint}") from exc
+                time.sleep(0.2)
 
     def stop(self) -> None:
         """SIGKILL: the data is throwaway, and a graceful OSD stop writes its RAM out."""
@@ -129,6 +149,15 @@ class RadosGateway:
             addressing="path",
             **options,
         )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1][:1]
+    return state != "Z"  # a zombie (its parent, the script's shell, is gone) is dead
 
 
 @pytest.fixture(scope="session")
