@@ -33,8 +33,9 @@ def children_cpu() -> float:
 
 
 def rclone(rgw: RadosGateway, spool: Path, bucket: str) -> None:
+    # AWS_CA_BUNDLE (set on some machines) breaks rclone's AWS SDK on a plain-http endpoint.
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
         "RCLONE_CONFIG_RGW_TYPE": "s3",
         "RCLONE_CONFIG_RGW_PROVIDER": "Ceph",
         "RCLONE_CONFIG_RGW_ENDPOINT": rgw.endpoint,
