@@ -47,6 +47,8 @@ LOCAL_RETRY_MAX_SECONDS = 300
 NOT_REGULAR = "not a regular file (symlink, FIFO ...)"
 CDR_FIRST_POLL = 0.25
 CDR_MAX_POLL = 5.0
+# Manifest fields an object store keeps with the object (x-amz-meta-*).
+OBJECT_METADATA = ("uniqueid", "caller_number", "caller_name", "dst", "started_at", "sha256")
 # States whose file may still change what we ship: a changed file is looked at again.
 _REOPEN_WHEN_CHANGED = {RecordingState.DONE.value, RecordingState.SKIPPED.value}
 
@@ -75,6 +77,7 @@ class Upload:
     prepared: Prepared
     remote: str
     sidecar: bytes | None  # the manifest entry, for formats that cannot hold tags
+    metadata: dict[str, str]  # what an object store keeps with the object
 
 
 @dataclass
@@ -351,11 +354,13 @@ class Pipeline:
             shipped_size=prepared.size,
             state=RecordingState.UPLOADING.value,
         )
+        shipped = entry(claimed)
         return Upload(
             row=claimed,
             prepared=prepared,
             remote=remote,
-            sidecar=sidecar(entry(claimed)) if prepared.needs_sidecar else None,
+            sidecar=sidecar(shipped) if prepared.needs_sidecar else None,
+            metadata={k: str(shipped[k]) for k in OBJECT_METADATA if shipped.get(k) is not None},
         )
 
     def _names(
@@ -388,7 +393,11 @@ class Pipeline:
     def upload(self, job: Upload) -> None:
         """The network part, safe to run in a worker thread: no database access here."""
         self.transport.put(
-            job.prepared.path, job.remote, sha256=job.prepared.sha256, should_stop=self.should_stop
+            job.prepared.path,
+            job.remote,
+            sha256=job.prepared.sha256,
+            should_stop=self.should_stop,
+            metadata=job.metadata,
         )
         if job.sidecar is not None:
             self.transport.write_bytes(sidecar_of(job.remote), job.sidecar)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -19,7 +20,7 @@ from agent.config import from_dict
 from agent.daemon import Agent
 from agent.errors import ConfigError, DestinationDown, PermanentError, TransientError
 from agent.transport import open_transport
-from agent.transport.s3 import S3Transport
+from agent.transport.s3 import META_VALUE_MAX, S3Transport, meta_headers
 from agent.transport.s3client import Credentials, Response, S3Client
 from tests.conftest import Site
 from tests.support.daemon import recsync
@@ -201,6 +202,10 @@ def test_run_once_ships_recordings_pages_and_status_to_the_bucket(
         for entry in manifest["recordings"]:
             body = client.request("GET", f"pbx1/{entry['file']}").body
             assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+            head = client.request("HEAD", f"pbx1/{entry['file']}").headers
+            assert head["x-amz-meta-uniqueid"] == entry["uniqueid"]
+            assert head["x-amz-meta-sha256"] == entry["sha256"]
+            assert unquote(head["x-amz-meta-started-at"]) == entry["started_at"]
         assert sorted(e["original"] for e in manifest["recordings"]) == [
             f"2024/03/15/{n}" for n in names
         ]
@@ -316,3 +321,41 @@ def test_the_server_down_mid_run_then_back_ships_everything_once(
         f"2024/03/15/{n}" for n in names
     ]
     assert len(keys) == 4  # each once
+
+
+HOSTILE = [
+    "../../etc/passwd",
+    "<script>alert(1)</script>",
+    "Evil\r\nX-Injected: 1",
+    "Zoë \u202eevil\u202c 日本",
+    "\x00\x1b[31mred",
+    "A" * 2048,
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_caller_names_travel_as_encoded_bounded_metadata(
+    rgw: RadosGateway, s3_bucket: str, tmp_path: Path, name: str
+) -> None:
+    headers = meta_headers({"caller_name": name, "uniqueid": "1710497702.42"})
+    value = headers["x-amz-meta-caller-name"]
+    assert value.isascii() and value.isprintable() and len(value) <= META_VALUE_MAX
+    assert name.startswith(unquote(value))  # a prefix of the name, cut between characters
+    transport = rgw.transport(s3_bucket)
+    client = rgw.client(s3_bucket)
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"RIFF" + b"\0" * 40)
+    try:
+        transport.put(
+            path,
+            "2024/03/15/a.wav",
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            metadata={"caller_name": name, "uniqueid": "1710497702.42"},
+        )
+        head = client.request("HEAD", "2024/03/15/a.wav").headers
+    finally:
+        transport.close()
+        client.close()
+    assert head["x-amz-meta-caller-name"] == value
+    assert head["x-amz-meta-uniqueid"] == "1710497702.42"
+    assert "x-injected" not in head

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -64,8 +64,11 @@ class Transport(Protocol):
         *,
         sha256: str,
         should_stop: Callable[[], bool] = lambda: False,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
-        """Ship `local` to `remote`; verify it arrived whole (size and sha256)."""
+        """Ship `local` to `remote`; verify it arrived whole (size and sha256).
+        `metadata`: the call's fields, for a destination that keeps them with the object
+        (S3's x-amz-meta-*); others ignore it. Untrusted text: the adapter encodes it."""
 
     def write_bytes(self, remote: str, data: bytes) -> None:
         """Atomically replace `remote` with `data` (manifests, pages)."""

@@ -6,7 +6,7 @@ import errno
 import hashlib
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -103,6 +103,7 @@ class LocalTransport:
         *,
         sha256: str,
         should_stop: Callable[[], bool] = lambda: False,
+        metadata: Mapping[str, str] | None = None,  # kept by object stores only
     ) -> None:
         target = self._target(remote)
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -75,9 +75,12 @@ class RetryingTransport:
         *,
         sha256: str,
         should_stop: Callable[[], bool] = lambda: False,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         self._retry(
-            lambda: self.inner.put(local, remote, sha256=sha256, should_stop=should_stop),
+            lambda: self.inner.put(
+                local, remote, sha256=sha256, should_stop=should_stop, metadata=metadata
+            ),
             should_stop,
         )
 

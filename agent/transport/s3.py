@@ -15,9 +15,10 @@ import http.client
 import mimetypes
 import posixpath
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from agent.errors import DestinationDown, Interrupted, PermanentError, TransientError
 from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, check_remote
@@ -49,6 +50,26 @@ _REFUSED = {
 # Codes of one object: its name or size is not acceptable to the server.
 _OBJECT_FAULTS = {"KeyTooLongError", "InvalidObjectName", "EntityTooLarge", "InvalidArgument"}
 _NO_CACHE = (".html", ".json")
+
+
+META_VALUE_MAX = 256  # bytes of one x-amz-meta-* value, encoded (S3 allows 2 KB in all)
+_META_SAFE = "-_.~ :+@,/"  # kept as they are; everything else is %-encoded UTF-8
+
+
+def meta_headers(fields: Mapping[str, str]) -> dict[str, str]:
+    """The call's fields as x-amz-meta-* headers: %-encoded UTF-8 (header values must be
+    ASCII without control characters, and caller names are hostile text), each cut to
+    META_VALUE_MAX at a character boundary."""
+    headers = {}
+    for name, value in fields.items():
+        encoded = ""
+        for char in value:
+            piece = quote(char, safe=_META_SAFE)
+            if len(encoded) + len(piece) > META_VALUE_MAX:
+                break
+            encoded += piece
+        headers[f"x-amz-meta-{name.replace('_', '-').lower()}"] = encoded
+    return headers
 
 
 def content_type(remote: str) -> str:
@@ -167,6 +188,7 @@ class S3Transport:
         *,
         sha256: str,
         should_stop: Callable[[], bool] = lambda: False,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         key = self.key(remote)
         if should_stop():
@@ -177,6 +199,7 @@ class S3Transport:
             "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(sha256)).decode(),
             "content-type": content_type(remote),
             **self._extra,
+            **meta_headers(metadata or {}),
         }
         try:
             with local.open("rb") as file:

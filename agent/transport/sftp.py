@@ -20,7 +20,7 @@ import posixpath
 import secrets
 import stat
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -154,6 +154,7 @@ class SftpTransport:
         *,
         sha256: str,
         should_stop: Callable[[], bool] = lambda: False,
+        metadata: Mapping[str, str] | None = None,  # kept by object stores only
     ) -> None:
         target = self._path(remote)
         try:
