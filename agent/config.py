@@ -261,10 +261,15 @@ def _integer(low: int, high: int | None = None, what: str = "a whole number") ->
     return check
 
 
-def _text_or_empty(key: str, value: Any, _base: Path) -> str:
+def _endpoint(key: str, value: Any, _base: Path) -> str:
+    """ "" (AWS) or an http(s) URL with a host and nothing after it but a port."""
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            raise ConfigError(f'{key}: expected https://host[:port] (or "" for AWS): {value!r}')
+    return value.rstrip("/")
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -463,7 +468,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "timeout_seconds": (30, _number(minimum=1)),
         "file_mode": ("0644", _mode),
         "dir_mode": ("0755", _mode),
-        "endpoint": ("", _text_or_empty),
+        "endpoint": ("", _endpoint),
         "region": ("us-east-1", _text),
         "bucket": (None, _bucket),
         "prefix": ("", _prefix),

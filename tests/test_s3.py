@@ -260,6 +260,8 @@ def test_a_wrong_secret_pauses_the_agent_and_says_why(
         ({"type": "s3", "bucket": "bkt", "sse": "aws:kms"}, "destination.kms_key_id is required"),
         ({"type": "s3", "bucket": "bkt", "access_key_id": "AK"}, "needs destination.secret_acc"),
         ({"type": "s3", "bucket": "bkt", "sse": "yes"}, "destination.sse"),
+        ({"type": "s3", "bucket": "bkt", "endpoint": "s3.example.com"}, "expected https://host"),
+        ({"type": "s3", "bucket": "bkt", "endpoint": "https://h/bkt"}, "expected https://host"),
     ],
 )
 def test_s3_config_errors_name_the_key(destination: dict[str, Any], message: str) -> None:
