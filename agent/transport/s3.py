@@ -28,7 +28,6 @@ from agent.transport.s3client import (
     Response,
     S3Client,
     S3Failure,
-    is_network_error,
     md5_base64,
 )
 
@@ -145,9 +144,7 @@ class S3Transport:
             return self.client.request(method, key, **kwargs)  # type: ignore[arg-type]
         except Interrupted:
             raise
-        except (OSError, http.client.HTTPException) as exc:
-            if not is_network_error(exc):
-                raise
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout
             raise TransientError(f"{what}: cannot reach {self.client.host}: {exc}") from exc
 
     def _fault(self, what: str, answer: Response) -> Exception:

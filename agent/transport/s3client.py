@@ -14,7 +14,6 @@ import base64
 import hashlib
 import hmac
 import http.client
-import socket
 import ssl
 import threading
 import xml.etree.ElementTree as ET
@@ -292,7 +291,3 @@ class S3Failure(Exception):
 
 def md5_base64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-
-
-def is_network_error(exc: BaseException) -> bool:
-    return isinstance(exc, (OSError, http.client.HTTPException, socket.timeout))
