@@ -12,7 +12,12 @@ class ConfigError(AgentError):
 
 
 class TransientError(AgentError):
-    """A fault that may go away by itself: retry later."""
+    """A fault that may go away by itself: retry later. `retry_after`: seconds the server
+    asked us to wait (HTTP Retry-After), at least that long before the next try."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentError(AgentError):

@@ -416,7 +416,7 @@ class Pipeline:
                 raise error
             return
         if isinstance(error, TransientError):
-            self._fail(row, str(error), now)
+            self._fail(row, str(error), now, at_least=error.retry_after or 0.0)
             return
         if isinstance(error, PermanentError):
             self.store.quarantine(row.id, reason=str(error), now=now)
@@ -437,8 +437,10 @@ class Pipeline:
         assert row is not None and row.remote_path is not None
         self.transport.write_bytes(sidecar_of(row.remote_path), sidecar(entry(row)))
 
-    def _fail(self, row: Row, error: str, now: float, *, local: bool = False) -> None:
-        delay = retry_delay(row.attempts)
+    def _fail(
+        self, row: Row, error: str, now: float, *, local: bool = False, at_least: float = 0.0
+    ) -> None:
+        delay = max(retry_delay(row.attempts), at_least)  # at_least: the server's Retry-After
         retry_at = now + (min(delay, LOCAL_RETRY_MAX_SECONDS) if local else delay)
         self.store.mark_failed(row.id, error=error, retry_at=retry_at, now=now, local=local)
         log.warning(kv("failed", id=row.id, path=row.path, error=error, attempts=row.attempts + 1))

@@ -281,6 +281,20 @@ def test_transient_failure_is_retried_with_backoff(site: Site, make_agent: Any, 
     assert state_of(agent, f"{DAY}/{NAME}")[0] == "done"
 
 
+def test_a_servers_retry_after_is_waited_out(site: Site, make_agent: Any, wide: Any) -> None:
+    """S3's 503 SlowDown with Retry-After: 2 h beats the 30 s backoff."""
+    write_recording(site.spool_file(f"{DAY}/{NAME}"))
+    slow_down = TransientError("HTTP 503 SlowDown", retry_after=7200)
+    agent = make_agent(wide, FlakyTransport(site.dest, [slow_down]))
+    now = time.time()
+    agent.start(now)
+    agent.run_once(now)
+    row = agent.store.by_stem(f"{DAY}/{NAME}"[:-4])
+    assert row.state == "failed" and now + 7200 <= row.next_attempt_at <= now + 7201
+    agent.run_once(now + 7201)
+    assert state_of(agent, f"{DAY}/{NAME}")[0] == "done"
+
+
 def test_destination_down_pauses_and_resumes_by_itself(
     site: Site, make_agent: Any, wide: Any
 ) -> None:

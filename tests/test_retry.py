@@ -62,6 +62,19 @@ def test_a_transient_fault_is_retried_at_once_then_after_a_pause() -> None:
     assert sum(fake.slept) == pytest.approx(0.5)  # the first retry did not wait at all
 
 
+def test_a_retry_after_within_the_budget_is_waited_and_one_past_it_passes_up() -> None:
+    fake = FakeTime()
+    inner = Scripted([TransientError("slow down", retry_after=2.0)])
+    wrap(inner, fake).put(Path("x"), "a", sha256="0" * 64)
+    assert inner.calls == 2 and fake.slept and sum(fake.slept) == pytest.approx(2.0)
+    later = FakeTime()
+    patient = Scripted([TransientError("slow down", retry_after=30.0)])
+    with pytest.raises(TransientError) as caught:
+        wrap(patient, later, max_elapsed=5.0).put(Path("x"), "a", sha256="0" * 64)
+    assert patient.calls == 1 and later.slept == []  # the per-file backoff waits it out
+    assert caught.value.retry_after == 30.0
+
+
 def test_it_gives_up_within_max_elapsed_and_the_error_passes_up() -> None:
     fake, inner = FakeTime(), Scripted([TransientError("down")] * 100)
     transport = wrap(inner, fake, max_elapsed=5.0)

@@ -20,7 +20,7 @@ from agent.config import from_dict
 from agent.daemon import Agent
 from agent.errors import ConfigError, DestinationDown, PermanentError, TransientError
 from agent.transport import open_transport
-from agent.transport.s3 import META_VALUE_MAX, S3Transport, meta_headers
+from agent.transport.s3 import META_VALUE_MAX, S3Transport, meta_headers, retry_after
 from agent.transport.s3client import Credentials, Response, S3Client
 from tests.conftest import Site
 from tests.support.daemon import recsync
@@ -128,6 +128,24 @@ def test_keys_that_need_encoding_round_trip(
 def answer(status: int, code: str = "", **headers: str) -> Response:
     body = f"<Error><Code>{code}</Code></Error>".encode() if code else b""
     return Response(status, headers, body)
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    date = "Thu, 03 Dec 2026 09:00:00 GMT"
+    assert retry_after(answer(503, "SlowDown", **{"retry-after": "7"})) == 7.0
+    in_90 = answer(503, **{"retry-after": "Thu, 03 Dec 2026 09:01:30 GMT", "date": date})
+    assert retry_after(in_90) == 90.0
+    assert retry_after(answer(503, **{"retry-after": "99999"})) == 3600.0  # capped
+    assert retry_after(answer(503, **{"retry-after": "soon"})) is None
+    assert retry_after(answer(503)) is None
+    transport = S3Transport(
+        endpoint="http://127.0.0.1:1",
+        region=REGION,
+        bucket="b",
+        credentials=lambda: Credentials("a", "b"),
+    )
+    fault = transport._fault("put x", answer(503, "SlowDown", **{"retry-after": "7"}))
+    assert isinstance(fault, TransientError) and fault.retry_after == 7.0
 
 
 @pytest.mark.parametrize(

@@ -50,8 +50,9 @@ class RetryingTransport:
         while True:
             try:
                 return call()
-            except TransientError:
+            except TransientError as exc:
                 delay = 0.0 if attempt == 0 else backoff(attempt - 1, first=FIRST_DELAY, cap=60)
+                delay = max(delay, exc.retry_after or 0.0)  # the server's wish wins
                 if self.clock() + delay - began > self.max_elapsed or should_stop():
                     raise
             self._wait(delay, should_stop)

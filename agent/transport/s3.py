@@ -17,6 +17,7 @@ import posixpath
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -69,6 +70,26 @@ def meta_headers(fields: Mapping[str, str]) -> dict[str, str]:
             encoded += piece
         headers[f"x-amz-meta-{name.replace('_', '-').lower()}"] = encoded
     return headers
+
+
+RETRY_AFTER_MAX = 3600.0  # a server asking for more is capped: the backoff's own maximum
+
+
+def retry_after(answer: Response) -> float | None:
+    """Retry-After as seconds (a number or an HTTP date), None when absent or unreadable."""
+    value = answer.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        date = answer.server_time() or datetime.now(UTC)
+        seconds = (when - date).total_seconds()
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
 
 def content_type(remote: str) -> str:
@@ -162,9 +183,11 @@ class S3Transport:
             return DestinationDown(f"{what}: {code or answer.status} at {where}")
         if code in _OBJECT_FAULTS or answer.status in (413, 414):
             return PermanentError(f"{what}: {code or answer.status}")
-        retry = answer.headers.get("retry-after")
-        after = f" (retry after {retry} s)" if retry else ""
-        return TransientError(f"{what}: HTTP {answer.status} {code}{after}".rstrip())
+        wait = retry_after(answer)
+        after = f" (retry after {wait:.0f} s)" if wait is not None else ""
+        return TransientError(
+            f"{what}: HTTP {answer.status} {code}{after}".rstrip(), retry_after=wait
+        )
 
     # --- the Transport contract
 
