@@ -379,3 +379,32 @@ def test_hostile_caller_names_travel_as_encoded_bounded_metadata(
     assert head["x-amz-meta-caller-name"] == value
     assert head["x-amz-meta-uniqueid"] == "1710497702.42"
     assert "x-injected" not in head
+
+
+def test_state_rebuild_from_the_buckets_manifests_uploads_nothing_again(
+    site: Site, rgw: RadosGateway, s3_bucket: str
+) -> None:
+    names = [f"out-0612345{n:03d}-201-20240315-1017{n:02d}-1710497820.{n}.wav" for n in range(3)]
+    for n, name in enumerate(names):
+        write_recording(site.spool_file(f"2024/03/15/{name}"), seconds=0.3, seed=n)
+    site.write_config(
+        spool={"path": str(site.spool), "backfill_days": 100_000},
+        destination=s3_destination(site, rgw, s3_bucket),
+    )
+    assert run_agent(site, "run", "--once").returncode == 0
+    client = rgw.client(s3_bucket)
+    try:
+        before = dict(_objects(client))
+        (site.state / "state.db").write_bytes(b"\0" * 4096)  # damaged beyond repair
+        rebuilt = run_agent(site, "state", "rebuild")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert "3 shipped recording(s)" in rebuilt.stdout, rebuilt.stdout
+        again = run_agent(site, "run", "--once")
+        assert again.returncode == 0, again.stderr
+        after = dict(_objects(client))
+    finally:
+        client.close()
+    recordings = [k for k in before if k.endswith(".wav")]
+    assert len(recordings) == 3
+    assert {k: after[k] for k in recordings} == {k: before[k] for k in recordings}
+    assert sorted(k for k in after if k.endswith(".wav")) == sorted(recordings)
