@@ -29,7 +29,6 @@ CDR_KEYS = {
     "csv": {"path", "columns"},
     "none": set(),
 }
-REQUIRED = object()  # a SCHEMA default that means "no default: the key must be set"
 DESTINATION_TYPES = ("local", "sftp", "s3")
 # Keys each destination.type accepts besides type.
 DESTINATION_KEYS = {
@@ -410,7 +409,8 @@ def _patterns(key: str, value: Any, _base: Path) -> tuple[CustomPattern, ...]:
 
 _PORT = _integer(1, 65535, "a TCP port")
 
-# One table of every key: its default (REQUIRED: none; None: unset) and its checker.
+# One table of every key: its default (None: unset) and its checker. Keys required for
+# one type only (destination.root, bucket ...) are checked in _destination().
 SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
     "spool": {
         "path": ("/var/spool/asterisk/monitor", _path),
@@ -513,12 +513,7 @@ def _section(name: str, raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
         )
     values = {}
     for key, (default, check) in schema.items():
-        if key in raw:
-            value = raw[key]
-        elif default is REQUIRED:
-            raise ConfigError(f"{name}.{key} is required")
-        else:
-            value = default
+        value = raw.get(key, default)
         values[key] = None if value is None else check(f"{name}.{key}", value, base)
     return values
 

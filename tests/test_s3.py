@@ -194,17 +194,43 @@ def run_agent(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
     return recsync(site.config_path, *args, timeout=120)
 
 
+def call_names(minute: int, count: int) -> list[str]:
+    """`count` outbound calls of 2024-03-15 at 10:<minute>, one a second."""
+    uid = 1710497700 + minute * 60
+    return [
+        f"out-0612345{n:03d}-201-20240315-10{minute:02d}{n:02d}-{uid}.{n}.wav" for n in range(count)
+    ]
+
+
+def record(site: Site, names: list[str], first: int = 0) -> None:
+    for n, name in enumerate(names, start=first):
+        write_recording(site.spool_file(f"2024/03/15/{name}"), seconds=0.3, seed=n)
+
+
+def agent_config(site: Site, rgw: RadosGateway, bucket: str) -> dict[str, dict[str, Any]]:
+    """The config tables of an agent shipping the site's spool (any age) to the bucket."""
+    return {
+        "spool": {"path": str(site.spool), "backfill_days": 100_000},
+        "destination": s3_destination(site, rgw, bucket),
+    }
+
+
+def shipped_entries(client: S3Client, day: str = "2024/03/15") -> list[dict[str, Any]]:
+    """The day manifest's entries under pbx1/, each checked sha256-equal to its object."""
+    manifest = json.loads(client.request("GET", f"pbx1/{day}/manifest.json").body)
+    for entry in manifest["recordings"]:
+        body = client.request("GET", f"pbx1/{entry['file']}").body
+        assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+    entries: list[dict[str, Any]] = manifest["recordings"]
+    return entries
+
+
 def test_run_once_ships_recordings_pages_and_status_to_the_bucket(
     site: Site, rgw: RadosGateway, s3_bucket: str
 ) -> None:
-    names = [f"out-0612345{n:03d}-201-20240315-1015{n:02d}-1710497702.{n}.wav" for n in range(3)]
-    for n, name in enumerate(names):
-        write_recording(site.spool_file(f"2024/03/15/{name}"), seconds=0.3, seed=n)
-    site.write_config(
-        spool={"path": str(site.spool), "backfill_days": 100_000},
-        destination=s3_destination(site, rgw, s3_bucket),
-        index={"enabled": True},
-    )
+    names = call_names(15, 3)
+    record(site, names)
+    site.write_config(**agent_config(site, rgw, s3_bucket), index={"enabled": True})
     checked = run_agent(site, "check-config")
     assert f"destination s3 s3://{s3_bucket}/pbx1" in checked.stdout, checked.stdout
     first = run_agent(site, "run", "--once")
@@ -216,17 +242,13 @@ def test_run_once_ships_recordings_pages_and_status_to_the_bucket(
         assert len(recordings) == 3 and all(k.startswith("pbx1/2024/03/15/") for k in recordings)
         for key in ("pbx1/index.html", "pbx1/2024/03/15/index.html", "pbx1/status.json"):
             assert key in keys, sorted(keys)
-        manifest = json.loads(client.request("GET", "pbx1/2024/03/15/manifest.json").body)
-        for entry in manifest["recordings"]:
-            body = client.request("GET", f"pbx1/{entry['file']}").body
-            assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+        entries = shipped_entries(client)
+        for entry in entries:
             head = client.request("HEAD", f"pbx1/{entry['file']}").headers
             assert head["x-amz-meta-uniqueid"] == entry["uniqueid"]
             assert head["x-amz-meta-sha256"] == entry["sha256"]
             assert unquote(head["x-amz-meta-started-at"]) == entry["started_at"]
-        assert sorted(e["original"] for e in manifest["recordings"]) == [
-            f"2024/03/15/{n}" for n in names
-        ]
+        assert sorted(e["original"] for e in entries) == [f"2024/03/15/{n}" for n in names]
         doctor = run_agent(site, "doctor")
         assert f"✓ destination: s3 s3://{s3_bucket}/pbx1 writable" in doctor.stdout, doctor.stdout
         # Again: nothing is uploaded twice.
@@ -249,17 +271,16 @@ def _objects(client: S3Client) -> list[tuple[str, str]]:
 def test_a_wrong_secret_pauses_the_agent_and_says_why(
     site: Site, rgw: RadosGateway, s3_bucket: str
 ) -> None:
-    write_recording(site.spool_file("2024/03/15/out-100-201-20240315-101500-1.1.wav"), seconds=0.3)
-    destination = s3_destination(site, rgw, s3_bucket)
-    site.write_config(
-        spool={"path": str(site.spool), "backfill_days": 100_000}, destination=destination
-    )
-    Path(destination["secret_access_key_file"]).write_text("wrong\n")
+    record(site, call_names(14, 1))
+    tables = agent_config(site, rgw, s3_bucket)
+    site.write_config(**tables)
+    secret = Path(tables["destination"]["secret_access_key_file"])
+    secret.write_text("wrong\n")
     run_agent(site, "run", "--once")
     status = run_agent(site, "status")
     assert "paused" in status.stdout and "SignatureDoesNotMatch" in status.stdout, status.stdout
     # Fixed: the next run ships it, no retry command needed.
-    Path(destination["secret_access_key_file"]).write_text(rgw.credentials.secret_access_key)
+    secret.write_text(rgw.credentials.secret_access_key)
     assert run_agent(site, "run", "--once").returncode == 0
     client = rgw.client(s3_bucket)
     try:
@@ -307,19 +328,14 @@ def test_the_server_down_mid_run_then_back_ships_everything_once(
 ) -> None:
     """radosgw killed between passes and started again: every recording once, sha256-equal
     (passes an hour apart of made-up time: past every backoff)."""
-    names = [f"out-0612345{n:03d}-201-20240315-1016{n:02d}-1710497760.{n}.wav" for n in range(4)]
-    config = site.config(
-        spool={"path": str(site.spool), "backfill_days": 100_000},
-        destination=s3_destination(site, rgw, s3_bucket),
-    )
+    names = call_names(16, 4)
+    config = site.config(**agent_config(site, rgw, s3_bucket))
     agent = make_agent(config, transport=open_transport(config.destination))
-    for n, name in enumerate(names[:2]):
-        write_recording(site.spool_file(f"2024/03/15/{name}"), seconds=0.3, seed=n)
+    record(site, names[:2])
     agent.run_until_idle()
     rgw.stop_gateway()
     try:
-        for n, name in enumerate(names[2:], start=2):
-            write_recording(site.spool_file(f"2024/03/15/{name}"), seconds=0.3, seed=n)
+        record(site, names[2:], first=2)
         agent.run_until_idle()  # sees them, fails them (backoff), returns
         waiting = agent.store.rows("state != 'done'")
         assert len(waiting) == 2 and all("cannot reach" in (r.reason or "") for r in waiting)
@@ -330,16 +346,11 @@ def test_the_server_down_mid_run_then_back_ships_everything_once(
         later += 3600
     client = rgw.client(s3_bucket)
     try:
-        manifest = json.loads(client.request("GET", "pbx1/2024/03/15/manifest.json").body)
+        entries = shipped_entries(client)
         keys = [k for k, _ in client.list_keys("pbx1/2024/03/15/") if k.endswith(".wav")]
-        for entry in manifest["recordings"]:
-            body = client.request("GET", f"pbx1/{entry['file']}").body
-            assert hashlib.sha256(body).hexdigest() == entry["sha256"]
     finally:
         client.close()
-    assert sorted(e["original"] for e in manifest["recordings"]) == [
-        f"2024/03/15/{n}" for n in names
-    ]
+    assert sorted(e["original"] for e in entries) == [f"2024/03/15/{n}" for n in names]
     assert len(keys) == 4  # each once
 
 
@@ -384,13 +395,8 @@ def test_hostile_caller_names_travel_as_encoded_bounded_metadata(
 def test_state_rebuild_from_the_buckets_manifests_uploads_nothing_again(
     site: Site, rgw: RadosGateway, s3_bucket: str
 ) -> None:
-    names = [f"out-0612345{n:03d}-201-20240315-1017{n:02d}-1710497820.{n}.wav" for n in range(3)]
-    for n, name in enumerate(names):
-        write_recording(site.spool_file(f"2024/03/15/{name}"), seconds=0.3, seed=n)
-    site.write_config(
-        spool={"path": str(site.spool), "backfill_days": 100_000},
-        destination=s3_destination(site, rgw, s3_bucket),
-    )
+    record(site, call_names(17, 3))
+    site.write_config(**agent_config(site, rgw, s3_bucket))
     assert run_agent(site, "run", "--once").returncode == 0
     client = rgw.client(s3_bucket)
     try:

@@ -220,9 +220,7 @@ class CsvCdr:
         return []
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self.close_file()
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -26,7 +26,6 @@ from urllib.parse import quote, urlsplit
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
 BLOCK = 1 << 18  # bytes per send of a file body (http.client's default 8 KiB costs CPU)
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
@@ -55,20 +54,27 @@ class Response:
             return None
 
 
-def xml_text(body: bytes, tag: str) -> str:
-    try:
-        root = ET.fromstring(body)  # noqa: S314 - the configured server's answer, expat-limited
-    except ET.ParseError:
-        return ""
-    found = root.find(tag)
+def _child_text(element: ET.Element, tag: str) -> str:
+    """The text of `tag` under `element`, in S3's namespace or in none (servers differ)."""
+    found = element.find(f"{_NS}{tag}")
     if found is None:
-        found = root.find(f"{_NS}{tag}")
+        found = element.find(tag)
     return (found.text or "") if found is not None else ""
 
 
-def xml_all(body: bytes, path: str) -> list[ET.Element]:
-    root = ET.fromstring(body)  # noqa: S314 - as above
-    return root.findall(path.replace("s3:", _NS)) or root.findall(path.replace("s3:", ""))
+def _children(element: ET.Element, tag: str) -> list[ET.Element]:
+    return element.findall(f"{_NS}{tag}") or element.findall(tag)
+
+
+def _parse(body: bytes) -> ET.Element:
+    return ET.fromstring(body)  # noqa: S314 - the configured server's answer, expat-limited
+
+
+def xml_text(body: bytes, tag: str) -> str:
+    try:
+        return _child_text(_parse(body), tag)
+    except ET.ParseError:
+        return ""
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -265,20 +271,14 @@ class S3Client:
             answer = self.request("GET", "", query=query)
             if answer.status != 200:
                 raise S3Failure(answer)
-            for element in xml_all(answer.body, "s3:Contents"):
-                yield _child(element, "Key"), False
-            for element in xml_all(answer.body, "s3:CommonPrefixes"):
-                yield _child(element, "Prefix"), True
-            token = xml_text(answer.body, "NextContinuationToken")
-            if xml_text(answer.body, "IsTruncated") != "true" or not token:
+            root = _parse(answer.body)
+            for element in _children(root, "Contents"):
+                yield _child_text(element, "Key"), False
+            for element in _children(root, "CommonPrefixes"):
+                yield _child_text(element, "Prefix"), True
+            token = _child_text(root, "NextContinuationToken")
+            if _child_text(root, "IsTruncated") != "true" or not token:
                 return
-
-
-def _child(element: ET.Element, tag: str) -> str:
-    found = element.find(f"{_NS}{tag}")
-    if found is None:
-        found = element.find(tag)
-    return (found.text or "") if found is not None else ""
 
 
 class S3Failure(Exception):
