@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_sftp import make_spool  # noqa: E402
+from scripts.bench_sftp import make_spool, row  # noqa: E402
 from tests.support.s3 import REGION, RadosGateway  # noqa: E402
 
 BASELINE = "rclone copy, --transfers 4"
@@ -105,11 +105,8 @@ def main() -> None:
                     client.close()
                     assert shipped == count, f"{label}: {shipped} of {count} arrived"
                     figures[label] = seconds
-                    ratio = figures[BASELINE] / seconds
-                    print(
-                        f"  {label:36}{count / seconds:8.0f} files/s{total / seconds:7.1f} MB/s"
-                        f"{seconds:8.2f} s{ratio:7.2f}x  CPU {per_file_ms:5.1f} ms/file"
-                    )
+                    line = row(label, count, total, seconds, figures[BASELINE])
+                    print(f"{line}  CPU {per_file_ms:5.1f} ms/file")
     finally:
         rgw.stop()
 

@@ -35,6 +35,14 @@ def make_spool(spool: Path, count: int, size: int) -> int:
     return count * size
 
 
+def row(label: str, count: int, megabytes: float, seconds: float, baseline: float) -> str:
+    """One line of a side-by-side table: files/s, MB/s, seconds, ratio to the baseline."""
+    return (
+        f"  {label:36}{count / seconds:8.0f} files/s{megabytes / seconds:7.1f} MB/s"
+        f"{seconds:8.2f} s{baseline / seconds:7.2f}x"
+    )
+
+
 def openssh(sshd: Sshd, spool: Path, remote: Path, work: Path) -> float:
     """`sftp -b`: one connection, put to a temporary name, rename into place."""
     batch = work / "batch"
@@ -111,11 +119,7 @@ def main() -> None:
                     shipped = sum(1 for _ in remote.rglob("*.wav"))
                     assert shipped == count, f"{label}: {shipped} of {count} arrived"
                     figures[label] = seconds
-                    ratio = figures[BASELINE] / seconds
-                    print(
-                        f"  {label:36}{count / seconds:8.0f} files/s{total / seconds:7.1f} MB/s"
-                        f"{seconds:8.2f} s{ratio:7.2f}x"
-                    )
+                    print(row(label, count, total, seconds, figures[BASELINE]))
                     shutil.rmtree(remote)
 
 
