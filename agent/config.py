@@ -62,7 +62,10 @@ DESTINATION_KEYS = {
         "kms_key_id",
         "ca_file",
         "connections",
+        "bwlimit_kbps",
         "timeout_seconds",
+        "multipart_threshold_mb",
+        "object_tags",
     },
 }
 SSE_MODES = ("none", "AES256", "aws:kms")
@@ -133,6 +136,7 @@ class WebhookConfig:
     url: str | None  # None: no webhook
     secret_file: Path | None
     timeout_seconds: float
+    presign_seconds: int  # s3: a presigned GET URL in each webhook; 0 = off
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,6 +182,8 @@ class DestinationConfig:
     sse: str
     kms_key_id: str | None
     ca_file: Path | None
+    multipart_threshold_mb: float  # s3: larger recordings go up in parts
+    object_tags: bool  # s3: tag objects (B2 and R2 reject tagging)
 
     @property
     def where(self) -> str:
@@ -479,6 +485,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "sse": ("none", _choice(SSE_MODES)),
         "kms_key_id": (None, _text),
         "ca_file": (None, _path),
+        # An hour of 16 kHz stereo WAV is 230 MB: ordinary calls stay single PUTs.
+        "multipart_threshold_mb": (512, _number(minimum=5)),
+        "object_tags": (False, _bool),
     },
     "index": {
         "enabled": (True, _bool),
@@ -488,6 +497,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "url": (None, _url),
         "secret_file": (None, _path),
         "timeout_seconds": (5, _number(minimum=0.1)),
+        "presign_seconds": (0, _integer(0, 7 * 24 * 3600, "a number of seconds")),
     },
     "metrics": {
         "listen": ("127.0.0.1:9464", _listen),
