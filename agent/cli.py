@@ -126,12 +126,14 @@ def _agent(
     from agent.cdr import open_source
     from agent.daemon import Agent
     from agent.publish.webhook import open_webhook
+    from agent.store.uploads import UploadLedger
     from agent.transport import open_transport
 
+    uploads = UploadLedger(config.state.path) if config.destination.type == "s3" else None
     return Agent(
         config=config,
         store=store,
-        transport=open_transport(config.destination),
+        transport=open_transport(config.destination, uploads=uploads),
         cdr=open_source(config.cdr, state_folder=config.state.path.parent),
         webhook=open_webhook(config.webhook),
         notifier=notifier,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -67,3 +67,24 @@ class Identity:
 
 def identity_of(st: os.stat_result) -> Identity:
     return Identity(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One finished part of a multipart upload to object storage."""
+
+    number: int
+    etag: str
+    sha256: str  # base64
+
+
+@dataclass(frozen=True)
+class PartUpload:
+    """A multipart upload begun: what a crash resumes (agent.store.uploads keeps them)."""
+
+    upload_id: str
+    key: str
+    sha256: str
+    part_size: int
+    started_at: float
+    parts: dict[int, Part] = field(default_factory=dict)

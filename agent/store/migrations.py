@@ -117,3 +117,32 @@ def _events_by_name(db: Database) -> None:
     # `status` asks for the newest event of a few kinds (the last error, the last upload
     # outcome); without this it reads all the history (30 days) when there is none.
     db.execute("CREATE INDEX events_event ON events (event, id)")
+
+
+@migrations(name="0007_multipart")
+def _multipart(db: Database) -> None:
+    # Object-storage uploads in parts: the upload id and each finished part, so an upload
+    # cut by a crash resumes without sending its parts again.
+    db.execute(
+        """
+        CREATE TABLE multipart_uploads (
+            upload_id TEXT PRIMARY KEY,
+            key TEXT NOT NULL,
+            sha256 TEXT NOT NULL,       -- of the whole file: a changed file starts over
+            part_size INTEGER NOT NULL,
+            started_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX multipart_uploads_key ON multipart_uploads (key)")
+    db.execute(
+        """
+        CREATE TABLE multipart_parts (
+            upload_id TEXT NOT NULL REFERENCES multipart_uploads ON DELETE CASCADE,
+            number INTEGER NOT NULL,
+            etag TEXT NOT NULL,
+            sha256 TEXT NOT NULL,       -- base64, as CompleteMultipartUpload names it
+            PRIMARY KEY (upload_id, number)
+        )
+        """
+    )

@@ -6,11 +6,14 @@ import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.config import DestinationConfig
 from agent.errors import PermanentError
 from agent.secrets import read_secret
+
+if TYPE_CHECKING:
+    from agent.transport.s3parts import PartLedger
 
 TEMP_PREFIX = ".recsync-"
 TEMP_SUFFIX = ".tmp"
@@ -103,7 +106,7 @@ def check_remote(remote: str) -> str:
     return remote
 
 
-def _sftp(config: DestinationConfig) -> Transport:
+def _sftp(config: DestinationConfig, uploads: PartLedger | None = None) -> Transport:
     from agent.transport.sftp import SftpTransport
 
     secret = config.password_file
@@ -129,13 +132,13 @@ def _sftp(config: DestinationConfig) -> Transport:
     )
 
 
-def _local(config: DestinationConfig) -> Transport:
+def _local(config: DestinationConfig, uploads: PartLedger | None = None) -> Transport:
     from agent.transport.local import LocalTransport
 
     return LocalTransport(root=config.root)
 
 
-def _s3(config: DestinationConfig) -> Transport:
+def _s3(config: DestinationConfig, uploads: PartLedger | None = None) -> Transport:
     from agent.transport.s3 import S3Transport
     from agent.transport.s3creds import credential_chain
 
@@ -153,18 +156,24 @@ def _s3(config: DestinationConfig) -> Transport:
         storage_class=config.storage_class,
         sse=None if config.sse == "none" else config.sse,
         kms_key_id=config.kms_key_id,
+        object_tags=config.object_tags,
+        bwlimit_kbps=config.bwlimit_kbps,
+        multipart_threshold=int(config.multipart_threshold_mb * 10**6),
+        uploads=uploads,
     )
 
 
-REGISTRY: dict[str, Callable[[DestinationConfig], Transport]] = {
+# Each makes its transport from the config; `uploads` is used by object storage only.
+REGISTRY: dict[str, Callable[[DestinationConfig, PartLedger | None], Transport]] = {
     "local": _local,
     "sftp": _sftp,
     "s3": _s3,
 }
 
 
-def open_transport(config: DestinationConfig) -> Transport:
-    """The configured destination, wrapped so a passing fault is retried within the call."""
+def open_transport(config: DestinationConfig, *, uploads: PartLedger | None = None) -> Transport:
+    """The configured destination, wrapped so a passing fault is retried within the call.
+    `uploads`: the agent's ledger of multipart uploads (object storage resumes them)."""
     from agent.transport.retry import RetryingTransport
 
-    return RetryingTransport(REGISTRY[config.type](config))
+    return RetryingTransport(REGISTRY[config.type](config, uploads))

@@ -4,7 +4,8 @@ A PUT is atomic in S3: an object is visible only when the whole body arrived, so
 temporary name or rename is needed. Each PUT carries the body's sha256 as the signed
 x-amz-content-sha256 and its MD5 as Content-MD5 (the server refuses a body that differs
 from either), plus x-amz-checksum-sha256 for servers that store it; a HEAD then
-confirms the size and the ETag (the MD5 of a single-PUT object) before `put` returns.
+confirms the size and the ETag (the MD5 of a single-PUT object, or the MD5 of the parts'
+MD5s) before `put` returns. Large recordings go up in parts (s3parts.py).
 """
 
 from __future__ import annotations
@@ -12,25 +13,47 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import logging
 import mimetypes
 import posixpath
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import quote
+from typing import BinaryIO
+from urllib.parse import quote, urlencode
 
 from agent.errors import DestinationDown, Interrupted, PermanentError, TransientError
+from agent.log import kv
+from agent.model import Part, PartUpload
+from agent.testhooks import crash_point
 from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, check_remote
+from agent.transport.ratelimit import RateLimit
 from agent.transport.s3client import (
+    BLOCK,
     ChunkReader,
     Credentials,
     Response,
     S3Client,
     S3Failure,
     md5_base64,
+    xml_text,
 )
+from agent.transport.s3parts import (
+    ABANDONED_AFTER,
+    RECORDING_KEY,
+    NoLedger,
+    PartLedger,
+    b64,
+    complete_body,
+    multipart_etag,
+    part_digests,
+    part_size,
+)
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 NAME_MAX = 255  # bytes of one path segment: what any file system mirroring it can hold
@@ -50,6 +73,7 @@ _REFUSED = {
 # Codes of one object: its name or size is not acceptable to the server.
 _OBJECT_FAULTS = {"KeyTooLongError", "InvalidObjectName", "EntityTooLarge", "InvalidArgument"}
 _NO_CACHE = (".html", ".json")
+MULTIPART_THRESHOLD = 512 * 10**6  # destination.multipart_threshold_mb's default
 
 
 META_VALUE_MAX = 256  # bytes of one x-amz-meta-* value, encoded (S3 allows 2 KB in all)
@@ -115,8 +139,16 @@ class S3Transport:
         storage_class: str | None = None,
         sse: str | None = None,
         kms_key_id: str | None = None,
+        object_tags: bool = False,
+        bwlimit_kbps: int = 0,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        uploads: PartLedger | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """`uploads`: where multipart uploads are noted so they resume after a crash (the
+        agent's state database); without it they are not resumed, and uploads abandoned
+        by an earlier run are left alone (doctor and the CLI must not touch the running
+        agent's)."""
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.connections = connections
@@ -131,6 +163,11 @@ class S3Transport:
             ca_file=ca_file,
             clock=clock,
         )
+        self.object_tags = object_tags
+        self.multipart_threshold = multipart_threshold
+        self.uploads: PartLedger = uploads or NoLedger()
+        self._abandoned_checked = uploads is None
+        self._limit = RateLimit(bwlimit_kbps * 1000 / 8, BLOCK)
         self._extra: dict[str, str] = {}
         if storage_class:
             self._extra["x-amz-storage-class"] = storage_class
@@ -200,6 +237,9 @@ class S3Transport:
         self._send("probe", "DELETE", key)
         if head.status != 200:
             raise self._fault("probe", head)
+        if not self._abandoned_checked:
+            self._abort_abandoned()
+            self._abandoned_checked = True
 
     def put(
         self,
@@ -213,21 +253,29 @@ class S3Transport:
         key = self.key(remote)
         if should_stop():
             raise Interrupted("stopped before the upload")
-        md5, size = self._hash(local, sha256)
         headers = {
-            "content-md5": base64.b64encode(md5).decode(),
-            "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(sha256)).decode(),
             "content-type": content_type(remote),
             **self._extra,
+            **self._tagging("recording"),
             **meta_headers(metadata or {}),
         }
+        try:
+            size = local.stat().st_size
+        except FileNotFoundError as exc:
+            raise TransientError(f"{local} vanished before the upload") from exc
+        if size > self.multipart_threshold:
+            self._put_parts(local, remote, key, sha256, size, headers, should_stop)
+            return
+        md5, size = self._hash(local, sha256)
+        headers["content-md5"] = base64.b64encode(md5).decode()
+        headers["x-amz-checksum-sha256"] = b64(bytes.fromhex(sha256))
         try:
             with local.open("rb") as file:
                 answer = self._send(
                     f"put {remote}",
                     "PUT",
                     key,
-                    body=ChunkReader(file, should_stop, Interrupted),
+                    body=self._body(file, should_stop),
                     length=size,
                     headers=headers,
                     content_sha256=sha256,
@@ -237,6 +285,159 @@ class S3Transport:
         if answer.status != 200:
             raise self._fault(f"put {remote}", answer)
         self._confirm(remote, key, size, md5.hex())
+
+    def _body(
+        self, file: BinaryIO, should_stop: Callable[[], bool], limit: int | None = None
+    ) -> ChunkReader:
+        return ChunkReader(
+            file, should_stop, Interrupted, limit=limit, throttle=self._limit.take_blocking
+        )
+
+    def _tagging(self, kind: str) -> dict[str, str]:
+        """Object tags, when asked for (B2 and R2 refuse them): what a lifecycle rule can
+        tell apart, e.g. recordings to a colder class, pages never."""
+        if not self.object_tags:
+            return {}
+        return {"x-amz-tagging": urlencode({"recsync": kind})}
+
+    # --- multipart
+
+    def _put_parts(
+        self,
+        local: Path,
+        remote: str,
+        key: str,
+        sha256: str,
+        size: int,
+        headers: Mapping[str, str],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        size_of_part = part_size(size)
+        digests = part_digests(local, sha256, size_of_part)
+        upload = self._resumable(remote, key, sha256, size_of_part, headers)
+        parts = []
+        try:
+            with local.open("rb") as file:
+                for number, (md5, sha) in enumerate(digests, 1):
+                    done = upload.parts.get(number)
+                    if done is not None and done.sha256 == b64(sha):
+                        parts.append(done)  # confirmed by the server before a crash
+                        continue
+                    if should_stop():
+                        raise Interrupted("stopped mid-upload (the parts sent are kept)")
+                    offset = (number - 1) * size_of_part
+                    file.seek(offset)
+                    length = min(size_of_part, size - offset)
+                    part = self._send_part(remote, key, upload, number, file, length, md5, sha)
+                    self.uploads.part_done(upload.upload_id, part)
+                    crash_point("multipart:part-sent")
+                    parts.append(part)
+        except FileNotFoundError as exc:
+            raise TransientError(f"{local} vanished before the upload") from exc
+        self._complete(remote, key, upload, parts)
+        expected = multipart_etag([p.etag for p in parts])
+        self._confirm(remote, key, size, expected)
+
+    def _resumable(
+        self, remote: str, key: str, sha256: str, size_of_part: int, headers: Mapping[str, str]
+    ) -> PartUpload:
+        """The upload of this very file noted earlier, or a new one. Uploads of an
+        earlier version of the file are aborted."""
+        for noted in self.uploads.uploads(key):
+            if noted.sha256 == sha256 and noted.part_size == size_of_part:
+                return noted
+            self._abort(key, noted.upload_id, "replaced")
+        answer = self._send(
+            f"put {remote}",
+            "POST",
+            key,
+            query={"uploads": ""},
+            headers={**headers, "x-amz-checksum-algorithm": "SHA256"},
+        )
+        upload_id = xml_text(answer.body, "UploadId") if answer.status == 200 else ""
+        if not upload_id:
+            raise self._fault(f"put {remote}", answer)
+        upload = PartUpload(upload_id, key, sha256, size_of_part, time.time())
+        self.uploads.begin(upload)
+        return upload
+
+    def _send_part(
+        self,
+        remote: str,
+        key: str,
+        upload: PartUpload,
+        number: int,
+        file: BinaryIO,
+        length: int,
+        md5: bytes,
+        sha: bytes,
+    ) -> Part:
+        """Send `length` bytes of `file` from where it stands as part `number`."""
+        answer = self._send(
+            f"put {remote} part {number}",
+            "PUT",
+            key,
+            query={"partNumber": str(number), "uploadId": upload.upload_id},
+            body=self._body(file, lambda: False, limit=length),
+            length=length,
+            headers={"content-md5": b64(md5), "x-amz-checksum-sha256": b64(sha)},
+            content_sha256=sha.hex(),
+        )
+        if answer.status != 200:
+            raise self._part_fault(f"put {remote} part {number}", key, upload, answer)
+        return Part(number, answer.headers.get("etag", "").strip('"'), b64(sha))
+
+    def _complete(self, remote: str, key: str, upload: PartUpload, parts: list[Part]) -> None:
+        answer = self._send(
+            f"complete {remote}",
+            "POST",
+            key,
+            query={"uploadId": upload.upload_id},
+            body=complete_body(parts),
+            headers={"content-type": "application/xml"},
+        )
+        # A 200 may still carry an <Error> (S3 answers before it has joined the parts).
+        if answer.status != 200 or answer.error_code():
+            raise self._part_fault(f"complete {remote}", key, upload, answer)
+        self.uploads.forget(upload.upload_id, "completed")
+
+    def _part_fault(self, what: str, key: str, upload: PartUpload, answer: Response) -> Exception:
+        """An upload the server no longer knows (aborted by a lifecycle rule) or whose
+        parts it refuses is begun anew at the next try."""
+        if answer.error_code() in ("NoSuchUpload", "InvalidPart", "InvalidPartOrder"):
+            self._abort(key, upload.upload_id, "lost")
+            return TransientError(f"{what}: {answer.error_code()}; the upload starts over")
+        fault = self._fault(what, answer)
+        if isinstance(fault, PermanentError):
+            self._abort(key, upload.upload_id, "refused")
+        return fault
+
+    def _abort(self, key: str, upload_id: str, why: str) -> None:
+        answer = self._send(f"abort {key}", "DELETE", key, query={"uploadId": upload_id})
+        if answer.status not in (200, 204, 404):
+            raise self._fault(f"abort {key}", answer)
+        self.uploads.forget(upload_id, f"aborted-{why}")
+
+    def _abort_abandoned(self) -> None:
+        """At start: abort this agent's multipart uploads that nothing will resume — on
+        recording keys under the prefix and not noted, or noted too long ago."""
+        noted = {u.upload_id: u for u in self.uploads.uploads()}
+        stale = time.time() - ABANDONED_AFTER
+        try:
+            found = list(self.client.list_uploads(self.prefix))
+        except S3Failure as exc:
+            raise self._fault("list uploads", exc.response) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransientError(f"list uploads: cannot reach {self.client.host}: {exc}") from exc
+        for key, upload_id in found:
+            if not RECORDING_KEY.fullmatch(key[len(self.prefix) :]):
+                continue
+            kept = noted.pop(upload_id, None)
+            if kept is None or kept.started_at < stale:
+                self._abort(key, upload_id, "abandoned")
+                log.info(kv("multipart-aborted", key=key, upload_id=upload_id))
+        for gone in noted.values():  # noted here, unknown to the server
+            self.uploads.forget(gone.upload_id, "lost")
 
     def _hash(self, local: Path, sha256: str) -> tuple[bytes, int]:
         """MD5 and size of `local`, after checking it still has the sha256 it was given."""
@@ -257,23 +458,29 @@ class S3Transport:
             raise TransientError(f"{local.name} changed after it was hashed: not sent")
         return md5.digest(), size
 
-    def _confirm(self, remote: str, key: str, size: int, md5_hex: str) -> None:
-        """HEAD: the object has the size and (for a plain ETag) the MD5 that was sent."""
+    def _confirm(self, remote: str, key: str, size: int, etag_sent: str | None) -> None:
+        """HEAD: the object has the size and the ETag of what was sent (the MD5, or for
+        parts the MD5 of their MD5s; an SSE-KMS ETag is neither: size only)."""
         head = self._send(f"check {remote}", "HEAD", key)
         if head.status != 200:
             raise self._fault(f"check {remote}", head)
         etag = head.headers.get("etag", "").strip('"')
         length = int(head.headers.get("content-length", "-1"))
-        plain = len(etag) == 32 and "-" not in etag  # not multipart, not SSE-KMS
-        if length != size or (plain and etag != md5_hex):
+        kms = self._extra.get("x-amz-server-side-encryption") == "aws:kms"
+        compared = etag_sent is not None and not kms
+        if length != size or (compared and etag != etag_sent):
             self._send(f"remove {remote}", "DELETE", key)
             raise TransientError(
-                f"{remote} arrived as {length} bytes (ETag {etag}), not {size} bytes ({md5_hex})"
+                f"{remote} arrived as {length} bytes (ETag {etag}), not {size} bytes ({etag_sent})"
             )
 
     def write_bytes(self, remote: str, data: bytes) -> None:
         key = self.key(remote)
-        headers = {"content-md5": md5_base64(data), "content-type": content_type(remote)}
+        headers = {
+            "content-md5": md5_base64(data),
+            "content-type": content_type(remote),
+            **self._tagging("index"),
+        }
         if remote.endswith(_NO_CACHE):
             headers["cache-control"] = "no-cache"
         answer = self._send(f"write {remote}", "PUT", key, body=data, headers=headers)
@@ -315,3 +522,4 @@ class S3Transport:
 
     def close(self) -> None:
         self.client.close()
+        self.uploads.close()  # the transport owns the ledger it was given

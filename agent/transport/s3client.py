@@ -86,17 +86,34 @@ def _encode(text: str, safe: str = "") -> str:
 
 
 class ChunkReader:
-    """A file body that stops the upload when `should_stop` says so, between chunks."""
+    """A file body sent block by block: it stops the upload when `should_stop` says so,
+    ends after `limit` bytes (one part of a file), and lets `throttle` pace each block."""
 
-    def __init__(self, file: BinaryIO, should_stop: Callable[[], bool], stopped: type[Exception]):
+    def __init__(
+        self,
+        file: BinaryIO,
+        should_stop: Callable[[], bool],
+        stopped: type[Exception],
+        *,
+        limit: int | None = None,
+        throttle: Callable[[int], None] = lambda size: None,
+    ):
         self.file = file
         self.should_stop = should_stop
         self.stopped = stopped
+        self.left = limit
+        self.throttle = throttle
 
     def read(self, size: int = -1) -> bytes:
         if self.should_stop():
             raise self.stopped("stopped mid-upload")
-        return self.file.read(size)
+        if self.left is not None:
+            size = self.left if size < 0 else min(size, self.left)
+        block = self.file.read(size)
+        if self.left is not None:
+            self.left -= len(block)
+        self.throttle(len(block))
+        return block
 
 
 class S3Client:
@@ -278,6 +295,23 @@ class S3Client:
                 yield _child_text(element, "Prefix"), True
             token = _child_text(root, "NextContinuationToken")
             if _child_text(root, "IsTruncated") != "true" or not token:
+                return
+
+    def list_uploads(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, upload id) of the multipart uploads begun and not finished under `prefix`."""
+        markers: dict[str, str] = {}
+        while True:
+            answer = self.request("GET", "", query={"uploads": "", "prefix": prefix, **markers})
+            if answer.status != 200:
+                raise S3Failure(answer)
+            root = _parse(answer.body)
+            for element in _children(root, "Upload"):
+                yield _child_text(element, "Key"), _child_text(element, "UploadId")
+            markers = {
+                "key-marker": _child_text(root, "NextKeyMarker"),
+                "upload-id-marker": _child_text(root, "NextUploadIdMarker"),
+            }
+            if _child_text(root, "IsTruncated") != "true" or not markers["key-marker"]:
                 return
 
 

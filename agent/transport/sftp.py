@@ -31,9 +31,11 @@ from agent.errors import AgentError, DestinationDown, Interrupted, PermanentErro
 from agent.log import kv
 from agent.testhooks import crash_point
 from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, check_remote
+from agent.transport.ratelimit import RateLimit
 from agent.transport.sftp_login import Login
 from agent.transport.sftp_session import (
     BAD_NAME,
+    BLOCK,
     DISK,
     LIBRARY_ERRORS,
     MAX_REQUESTS,
@@ -42,7 +44,6 @@ from agent.transport.sftp_session import (
     THREAD_PREFIX,
     InFlight,
     Pool,
-    RateLimit,
     Session,
     Space,
     breaks_session,
@@ -127,7 +128,7 @@ class SftpTransport:
         self._thread: threading.Thread | None = None
         # The rest belongs to the loop thread.
         self._pool = Pool(self._connect, self.connections)
-        self._limit = RateLimit(bwlimit_kbps * 1000 / 8)
+        self._limit = RateLimit(bwlimit_kbps * 1000 / 8, BLOCK)
         self._jobs: set[asyncio.Task[Any]] = set()
         self._folders: set[str] = set()  # known to exist: no stat per file
         self._writing: set[str] = set()  # our temporaries in flight, which sweep leaves
@@ -213,7 +214,7 @@ class SftpTransport:
                 loop = asyncio.new_event_loop()
                 logging.getLogger("asyncio").addFilter(QUIET_LOST_SENDS)  # added once
                 self._pool = Pool(self._connect, self.connections)
-                self._limit = RateLimit(self.bwlimit_kbps * 1000 / 8)
+                self._limit = RateLimit(self.bwlimit_kbps * 1000 / 8, BLOCK)
                 self._thread = threading.Thread(
                     target=loop.run_forever, name=f"{THREAD_PREFIX}{self._where}", daemon=True
                 )

@@ -3,7 +3,7 @@
 A session is one SSH connection with its SFTP client (and, where the account allows, a
 shell for `sha256sum`). The pool opens them on demand, reuses them across files and drops
 broken ones; `InFlight` keeps several write requests outstanding to hide round trips;
-`RateLimit` caps the bandwidth of all sessions together. Also here: which asyncssh
+Also here: which asyncssh
 exceptions mean what, and the statvfs reading behind "remote disk full".
 """
 
@@ -14,7 +14,6 @@ import hashlib
 import logging
 import re
 import shlex
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -98,28 +97,6 @@ async def quietly(step: Callable[[], Awaitable[object]], timeout: float) -> None
     """Best-effort clean-up after a failure, which must not hide the failure."""
     with suppress(*LIBRARY_ERRORS):
         await asyncio.wait_for(step(), min(timeout, 5))
-
-
-class RateLimit:
-    """A token bucket shared by every connection, so `bwlimit_kbps` caps the total."""
-
-    def __init__(self, bytes_per_second: float) -> None:
-        self.rate = bytes_per_second
-        self.burst = max(BLOCK, bytes_per_second / 10)
-        self.tokens = self.burst
-        self.stamp = time.monotonic()
-        self.lock = asyncio.Lock()
-
-    async def take(self, size: int) -> None:
-        if self.rate <= 0:
-            return
-        async with self.lock:  # first come, first served across connections
-            now = time.monotonic()
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            self.tokens -= size
-            if self.tokens < 0:
-                await asyncio.sleep(-self.tokens / self.rate)
 
 
 class InFlight:
