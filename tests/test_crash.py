@@ -1,10 +1,12 @@
 """SIGKILL at stage boundaries and at random moments: nothing lost, nothing shipped twice.
 
-Two setups: a local destination (12 kills, 300 calls), and what a PBX has, SFTP to a real
-sshd with caller IDs from a real MariaDB (32 kills, 500 calls, some CDR rows never come)."""
+Three setups: a local destination (12 kills, 300 calls); what a PBX has, SFTP to a real
+sshd with caller IDs from a real MariaDB (32 kills, 500 calls, some CDR rows never come);
+and object storage, a real Ceph RGW bucket (20 kills, 300 calls)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -24,10 +26,70 @@ from tests.support.cdr import cdr_row
 from tests.support.files import sha, snapshot
 from tests.support.mariadb import MariaDB
 from tests.support.mixmonitor import write_recording
+from tests.support.s3 import RadosGateway
 from tests.support.sshd import Sshd
+from tests.test_s3 import s3_destination
 
 SEED = 20241126
 DEADLINE = 120.0
+
+
+class Folder:
+    """A destination folder as the test reads it (local, or the sshd's root)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def shipped(self) -> dict[str, str]:
+        """Shipped recording -> sha256 (temporaries left out)."""
+        return {
+            p.relative_to(self.root).as_posix(): sha(p)
+            for p in self.root.rglob("*.wav")
+            if not p.name.startswith(".")
+        }
+
+    def count(self) -> int:
+        return sum(1 for p in self.root.rglob("*.wav") if not p.name.startswith("."))
+
+    def leftovers(self) -> list[str]:
+        return [p.name for p in self.root.rglob(".*")]
+
+    def manifests(self) -> list[bytes]:
+        return [p.read_bytes() for p in self.root.rglob("manifest.json")]
+
+
+class Bucket:
+    """The objects under a prefix of a bucket, as the test reads them."""
+
+    def __init__(self, rgw: RadosGateway, bucket: str, prefix: str) -> None:
+        self.client = rgw.client(bucket)
+        self.prefix = prefix
+
+    def _keys(self) -> list[str]:
+        return [key for key, _ in self.client.list_keys(self.prefix)]
+
+    def _get(self, key: str) -> bytes:
+        answer = self.client.request("GET", key)
+        assert answer.status == 200, (key, answer.status)
+        return answer.body
+
+    def shipped(self) -> dict[str, str]:
+        return {
+            key[len(self.prefix) :]: hashlib.sha256(self._get(key)).hexdigest()
+            for key in self._keys()
+            if key.endswith(".wav")
+        }
+
+    def count(self) -> int:
+        return sum(1 for key in self._keys() if key.endswith(".wav"))
+
+    def leftovers(self) -> list[str]:
+        names = [key.rsplit("/", 1)[-1] for key in self._keys()]
+        unfinished = [key for key, _ in self.client.list_uploads(self.prefix)]
+        return [name for name in names if name.startswith(".")] + unfinished
+
+    def manifests(self) -> list[bytes]:
+        return [self._get(key) for key in self._keys() if key.endswith("/manifest.json")]
 
 
 @dataclass
@@ -35,7 +97,7 @@ class Rig:
     """One setup to crash: where shipped files land, how many calls, which kills."""
 
     site: Site
-    dest: Path
+    dest: Folder | Bucket
     recordings: int
     # (crash point, the n-th pass that kills): each run gets some work done, then dies there.
     stage_kills: list[tuple[str, int]]
@@ -87,14 +149,32 @@ def call_row(n: int) -> dict[str, Any]:
     )
 
 
-@pytest.fixture(params=["local", "sftp-mariadb"])
+@pytest.fixture(params=["local", "sftp-mariadb", "s3"])
 def rig(request: pytest.FixtureRequest, site: Site) -> Rig:
     spool = {"backfill_days": 100_000}
     if request.param == "local":
         site.write_config(spool=spool)
         stage_kills = [("claimed", 1), ("upload:before-rename", 3), ("uploaded", 5)]
         stage_kills += [("claimed", 25), ("upload:before-rename", 25), ("uploaded", 25)]
-        return Rig(site, site.dest, recordings=300, stage_kills=stage_kills, random_kills=5)
+        return Rig(site, Folder(site.dest), recordings=300, stage_kills=stage_kills, random_kills=5)
+    if request.param == "s3":
+        rgw: RadosGateway = request.getfixturevalue("rgw")
+        bucket: str = request.getfixturevalue("s3_bucket")
+        site.write_config(
+            spool=spool, destination=s3_destination(site, rgw, bucket), index={"enabled": True}
+        )
+        points = ["staged", "claimed", "upload:sent", "uploaded", "done"]
+        stage_kills = [(point, nth) for nth in (1, 5, 20) for point in points]
+        stage_kills.append(("manifest:written", 1))  # a pass here ships all it can first
+        objects = Bucket(rgw, bucket, "pbx1/")
+        request.addfinalizer(objects.client.close)
+        return Rig(
+            site,
+            objects,
+            recordings=300,
+            stage_kills=stage_kills,
+            random_kills=8,
+        )
     # What a PBX has: SFTP to a real sshd, caller IDs from a real MariaDB (FreePBX schema),
     # pages on; every stage boundary at the start, in the middle and late in a pass.
     sshd: Sshd = request.getfixturevalue("sshd")
@@ -121,7 +201,7 @@ def rig(request: pytest.FixtureRequest, site: Site) -> Rig:
     stage_kills += [("manifest:written", nth) for nth in (1, 2, 3)]  # 3 days: a few per run
     return Rig(
         site,
-        root,
+        Folder(root),
         recordings=500,
         stage_kills=stage_kills,
         random_kills=13,
@@ -150,17 +230,9 @@ def run_once(site: Site, crash_at: str | None = None) -> int:
     return done.returncode
 
 
-def shipped_recordings(dest: Path) -> dict[str, str]:
-    return {
-        p.relative_to(dest).as_posix(): sha(p)
-        for p in dest.rglob("*.wav")
-        if not p.name.startswith(".")
-    }
-
-
 def kill_after_progress(rig: Rig, rng: random.Random, total: int) -> None:
     """Start `recsync run`, let it ship a random number of files, SIGKILL it."""
-    target = len(shipped_recordings(rig.dest)) + rng.randint(1, 25)
+    target = rig.dest.count() + rng.randint(1, 25)
     proc = subprocess.Popen(
         agent_command(rig.site, "--log-level", "warning", "run"),
         stdin=subprocess.DEVNULL,
@@ -169,7 +241,7 @@ def kill_after_progress(rig: Rig, rng: random.Random, total: int) -> None:
     )
     try:
         end = time.monotonic() + DEADLINE
-        while len(shipped_recordings(rig.dest)) < min(target, total) and time.monotonic() < end:
+        while rig.dest.count() < min(target, total) and time.monotonic() < end:
             time.sleep(rng.uniform(0.001, 0.01))
     finally:
         proc.kill()
@@ -185,7 +257,7 @@ def test_sigkill_anywhere_loses_nothing_and_ships_nothing_twice(rig: Rig) -> Non
 
     for point, nth in rig.stage_kills:
         assert run_once(site, f"{point}@{nth}") == -signal.SIGKILL, f"{point}@{nth} not reached"
-    assert 0 < len(shipped_recordings(dest)) < len(expected)  # the kills left work behind
+    assert 0 < dest.count() < len(expected)  # the kills left work behind
     rng = random.Random(SEED)
     for _ in range(rig.random_kills):
         kill_after_progress(rig, rng, len(expected))
@@ -197,17 +269,16 @@ def test_sigkill_anywhere_loses_nothing_and_ships_nothing_twice(rig: Rig) -> Non
     assert run_once(site) == 0
 
     # Every recording exactly once, byte-identical; no -2 variants, no temporaries.
-    shipped = shipped_recordings(dest)
+    shipped = dest.shipped()
     assert len(shipped) == total
     assert sorted(shipped.values()) == sorted(expected.values())
-    leftovers = [p.name for p in dest.rglob(".*")]
-    assert leftovers == []
+    assert dest.leftovers() == []
     staging = site.state / "staging"
     assert not staging.exists() or list(staging.iterdir()) == []
     # Manifests agree with the files, and carry each call's CDR row (or say it is missing).
     by_original, by_file = {}, {}
-    for manifest in dest.rglob("manifest.json"):
-        for entry in json.loads(manifest.read_text())["recordings"]:
+    for manifest in dest.manifests():
+        for entry in json.loads(manifest)["recordings"]:
             assert entry["file"] not in by_file
             by_file[entry["file"]] = entry["sha256"]
             by_original[entry["original"]] = entry["sha256"]

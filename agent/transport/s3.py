@@ -284,6 +284,7 @@ class S3Transport:
             raise TransientError(f"{local} vanished before the upload") from exc
         if answer.status != 200:
             raise self._fault(f"put {remote}", answer)
+        crash_point("upload:sent")
         self._confirm(remote, key, size, md5.hex())
 
     def _body(
