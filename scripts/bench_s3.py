@@ -4,8 +4,9 @@ Gateway, tests/support/s3.py), in one run.
 recsync runs its whole pipeline (`recsync run --once`: settle, parse, stage, tag, name,
 upload with Content-MD5 + signed sha256, HEAD check, state, manifests); rclone copies the
 same files (it checks MD5 too). Usage: scripts/bench s3 [SMALL_COUNT LARGE_COUNT]
-(1000 x 100 KB and 300 x 2 MB). Prints figures, with each side's CPU per file; asserts
-nothing."""
+(1000 x 100 KB and 300 x 2 MB). Prints figures, with each side's CPU per file, then the
+idle footprint: VmRSS of `recsync run` (the daemon) once everything is shipped, with the
+s3 destination and, beside it, with a local one. Asserts nothing."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench_footprint import rss_kib  # noqa: E402
 from scripts.bench_sftp import make_spool, row  # noqa: E402
 from tests.support.s3 import REGION, RadosGateway  # noqa: E402
 
 BASELINE = "rclone copy, --transfers 4"
+IDLE_SECONDS = 10
 
 
 def children_cpu() -> float:
@@ -50,23 +53,63 @@ def rclone(rgw: RadosGateway, spool: Path, bucket: str) -> None:
     )
 
 
-def recsync(rgw: RadosGateway, spool: Path, bucket: str, work: Path, connections: int) -> None:
-    secret = work / "secret"
-    secret.write_text(rgw.credentials.secret_access_key)
-    secret.chmod(0o600)
+def write_config(spool: Path, work: Path, destination: str) -> Path:
     config = work / "config.toml"
     config.write_text(
         f'[spool]\npath = "{spool}"\nbackfill_days = 100000\n'
         f'[state]\npath = "{work / "state.db"}"\nstaging = "{work / "staging"}"\n'
-        '[cdr]\ntype = "none"\n'
-        f'[destination]\ntype = "s3"\nendpoint = "{rgw.endpoint}"\nbucket = "{bucket}"\n'
+        '[cdr]\ntype = "none"\n[metrics]\nlisten = ""\n'
+        f"[destination]\n{destination}"
+    )
+    return config
+
+
+def s3_config(rgw: RadosGateway, spool: Path, bucket: str, work: Path, connections: int) -> Path:
+    secret = work / "secret"
+    secret.write_text(rgw.credentials.secret_access_key)
+    secret.chmod(0o600)
+    return write_config(
+        spool,
+        work,
+        f'type = "s3"\nendpoint = "{rgw.endpoint}"\nbucket = "{bucket}"\n'
         f'prefix = "pbx"\naddressing_style = "path"\n'
         f'access_key_id = "{rgw.credentials.access_key_id}"\n'
-        f'secret_access_key_file = "{secret}"\nconnections = {connections}\n'
-        '[metrics]\nlisten = ""\n'
+        f'secret_access_key_file = "{secret}"\nconnections = {connections}\n',
     )
-    command = [sys.executable, "-m", "agent", "--config", str(config), "--log-level", "warning"]
-    subprocess.run([*command, "run", "--once"], check=True)
+
+
+def agent_command(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "agent", "--config", str(config), "--log-level", "warning", *args]
+
+
+def idle_rss_mib(config: Path, seconds: int = IDLE_SECONDS) -> float:
+    """The largest VmRSS of `recsync run` over `seconds` with nothing left to ship."""
+    proc = subprocess.Popen(agent_command(config, "run"), stdin=subprocess.DEVNULL)
+    try:
+        peak = 0
+        for _ in range(seconds):
+            time.sleep(1)
+            assert proc.poll() is None, "recsync run stopped"
+            peak = max(peak, rss_kib(proc.pid))
+        return peak / 1024
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def idle_footprint(spool: Path, work: Path) -> None:
+    """`work`: where an s3 run shipped `spool` whole."""
+    s3 = idle_rss_mib(work / "config.toml")
+    (work / "local" / "dest").mkdir(parents=True)
+    local = write_config(
+        spool, work / "local", f'type = "local"\nroot = "{work / "local" / "dest"}"\n'
+    )
+    subprocess.run(agent_command(local, "run", "--once"), check=True)
+    baseline = idle_rss_mib(local)
+    print(
+        f"idle recsync run, everything shipped: s3 destination {s3:.1f} MiB,"
+        f" local destination {baseline:.1f} MiB (goal: s3 at most 50 MiB)"
+    )
 
 
 def main() -> None:
@@ -95,7 +138,8 @@ def main() -> None:
                     scratch.mkdir()
                     cpu, began = children_cpu(), time.perf_counter()
                     if connections:
-                        recsync(rgw, spool, bucket, scratch, connections)
+                        config = s3_config(rgw, spool, bucket, scratch, connections)
+                        subprocess.run(agent_command(config, "run", "--once"), check=True)
                     else:
                         rclone(rgw, spool, bucket)
                     seconds = time.perf_counter() - began
@@ -107,6 +151,8 @@ def main() -> None:
                     figures[label] = seconds
                     line = row(label, count, total, seconds, figures[BASELINE])
                     print(f"{line}  CPU {per_file_ms:5.1f} ms/file")
+                if size == 100_000:
+                    idle_footprint(spool, work / "run1")
     finally:
         rgw.stop()
 
