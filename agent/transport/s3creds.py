@@ -6,18 +6,21 @@ SDKs' default chain, the first place that has them:
    section [NAME] of the profile AWS_PROFILE or "default";
 3. the shared config file (AWS_CONFIG_FILE or ~/.aws/config), section [profile NAME],
    or [default] for the default profile;
+4. the container role (ECS task role, EKS pod identity), agent/transport/s3roles.py;
+5. the EC2 instance role, through IMDSv2.
 
 The two files give static keys only (aws_access_key_id, aws_secret_access_key,
 aws_session_token): profiles that need SSO, assume-role (role_arn) or credential_process
 are not followed, and the "no credentials" message says so. The environment and the files
 are read at each request (a file is parsed again only when it changed), so rotated keys
-are used without a restart. Instance and container roles are not read yet.
+are used without a restart; role credentials are cached until shortly before they expire.
 """
 
 from __future__ import annotations
 
 import configparser
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal, Protocol
@@ -25,6 +28,7 @@ from typing import Literal, Protocol
 from agent.errors import DestinationDown
 from agent.secrets import read_secret
 from agent.transport.s3client import Credentials
+from agent.transport.s3roles import TIMEOUT, ContainerRole, InstanceRole, RoleCache
 
 # Profile keys of what is not followed: named when a profile holds only these.
 _NOT_FOLLOWED = ("role_arn", "credential_process", "sso_session", "sso_start_url")
@@ -42,19 +46,26 @@ def credential_chain(
     secret_file: Path | None,
     *,
     environ: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+    timeout: float = TIMEOUT,
 ) -> Callable[[], Credentials]:
-    """What S3Client calls at each signed request: keep it cheap. `environ` is for tests."""
+    """What S3Client calls at each signed request: keep it cheap. `environ`, `clock` and
+    `timeout` (of each metadata request) are for tests."""
     if access_key_id is not None and secret_file is not None:
         return lambda: Credentials(access_key_id, read_secret(secret_file))
-    return DefaultChain(os.environ if environ is None else environ)
+    return DefaultChain(os.environ if environ is None else environ, clock=clock, timeout=timeout)
 
 
 class DefaultChain:
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, environ: Mapping[str, str], *, clock: Callable[[], float], timeout: float
+    ) -> None:
         self.sources: tuple[Source, ...] = (
             Environment(environ),
             ProfileFile(environ, "credentials"),
             ProfileFile(environ, "config"),
+            RoleCache(ContainerRole(environ, timeout=timeout), clock=clock),
+            RoleCache(InstanceRole(environ, timeout=timeout), clock=clock),
         )
 
     def __call__(self) -> Credentials:
