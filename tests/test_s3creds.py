@@ -1,10 +1,12 @@
 """Where S3 credentials come from (agent/transport/s3creds.py, s3roles.py): the chain's
 order, the shared files, the container and instance roles against a local stand-in for
-the metadata endpoints (tests/support/metadata.py)."""
+the metadata endpoints (tests/support/metadata.py), and once against the real Ceph RGW."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -15,10 +17,13 @@ from pathlib import Path
 import pytest
 
 from agent.errors import DestinationDown
+from agent.transport import open_transport
 from agent.transport.s3client import Credentials
 from agent.transport.s3creds import credential_chain
 from agent.transport.s3roles import ContainerRole, may_send_token
+from tests.conftest import Site
 from tests.support.metadata import CONTAINER, ROLES, Keys, MetadataServer, serve
+from tests.support.s3 import ACCESS_KEY, SECRET_KEY, RadosGateway
 from tests.support.servers import free_port
 
 T0 = datetime.now(UTC).replace(microsecond=0)  # the fake's default keys are valid from now
@@ -375,3 +380,38 @@ def test_configured_keys_are_the_only_place(tmp_path: Path) -> None:
     env = {"AWS_ACCESS_KEY_ID": "ENV", "AWS_SECRET_ACCESS_KEY": "x"}
     got = credential_chain("CONFIGURED", secret, environ=env)()
     assert got == Credentials("CONFIGURED", "configured-secret")
+
+
+# --- end to end: an instance role's keys on the real gateway ----------------------------------
+
+
+def test_an_instance_role_ships_to_the_real_gateway(
+    rgw: RadosGateway,
+    s3_bucket: str,
+    metadata: MetadataServer,
+    monkeypatch: pytest.MonkeyPatch,
+    site: Site,
+) -> None:
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(site.root))
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", metadata.endpoint)
+    # With a session token, as roles give (signed as x-amz-security-token): RGW without
+    # STS accepts the request on the user's keys.
+    metadata.keys = Keys(ACCESS_KEY, SECRET_KEY, "role-session-token")
+    destination = {
+        "type": "s3",
+        "endpoint": rgw.endpoint,
+        "bucket": s3_bucket,
+        "prefix": "pbx1",
+        "addressing_style": "path",
+    }
+    transport = open_transport(site.config(destination=destination).destination)
+    local, data = site.root / "call.wav", b"RIFF" + bytes(1000)
+    local.write_bytes(data)
+    try:
+        transport.put(local, "2024/03/15/call.wav", sha256=hashlib.sha256(data).hexdigest())
+        assert transport.read_bytes("2024/03/15/call.wav") == data
+    finally:
+        transport.close()
+    assert metadata.requests() == IMDS  # once, for every request of the upload
