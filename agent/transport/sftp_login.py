@@ -77,6 +77,9 @@ class Login:
                 host_based_auth=False,
                 pkcs11_provider=None,
                 encryption_algs=_CIPHERS,
+                # Recordings are audio that zlib cannot shrink: it would only cost CPU
+                # (asyncssh before 2.18 offered compression first).
+                compression_algs=["none"],
                 connect_timeout=self.timeout,
                 keepalive_interval=KEEPALIVE_SECONDS,
                 keepalive_count_max=KEEPALIVE_COUNT,
