@@ -1,5 +1,9 @@
 """The copy that ships: staged from the spool (which is only ever read), its header repaired
-if Asterisk died, converted to MP3 if asked, tagged; the original is never touched."""
+if Asterisk died, converted to MP3 if asked, tagged; the original is never touched.
+
+A plain PCM WAV (what MixMonitor writes) is composed in one pass: its header with the RIFF
+size grown, the audio, then the tag chunk made in memory, hashed as it is written. Other
+files are copied, then tagged by mutagen in place, then hashed: three passes."""
 
 from __future__ import annotations
 
@@ -14,11 +18,11 @@ from pathlib import Path
 from agent.config import TranscodeConfig
 from agent.errors import PermanentError, TransientError
 from agent.log import kv
-from agent.media.tags import can_hold_tags, write_tags
+from agent.media.tags import can_hold_tags, wav_tag_chunk, write_tags
 from agent.media.transcode import to_mp3
 from agent.model import Identity, identity_of
 from agent.spool.settle import open_recording
-from agent.spool.wavheader import repaired
+from agent.spool.wavheader import is_complete, read_layout, repaired
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,9 @@ def _disk_full(exc: BaseException) -> bool:
 def _prepare(
     recipe: Recipe, src: Path, key: str, fields: Mapping[str, object], repair_header: bool
 ) -> Prepared:
+    composed = _compose_wav(recipe, src, key, fields, repair_header)
+    if composed is not None:
+        return composed
     path, source, fmt = _copy(recipe, src, key, repair_header)
     needs_sidecar = recipe.tags and not can_hold_tags(fmt)
     if recipe.tags and not needs_sidecar:
@@ -127,6 +134,57 @@ def _prepare(
             needs_sidecar = True
     sha256, size = _digest(path)
     return Prepared(path, source, fmt, sha256, size, needs_sidecar)
+
+
+def _compose_wav(
+    recipe: Recipe, src: Path, key: str, fields: Mapping[str, object], repair_header: bool
+) -> Prepared | None:
+    """The tagged copy of a plain PCM WAV in one pass, or None when `src` is not one (the
+    slower path then copies and lets mutagen tag)."""
+    if not (recipe.tags and src.name.endswith(".wav") and recipe.transcode.format == "none"):
+        return None
+    staging = recipe.staging
+    staging.mkdir(parents=True, exist_ok=True)
+    path = staging / f"{key}.wav"
+    with open_recording(src) as fin:
+        before = identity_of(os.fstat(fin.fileno()))
+        head = _plain_wav_head(fin.read(HEADER_BYTES), before.size, repair_header)
+        if head is None:
+            return None
+        chunk = wav_tag_chunk(fields)
+        digest = hashlib.sha256()
+        with path.open("wb") as fout:
+            block = head[:4] + (before.size - 8 + len(chunk)).to_bytes(4, "little") + head[8:]
+            while block:
+                fout.write(block)
+                digest.update(block)
+                block = fin.read(CHUNK)
+            fout.write(chunk)
+            digest.update(chunk)
+            size = fout.tell()
+        after = identity_of(os.fstat(fin.fileno()))
+    if after != before or size != before.size + len(chunk):
+        path.unlink(missing_ok=True)
+        raise ChangedWhileCopying(str(src))
+    return Prepared(path, before, "wav", digest.hexdigest(), size, needs_sidecar=False)
+
+
+def _plain_wav_head(head: bytes, size: int, repair_header: bool) -> bytes | None:
+    """`head` (repaired if asked) when it declares one RIFF/WAVE whose data chunk, of even
+    size, runs to the end of the file: then the tag chunk goes right after it, as mutagen
+    would put it. None for anything else (odd sizes, trailing chunks, wav49)."""
+    if repair_header:
+        try:
+            fixed = repaired(head, size)
+        except ValueError:
+            return None
+        head = fixed + head[len(fixed) :]
+    layout = read_layout(head)
+    if layout is None or not is_complete(layout, size) or layout.data_size % 2:
+        return None
+    if b"id3 " in head[12 : layout.data_offset].lower():
+        return None  # a tag chunk already: mutagen replaces it where it is
+    return head
 
 
 def _copy(recipe: Recipe, src: Path, key: str, repair_header: bool) -> tuple[Path, Identity, str]:

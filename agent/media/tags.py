@@ -9,6 +9,7 @@ is ever tagged: never a spool original.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import struct
@@ -152,13 +153,10 @@ def _started(value: object) -> datetime | None:
         return None
 
 
-def _write_id3(path: Path, fmt: str, tags: Tags) -> None:
+def _id3_frames(tags: Tags) -> list[Any]:
     from mutagen.id3 import COMM, TALB, TDRC, TIT2, TPE1, TXXX, Encoding
-    from mutagen.mp3 import MP3
-    from mutagen.wave import WAVE
 
-    # mutagen's file classes carry no annotations; typed here once instead of at each call.
-    files: dict[str, Callable[[Path], Any]] = {"wav": WAVE, "mp3": MP3}
+    # mutagen's frame classes carry no annotations; typed here once instead of at each call.
     make: dict[str, Callable[..., Any]] = {
         "TIT2": TIT2,
         "TPE1": TPE1,
@@ -167,12 +165,6 @@ def _write_id3(path: Path, fmt: str, tags: Tags) -> None:
         "COMM": COMM,
         "TXXX": TXXX,
     }
-    audio = files[fmt](path)
-    if audio.tags is None:
-        audio.add_tags()
-    id3 = audio.tags
-    for key in [key for key in id3 if key.startswith(f"TXXX:{PREFIX}")]:
-        del id3[key]  # a field that is now None must not survive from an earlier tagging
     frames = [
         make["TIT2"](encoding=Encoding.UTF8, text=[tags.title]),
         make["TPE1"](encoding=Encoding.UTF8, text=[tags.artist]),
@@ -185,9 +177,38 @@ def _write_id3(path: Path, fmt: str, tags: Tags) -> None:
         frames.append(comment)
     for key, text in tags.custom.items():
         frames.append(make["TXXX"](encoding=Encoding.UTF8, desc=key, text=[text]))
-    for frame in frames:
+    return frames
+
+
+def _write_id3(path: Path, fmt: str, tags: Tags) -> None:
+    from mutagen.mp3 import MP3
+    from mutagen.wave import WAVE
+
+    files: dict[str, Callable[[Path], Any]] = {"wav": WAVE, "mp3": MP3}
+    audio = files[fmt](path)
+    if audio.tags is None:
+        audio.add_tags()
+    id3 = audio.tags
+    for key in [key for key in id3 if key.startswith(f"TXXX:{PREFIX}")]:
+        del id3[key]  # a field that is now None must not survive from an earlier tagging
+    for frame in _id3_frames(tags):
         id3[frame.HashKey] = frame  # replaces; ID3.add() would merge into an older frame
     audio.save(v2_version=4)
+
+
+def wav_tag_chunk(fields: Mapping[str, object]) -> bytes:
+    """The RIFF `id3 ` chunk that `write_tags` appends to a PCM WAV without one, made in
+    memory: byte for byte what mutagen writes (the same frames and padding), so a copy can
+    be composed as header + audio + this chunk in one pass instead of being rewritten."""
+    from mutagen.id3 import ID3
+
+    id3: Any = ID3()  # type: ignore[no-untyped-call]
+    for frame in _id3_frames(tags_for(fields)):
+        id3[frame.HashKey] = frame
+    buffer = io.BytesIO()
+    id3.save(buffer, v2_version=4)  # into an empty file: the padding mutagen gives a new tag
+    data = buffer.getvalue()
+    return b"id3 " + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2)
 
 
 def _write_vorbis(path: Path, tags: Tags) -> None:
