@@ -25,6 +25,7 @@ from typing import BinaryIO
 from urllib.parse import quote, urlsplit
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
+AMZ_DATE = "%Y%m%dT%H%M%SZ"
 BLOCK = 1 << 18  # bytes per send of a file body (http.client's default 8 KiB costs CPU)
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -81,8 +82,29 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
+def _signing_key(secret: str, day: str, region: str) -> bytes:
+    """SigV4's key for one day, region and service, derived from the secret."""
+    key = _hmac(f"AWS4{secret}".encode(), day)
+    for part in (region, "s3", "aws4_request"):
+        key = _hmac(key, part)
+    return key
+
+
 def _encode(text: str, safe: str = "") -> str:
     return quote(text, safe="-_.~" + safe)
+
+
+def _canonical_query(query: Mapping[str, str]) -> str:
+    return "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(query.items()))
+
+
+def _canonical_request(
+    method: str, path: str, canonical_query: str, signed: Mapping[str, str], payload: str
+) -> str:
+    """SigV4's canonical request; `signed`: the headers signed, lower-case names."""
+    names = sorted(signed)
+    lines = "".join(f"{name}:{signed[name]}\n" for name in names)
+    return "\n".join([method, path, canonical_query, lines, ";".join(names), payload])
 
 
 class ChunkReader:
@@ -193,9 +215,7 @@ class S3Client:
         all_headers = {k.lower(): v for k, v in (headers or {}).items()}
         if size is not None and (size or method in ("PUT", "POST")):
             all_headers["content-length"] = str(size)
-        canonical_query = "&".join(
-            f"{_encode(k)}={_encode(v)}" for k, v in sorted((query or {}).items())
-        )
+        canonical_query = _canonical_query(query or {})
         path = self.path(key)
         all_headers |= self._sign(method, path, canonical_query, all_headers, content_sha256)
         target = f"{path}?{canonical_query}" if canonical_query else path
@@ -221,9 +241,7 @@ class S3Client:
         content_sha256: str,
     ) -> dict[str, str]:
         creds = self.credentials()
-        now = self.clock()
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-        day = amz_date[:8]
+        amz_date = self.clock().strftime(AMZ_DATE)
         signed = {
             "host": self.host,
             "x-amz-date": amz_date,
@@ -232,32 +250,25 @@ class S3Client:
         }
         if creds.session_token:
             signed["x-amz-security-token"] = creds.session_token
-        names = sorted(signed)
-        canonical = "\n".join(
-            [
-                method,
-                path,
-                canonical_query,
-                "".join(f"{name}:{signed[name]}\n" for name in names),
-                ";".join(names),
-                content_sha256,
-            ]
-        )
-        scope = f"{day}/{self.region}/s3/aws4_request"
-        to_sign = "\n".join(
-            ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-        )
-        key = _hmac(f"AWS4{creds.secret_access_key}".encode(), day)
-        for part in (self.region, "s3", "aws4_request"):
-            key = _hmac(key, part)
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        canonical = _canonical_request(method, path, canonical_query, signed, content_sha256)
+        signature = self._signature(creds.secret_access_key, amz_date, canonical)
         auth = (
-            f"AWS4-HMAC-SHA256 Credential={creds.access_key_id}/{scope},"
-            f" SignedHeaders={';'.join(names)}, Signature={signature}"
+            f"AWS4-HMAC-SHA256 Credential={creds.access_key_id}/{self._scope(amz_date)},"
+            f" SignedHeaders={';'.join(sorted(signed))}, Signature={signature}"
         )
         out = {k: v for k, v in signed.items() if k != "host"}
         out["authorization"] = auth
         return out
+
+    def _scope(self, amz_date: str) -> str:
+        return f"{amz_date[:8]}/{self.region}/s3/aws4_request"
+
+    def _signature(self, secret: str, amz_date: str, canonical: str) -> str:
+        """SigV4's signature of a canonical request, with the key derived for its day."""
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, self._scope(amz_date), digest])
+        key = _signing_key(secret, amz_date[:8], self.region)
+        return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
 
     def list_keys(self, prefix: str, *, delimiter: str = "") -> Iterator[tuple[str, bool]]:
         """(key or common prefix, is_prefix) under `prefix`, every page."""
