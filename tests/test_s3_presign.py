@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from agent.transport.s3client import Credentials, S3Client
 
 # The example of AWS's "Signature Calculations for the Authorization Header" and
@@ -32,3 +34,18 @@ def test_a_signed_header_matches_awss_example() -> None:
         " SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,"
         " Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
     )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "host"),
+    [
+        ("https://s3.example.com:443", "s3.example.com"),
+        ("http://s3.example.com:80", "s3.example.com"),
+        ("https://s3.example.com:8443", "s3.example.com:8443"),
+        ("http://127.0.0.1:7480", "127.0.0.1:7480"),
+    ],
+)
+def test_the_signed_host_is_the_one_clients_send(endpoint: str, host: str) -> None:
+    """http.client and browsers leave a default port out of Host: so does the signature."""
+    client = S3Client(endpoint=endpoint, region="r", bucket="b", credentials=lambda: AWS_EXAMPLE)
+    assert client.host == host

@@ -143,7 +143,10 @@ class S3Client:
         self.secure = url.scheme == "https"
         aws = not endpoint
         virtual = addressing == "virtual" or (addressing == "auto" and aws)
-        host = url.hostname if url.port is None else f"{url.hostname}:{url.port}"
+        # A default port is left out: http.client and browsers send Host without it, and
+        # the signed host must be the one they send.
+        default = 443 if self.secure else 80
+        host = url.hostname if url.port in (None, default) else f"{url.hostname}:{url.port}"
         self.host = f"{bucket}.{host}" if virtual else host
         self.base = "" if virtual else f"/{_encode(bucket)}"
         self.region = region
