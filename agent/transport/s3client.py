@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
 AMZ_DATE = "%Y%m%dT%H%M%SZ"
+PRESIGN_MAX = 7 * 24 * 3600  # seconds: SigV4's limit for a presigned URL
 BLOCK = 1 << 18  # bytes per send of a file body (http.client's default 8 KiB costs CPU)
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -272,6 +273,29 @@ class S3Client:
         to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, self._scope(amz_date), digest])
         key = _signing_key(secret, amz_date[:8], self.region)
         return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+    def presign(self, method: str, key: str, expires_seconds: int) -> str:
+        """A URL that does `method` on `key` without credentials for `expires_seconds` from
+        the clock's now (SigV4 query-string auth). Offline: nothing is sent to the server."""
+        if not 1 <= expires_seconds <= PRESIGN_MAX:
+            raise ValueError(f"expiry must be 1 to {PRESIGN_MAX} s, not {expires_seconds}")
+        creds = self.credentials()
+        amz_date = self.clock().strftime(AMZ_DATE)
+        query = {
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": f"{creds.access_key_id}/{self._scope(amz_date)}",
+            "X-Amz-Date": amz_date,
+            "X-Amz-Expires": str(expires_seconds),
+            "X-Amz-SignedHeaders": "host",
+        }
+        if creds.session_token:  # signed in the query, not as a header, for S3
+            query["X-Amz-Security-Token"] = creds.session_token
+        path = self.path(key)
+        canonical_query = _canonical_query(query)
+        canonical = _canonical_request(method, path, canonical_query, {"host": self.host}, UNSIGNED)
+        signature = self._signature(creds.secret_access_key, amz_date, canonical)
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://{self.host}{path}?{canonical_query}&X-Amz-Signature={signature}"
 
     def list_keys(self, prefix: str, *, delimiter: str = "") -> Iterator[tuple[str, bool]]:
         """(key or common prefix, is_prefix) under `prefix`, every page."""
