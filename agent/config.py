@@ -589,6 +589,12 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
             raise ConfigError(f"{name}: expected a table, got {raw!r}")
         sections[name] = _section(name, raw, base)
     _check_cdr_keys(data.get("cdr", {}), sections["cdr"]["type"])
+    destination = _destination(data.get("destination", {}), sections["destination"], base)
+    if sections["webhook"]["presign_seconds"] and destination.type != "s3":
+        raise ConfigError(
+            "webhook.presign_seconds: presigned links need destination.type = 's3'"
+            f" (it is {destination.type!r}); set it to 0"
+        )
     return Config(
         spool=SpoolConfig(**sections["spool"]),
         state=StateConfig(**sections["state"]),
@@ -596,7 +602,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         naming=NamingConfig(**sections["naming"]),
         tags=TagsConfig(**sections["tags"]),
         transcode=TranscodeConfig(**sections["transcode"]),
-        destination=_destination(data.get("destination", {}), sections["destination"], base),
+        destination=destination,
         index=IndexConfig(**sections["index"]),
         webhook=WebhookConfig(**sections["webhook"]),
         metrics=MetricsConfig(**sections["metrics"]),
