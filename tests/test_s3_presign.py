@@ -4,18 +4,27 @@ the real Ceph RGW (tests/support/s3.py)."""
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from agent.daemon import Agent
 from agent.errors import PermanentError
+from agent.publish.webhook import Webhook
+from agent.transport.retry import RetryingTransport
 from agent.transport.s3 import S3Transport
 from agent.transport.s3client import PRESIGN_MAX, Credentials, S3Client
+from tests.conftest import Site
+from tests.support.crm import CrmServer
 from tests.support.s3 import RadosGateway
+from tests.test_s3 import agent_config, call_names, record, shipped_entries
 
 # The example of AWS's "Signature Calculations for the Authorization Header" and
 # "Authenticating Requests: Using Query Parameters" pages.
@@ -165,3 +174,55 @@ def test_a_tampered_url_is_refused(rgw: RadosGateway, s3_bucket: str) -> None:
     assert refused(url.replace("/a.wav?", "/b.wav?")) == 403  # another object
     assert refused(url.replace("X-Amz-Expires=60", "X-Amz-Expires=600")) == 403
     assert fetch(url) == b"RIFF"
+
+
+# --- webhooks with a download link ---------------------------------------------------------
+
+
+def amz_date(url: str) -> datetime:
+    value = parse_qs(urlsplit(url).query)["X-Amz-Date"][0]
+    return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def test_each_webhook_carries_a_fresh_link_to_the_recording(
+    site: Site,
+    rgw: RadosGateway,
+    s3_bucket: str,
+    crm: CrmServer,
+    make_agent: Callable[..., Agent],
+) -> None:
+    """The CRM downloads each recording from its event's link alone; an event refused
+    once and sent again carries a link signed at the retry."""
+    shift = timedelta(0)
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + shift
+
+    config = site.config(**agent_config(site, rgw, s3_bucket), webhook={"presign_seconds": 600})
+    agent = make_agent(
+        config,
+        transport=RetryingTransport(rgw.transport(s3_bucket, "pbx1", clock=clock)),
+        webhook=Webhook(url=f"{crm.base}/hooks", secret=None, timeout=5),
+    )
+    record(site, call_names(20, 2))
+    crm.answer(500)  # the first delivery: try again later
+    agent.run_until_idle()
+    first = json.loads(crm.wait_for(1)[0].body)
+    shift = timedelta(seconds=120)  # the retry is signed two minutes later
+    assert agent.outbox is not None and agent.outbox.deliver(time.time() + 3600) == 2
+    sent = [json.loads(r.body) for r in crm.wait_for(3)]
+    client = rgw.client(s3_bucket)
+    try:
+        shipped = {e["file"]: e["sha256"] for e in shipped_entries(client)}
+    finally:
+        client.close()
+    delivered = sent[1:]
+    assert sorted(e["recording"]["file"] for e in delivered) == sorted(shipped)
+    for event in delivered:
+        url = event["download_url"]
+        assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["600"]
+        assert hashlib.sha256(fetch(url)).hexdigest() == shipped[event["recording"]["file"]]
+    retried = next(e for e in delivered if e["id"] == first["id"])
+    assert amz_date(retried["download_url"]) - amz_date(first["download_url"]) >= timedelta(
+        seconds=119
+    )

@@ -6,11 +6,14 @@ import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.config import DestinationConfig
 from agent.errors import PermanentError
 from agent.secrets import read_secret
+
+if TYPE_CHECKING:
+    from agent.transport.s3 import S3Transport
 
 TEMP_PREFIX = ".recsync-"
 TEMP_SUFFIX = ".tmp"
@@ -161,6 +164,15 @@ REGISTRY: dict[str, Callable[[DestinationConfig], Transport]] = {
     "sftp": _sftp,
     "s3": _s3,
 }
+
+
+def as_s3(transport: Transport) -> S3Transport | None:
+    """The S3 destination under the retry wrapper, None for another: presigned links are
+    S3's alone, so they stay off the Transport protocol."""
+    from agent.transport.s3 import S3Transport
+
+    inner = getattr(transport, "inner", transport)  # RetryingTransport's
+    return inner if isinstance(inner, S3Transport) else None
 
 
 def open_transport(config: DestinationConfig) -> Transport:
