@@ -14,17 +14,24 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from click.testing import CliRunner
 
+from agent.cdr.sqlite import SqliteCdr
+from agent.cli import cli
+from agent.config import PRESIGN_MAX
 from agent.daemon import Agent
 from agent.errors import PermanentError
 from agent.publish.webhook import Webhook
+from agent.transport import open_transport
 from agent.transport.retry import RetryingTransport
 from agent.transport.s3 import S3Transport
-from agent.transport.s3client import PRESIGN_MAX, Credentials, S3Client
+from agent.transport.s3client import Credentials, S3Client
 from tests.conftest import Site
+from tests.support.cdr import SqliteCdrFile
 from tests.support.crm import CrmServer
+from tests.support.mixmonitor import write_recording
 from tests.support.s3 import RadosGateway
-from tests.test_s3 import agent_config, call_names, record, shipped_entries
+from tests.test_s3 import agent_config, call_names, record, run_agent, shipped_entries
 
 # The example of AWS's "Signature Calculations for the Authorization Header" and
 # "Authenticating Requests: Using Query Parameters" pages.
@@ -226,3 +233,146 @@ def test_each_webhook_carries_a_fresh_link_to_the_recording(
     assert amz_date(retried["download_url"]) - amz_date(first["download_url"]) >= timedelta(
         seconds=119
     )
+
+
+# --- recsync url -------------------------------------------------------------------------
+
+
+def query_of(url: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(url).query, strict_parsing=True)
+
+
+def test_recsync_url_by_uniqueid_and_by_path_downloads_the_recording(
+    site: Site, rgw: RadosGateway, s3_bucket: str
+) -> None:
+    names = call_names(21, 2)
+    record(site, names)
+    # Another recording of the first call (same uniqueid): by uniqueid it is ambiguous.
+    twin = f"in-201-0612345000-20240315-102100-{names[0].split('-')[-1]}"
+    write_recording(site.spool_file(f"2024/03/15/{twin}"), seconds=0.3, seed=9)
+    site.write_config(**agent_config(site, rgw, s3_bucket))
+    shipped = run_agent(site, "run", "--once")
+    assert shipped.returncode == 0, shipped.stderr
+    client = rgw.client(s3_bucket)
+    try:
+        entries = {e["original"].rsplit("/", 1)[1]: e for e in shipped_entries(client)}
+    finally:
+        client.close()
+    one = entries[names[1]]
+    by_uniqueid = run_agent(site, "url", one["uniqueid"])
+    assert by_uniqueid.returncode == 0, by_uniqueid.stderr
+    url = by_uniqueid.stdout.strip()
+    assert query_of(url)["X-Amz-Expires"] == ["3600"]  # the default: an hour
+    assert hashlib.sha256(fetch(url)).hexdigest() == one["sha256"]
+
+    first = entries[names[0]]
+    ambiguous = run_agent(site, "url", first["uniqueid"])
+    assert ambiguous.returncode == 1
+    assert f"uniqueid '{first['uniqueid']}' has 2 shipped recordings" in ambiguous.stderr
+    assert first["file"] in ambiguous.stderr and "Traceback" not in ambiguous.stderr
+    by_path = run_agent(site, "url", first["file"], "--expires", "90s")
+    assert by_path.returncode == 0, by_path.stderr
+    url = by_path.stdout.strip()
+    assert query_of(url)["X-Amz-Expires"] == ["90"]
+    assert hashlib.sha256(fetch(url)).hexdigest() == first["sha256"]
+
+
+def test_recsync_url_of_a_recording_not_shipped_says_so(
+    site: Site, rgw: RadosGateway, s3_bucket: str, make_agent: Callable[..., Agent]
+) -> None:
+    names = call_names(22, 1)
+    record(site, names)
+    cdr = SqliteCdrFile(site.root / "master.db")
+    tables = agent_config(site, rgw, s3_bucket)
+    tables["cdr"] = {"type": "sqlite", "path": str(cdr.path), "wait_seconds": 3600}
+    site.write_config(**tables)
+    config = site.config(**tables)
+    agent = make_agent(
+        config,
+        transport=open_transport(config.destination),
+        cdr=SqliteCdr(path=cdr.path, table="cdr"),
+    )
+    now = time.time()
+    agent.start(now)
+    agent.run_once(now)  # parsed, then waiting for a CDR row that never comes
+    uniqueid = names[0].rsplit("-", 1)[1].removesuffix(".wav")
+    answer = run_agent(site, "url", uniqueid)
+    assert answer.returncode == 1 and answer.stdout == ""
+    assert f"({uniqueid}) is waiting_cdr, not shipped" in answer.stderr, answer.stderr
+    unknown = run_agent(site, "url", "1234567890.99")
+    assert unknown.returncode == 1
+    assert "no recording has uniqueid '1234567890.99'" in unknown.stderr
+    assert "Traceback" not in answer.stderr + unknown.stderr
+
+
+def s3_config(site: Site) -> Path:
+    """An s3 destination nobody listens at: `url` signs offline, it never asks."""
+    secret = site.root / "s3-secret"
+    secret.write_text("secret\n")
+    secret.chmod(0o600)
+    return site.write_config(
+        destination={
+            "type": "s3",
+            "endpoint": "https://s3.example.com",
+            "bucket": "calls",
+            "prefix": "pbx1",
+            "access_key_id": "AKID",
+            "secret_access_key_file": str(secret),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [("90s", 90), ("30m", 1800), ("1h", 3600), ("2d", 172800), ("600", 600), ("7d", 604800)],
+)
+def test_recsync_url_expires_takes_units(site: Site, given: str, seconds: int) -> None:
+    s3_config(site)
+    result = run_agent(site, "url", "2024/03/15/a b.wav", "--expires", given)
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip()
+    assert url.startswith("https://s3.example.com/calls/pbx1/2024/03/15/a%20b.wav?")
+    query = query_of(url)
+    assert query["X-Amz-Expires"] == [str(seconds)]
+    assert query["X-Amz-Credential"][0].startswith("AKID/")
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("0", "'0' is 0 s: it must be 1 s to 7d (604800 s)"),
+        ("8d", "'8d' is 691200 s: it must be 1 s to 7d (604800 s)"),
+        ("604801", "'604801' is 604801 s"),
+        ("1w", "'1w' is not a duration: say 90s, 30m, 1h, 2d or seconds"),
+        ("1.5h", "'1.5h' is not a duration"),
+        ("-5", "'-5' is not a duration"),
+        ("", "'' is not a duration"),
+    ],
+)
+def test_recsync_url_refuses_a_bad_expiry(site: Site, given: str, says: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["--config", str(s3_config(site)), "url", "2024/03/15/a.wav", "--expires", given]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--expires'" in result.stderr and says in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("ref", "says"),
+    [
+        ("2024/03/15/a.wav", "presigned links need destination.type = 's3' (it is 'local')"),
+        ("1710497702.42", "presigned links need destination.type = 's3' (it is 'local')"),
+    ],
+)
+def test_recsync_url_needs_an_s3_destination(site: Site, ref: str, says: str) -> None:
+    site.write_config()
+    result = run_agent(site, "url", ref)
+    assert result.returncode == 1 and result.stdout == ""
+    assert says in result.stderr and "Traceback" not in result.stderr
+
+
+def test_recsync_url_refuses_a_path_out_of_the_root(site: Site) -> None:
+    s3_config(site)
+    result = run_agent(site, "url", "../other-pbx/2024/03/15/a.wav")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "unsafe remote path" in result.stderr and "Traceback" not in result.stderr

@@ -24,9 +24,10 @@ from email.utils import parsedate_to_datetime
 from typing import BinaryIO
 from urllib.parse import quote, urlsplit
 
+from agent.config import PRESIGN_MAX
+
 UNSIGNED = "UNSIGNED-PAYLOAD"
 AMZ_DATE = "%Y%m%dT%H%M%SZ"
-PRESIGN_MAX = 7 * 24 * 3600  # seconds: SigV4's limit for a presigned URL
 BLOCK = 1 << 18  # bytes per send of a file body (http.client's default 8 KiB costs CPU)
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
