@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import sqlite3
@@ -79,6 +80,21 @@ class Context:
 
 pass_context = click.make_pass_decorator(Context)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _expiry(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    """`--expires` in seconds, from `90s`, `30m`, `1h`, `2d` or a plain number."""
+    found = re.fullmatch(r"(\d+)([smhd]?)", value.strip().lower())
+    if found is None:
+        raise click.BadParameter(f"{value!r} is not a duration: say 90s, 30m, 1h, 2d or seconds")
+    seconds = int(found[1]) * _UNITS[found[2]]
+    if not 1 <= seconds <= config_module.PRESIGN_MAX:
+        most = config_module.PRESIGN_MAX
+        raise click.BadParameter(f"{value!r} is {seconds} s: it must be 1 s to 7d ({most} s)")
+    return seconds
 
 
 def _print_json(data: Any) -> None:
@@ -262,6 +278,55 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     click.echo("history:")
     for event in data["events"]:
         click.echo(f"  {event['at']}  {event['event']:12} {event['detail'] or ''}")
+
+
+@cli.command()
+@click.argument("ref", metavar="UNIQUEID|REMOTE_PATH")
+@click.option(
+    "--expires",
+    callback=_expiry,
+    default="1h",
+    show_default=True,
+    help="How long the link works: 90s, 30m, 1h, 2d or seconds; at most 7 days.",
+)
+@pass_context
+def url(ctx: Context, ref: str, expires: int) -> None:
+    """A presigned download link for one shipped recording (s3 destinations), for a CRM
+    or an e-mail: by its call's uniqueid, or by its path under the destination root (a
+    value with a "/"). Signed here, with no request to the server."""
+    from agent.transport import as_s3, check_remote, open_transport
+
+    destination = ctx.config.destination
+    if destination.type != "s3":
+        raise AgentError(
+            f"presigned links need destination.type = 's3' (it is {destination.type!r})"
+        )
+    remote = check_remote(ref) if "/" in ref else _shipped_remote(ctx.reader(), ref)
+    transport = open_transport(destination)
+    try:
+        s3 = as_s3(transport)
+        assert s3 is not None  # the registry's "s3"
+        click.echo(s3.presign(remote, expires))
+    finally:
+        transport.close()
+
+
+def _shipped_remote(store: Store, uniqueid: str) -> str:
+    """The remote path of the call's one shipped recording; AgentError saying why not."""
+    rows = store.by_uniqueid(uniqueid)
+    if not rows:
+        raise AgentError(f"no recording has uniqueid {uniqueid!r} (see `recsync list`)")
+    done = [r.remote_path for r in rows if r.state == RecordingState.DONE and r.remote_path]
+    if not done:
+        why = f": {rows[0].reason}" if rows[0].reason else ""
+        raise AgentError(
+            f"recording {rows[0].id} ({uniqueid}) is {rows[0].state}, not shipped{why}"
+        )
+    if len(done) > 1:
+        raise AgentError(
+            f"uniqueid {uniqueid!r} has {len(done)} shipped recordings; name one: {', '.join(done)}"
+        )
+    return done[0]
 
 
 @cli.command()

@@ -19,6 +19,7 @@ from agent.shipnames import DEFAULT_TEMPLATE, NameTemplate
 from agent.spoolnames import DEFAULT_EXTENSIONS, CustomPattern, compile_custom_pattern
 
 DEFAULT_PATH = Path("/etc/recsync/config.toml")
+PRESIGN_MAX = 7 * 24 * 3600  # seconds a presigned link can last: SigV4's limit
 
 CDR_TYPES = ("auto", "mysql", "sqlite", "csv", "none")
 # Keys each cdr.type accepts besides type, wait_seconds and asterisk_conf_dir.
@@ -497,7 +498,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "url": (None, _url),
         "secret_file": (None, _path),
         "timeout_seconds": (5, _number(minimum=0.1)),
-        "presign_seconds": (0, _integer(0, 7 * 24 * 3600, "a number of seconds")),
+        "presign_seconds": (0, _integer(0, PRESIGN_MAX, "a number of seconds")),
     },
     "metrics": {
         "listen": ("127.0.0.1:9464", _listen),
@@ -589,6 +590,12 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
             raise ConfigError(f"{name}: expected a table, got {raw!r}")
         sections[name] = _section(name, raw, base)
     _check_cdr_keys(data.get("cdr", {}), sections["cdr"]["type"])
+    destination = _destination(data.get("destination", {}), sections["destination"], base)
+    if sections["webhook"]["presign_seconds"] and destination.type != "s3":
+        raise ConfigError(
+            "webhook.presign_seconds: presigned links need destination.type = 's3'"
+            f" (it is {destination.type!r}); set it to 0"
+        )
     return Config(
         spool=SpoolConfig(**sections["spool"]),
         state=StateConfig(**sections["state"]),
@@ -596,7 +603,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         naming=NamingConfig(**sections["naming"]),
         tags=TagsConfig(**sections["tags"]),
         transcode=TranscodeConfig(**sections["transcode"]),
-        destination=_destination(data.get("destination", {}), sections["destination"], base),
+        destination=destination,
         index=IndexConfig(**sections["index"]),
         webhook=WebhookConfig(**sections["webhook"]),
         metrics=MetricsConfig(**sections["metrics"]),

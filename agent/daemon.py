@@ -13,6 +13,7 @@ import schedule
 from agent.alerts import Alerts
 from agent.cdr import CdrSource, wait_seconds
 from agent.config import Config
+from agent.errors import ConfigError
 from agent.log import kv
 from agent.model import RecordingState
 from agent.pipeline import Pipeline
@@ -27,7 +28,7 @@ from agent.roles.shipping import Shipping
 from agent.status import summary
 from agent.store.state import Store
 from agent.systemd import Notifier
-from agent.transport import Transport
+from agent.transport import Transport, as_s3
 from agent.wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -41,6 +42,17 @@ HEALTH_SECONDS = 15  # metrics gauges, systemd status and alerts are refreshed t
 STATUS_SECONDS = 60  # the heartbeat: status.json is rewritten at least this often
 LATE_CDR_SWEEP_SECONDS = 60
 LATE_CDR_SECONDS = 86400  # how long a shipped recording's missing CDR is still looked for
+
+
+def download_links(transport: Transport, seconds: int) -> Callable[[str], str] | None:
+    """Remote path -> a presigned GET link valid `seconds`, for the webhooks; None when off.
+    Signed by the transport's real clock, not a pass's `now`: the server judges expiry."""
+    if not seconds:
+        return None
+    s3 = as_s3(transport)
+    if s3 is None:  # the config allows it with s3 only; a test may wire another
+        raise ConfigError("webhook.presign_seconds: the destination cannot presign links")
+    return lambda remote: s3.presign(remote, seconds)
 
 
 class Agent:
@@ -107,7 +119,10 @@ class Agent:
         self.publisher = Publisher(
             store=store, transport=transport, destination=self.destination, pages=config.index
         )
-        self.outbox = Outbox(store=store, webhook=webhook) if webhook is not None else None
+        self.outbox = None
+        if webhook is not None:
+            links = download_links(transport, config.webhook.presign_seconds)
+            self.outbox = Outbox(store=store, webhook=webhook, download_url=links)
 
     def should_stop(self) -> bool:
         return self.stopping

@@ -142,6 +142,12 @@ BAD = [
     ("bad cdr type", f'[cdr]\ntype = "bogus"\n{ROOT}', "cdr.type"),
     ("bad log level", f'[log]\nlevel = "loud"\n{ROOT}', "log.level"),
     ("patterns not a list", f'[spool]\npatterns = "x"\n{ROOT}', "spool.patterns"),
+    ("links off s3", f"[webhook]\npresign_seconds = 60\n{ROOT}", "webhook.presign_seconds"),
+    (
+        "links past 7 days",
+        f"[webhook]\npresign_seconds = 604801\n{ROOT}",
+        "webhook.presign_seconds",
+    ),
 ]
 
 
@@ -161,6 +167,13 @@ def test_non_finite_number_names_the_key(tmp_path: Path, line: str, key: str) ->
     # nan never compares >= anything (a headerless file never settles); an infinite
     # reconcile interval overflows the scheduler at run time instead of at load.
     assert key in config_error(write(tmp_path, f"[spool]\n{line}\n{ROOT}"))
+
+
+def test_presigned_links_need_an_s3_destination(tmp_path: Path) -> None:
+    local = config_error(write(tmp_path, f"[webhook]\npresign_seconds = 3600\n{ROOT}"))
+    assert "presigned links need destination.type = 's3' (it is 'local')" in local
+    s3 = '[destination]\ntype = "s3"\nbucket = "calls"\n[webhook]\npresign_seconds = 3600\n'
+    assert load(write(tmp_path, s3)).webhook.presign_seconds == 3600
 
 
 # --- spool.patterns -------------------------------------------------------------------

@@ -124,6 +124,11 @@ def test_the_body_is_compact_sorted_utf8() -> None:
     assert payload == (
         b'{"event":"recording.shipped","id":"k:1","recording":{"a":"\xc3\xa9","b":1,"c":null}}'
     )
+    linked = body("recording.shipped", "k:1", {"a": 1}, download_url="https://s3/x?y=1&z")
+    assert linked == (
+        b'{"download_url":"https://s3/x?y=1&z","event":"recording.shipped","id":"k:1",'
+        b'"recording":{"a":1}}'
+    )
 
 
 # --- how answers are classified ----------------------------------------------------------

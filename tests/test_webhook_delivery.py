@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from agent.cdr.sqlite import SqliteCdr
 from agent.daemon import Agent
+from agent.errors import ConfigError
 from agent.publish.webhook import SIGNATURE_HEADER, Webhook, verify
 from tests.conftest import Site
 from tests.support.cdr import SqliteCdrFile, cdr_row
@@ -105,3 +106,27 @@ def test_late_cdr_row_sends_one_update(
     assert agent.fill_late_cdr(now + 120) == 0
     agent.outbox.deliver(now + 120)
     assert len(crm.received) == 2
+
+
+def test_an_event_whose_link_cannot_be_signed_waits_for_it(
+    site: Site, crm: CrmServer, make_agent: Callable[..., Agent]
+) -> None:
+    """A promised download_url is never left out: the event is tried again later."""
+    record(site, 1)
+    agent = agent_with_hook(site, crm, make_agent)
+    assert agent.outbox is not None
+    unreadable = [ConfigError("cannot read the secret file /etc/recsync/s3-secret")]
+
+    def link(remote: str) -> str:
+        if unreadable:
+            raise unreadable.pop()
+        return f"https://s3.example.com/{remote}?X-Amz-Signature=0"
+
+    agent.outbox.download_url = link
+    now = time.time()
+    agent.start(now)
+    agent.run_once(now)
+    assert crm.received == []
+    assert agent.outbox.deliver(now + 3600) == 1
+    [sent] = events(crm)
+    assert sent["download_url"] == link(sent["recording"]["file"])  # type: ignore[index]

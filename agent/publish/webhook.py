@@ -5,6 +5,10 @@ CDR filled it in). The body is compact UTF-8 JSON with sorted keys::
 
     {"event":"recording.shipped","id":"<idempotency key>","recording":{<manifest entry>}}
 
+With `webhook.presign_seconds` (an S3 destination) the body also has `"download_url"`: a
+presigned GET URL of the recording, valid that long from the moment of sending (each
+attempt signs a fresh one, so a retried event's link is fresh too).
+
 Headers: `X-Recsync-Event` (the event), `X-Recsync-Delivery` (the idempotency key, the same
 as the body's `id`) and, when a secret is configured, `X-Recsync-Signature:
 sha256=<hex HMAC-SHA256 of the raw body, keyed with the secret>`.
@@ -92,11 +96,16 @@ class CrmRefused(PermanentError):
         self.status = status
 
 
-def body(event: str, key: str, recording: Mapping[str, object]) -> bytes:
-    """The bytes to store in the outbox and send as they are: signing and retrying the same
-    bytes keeps every delivery of one event identical."""
+def body(
+    event: str, key: str, recording: Mapping[str, object], *, download_url: str | None = None
+) -> bytes:
+    """The bytes to sign and send, made again at each attempt: the same but for a fresh
+    `download_url` (a presigned link, when webhook.presign_seconds asks for one)."""
+    payload: dict[str, object] = {"event": event, "id": key, "recording": dict(recording)}
+    if download_url is not None:
+        payload["download_url"] = download_url
     text = json.dumps(
-        {"event": event, "id": key, "recording": dict(recording)},
+        payload,
         separators=(",", ":"),
         sort_keys=True,
         ensure_ascii=False,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from agent.errors import PermanentError, TransientError
+from agent.errors import ConfigError, DestinationDown, PermanentError, TransientError
 from agent.log import kv
 from agent.publish.manifest import entry
 from agent.publish.webhook import Webhook, body, retry_delay
@@ -17,9 +18,16 @@ class Outbox:
     """Sends what the CRM has not been told yet; a CRM that is down waits for its next
     attempt and never holds up shipping."""
 
-    def __init__(self, *, store: Store, webhook: Webhook) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        webhook: Webhook,
+        download_url: Callable[[str], str] | None = None,
+    ) -> None:
         self.store = store
         self.webhook = webhook
+        self.download_url = download_url  # remote path -> a presigned link, signed per send
 
     def deliver(self, now: float) -> int:
         """Returns how many were delivered."""
@@ -31,7 +39,8 @@ class Outbox:
                 continue
             key = f"{rid}.{wid}"  # stable across retries: the CRM dedupes on it
             try:
-                self.webhook.send(body(event, key, entry(row)), event=event, key=key)
+                payload = body(event, key, entry(row), download_url=self._link(row.remote_path))
+                self.webhook.send(payload, event=event, key=key)
             except TransientError as exc:
                 retry_at = now + retry_delay(attempts + 1)
                 outbox.failed(wid, rid, error=str(exc), retry_at=retry_at, now=now)
@@ -44,3 +53,11 @@ class Outbox:
             outbox.sent(wid, rid, event=event, now=now)
             delivered += 1
         return delivered
+
+    def _link(self, remote: str) -> str | None:
+        if self.download_url is None:
+            return None
+        try:
+            return self.download_url(remote)
+        except (ConfigError, DestinationDown) as exc:  # the S3 secret unreadable just now
+            raise TransientError(f"no download link for {remote}: {exc}") from exc

@@ -216,6 +216,10 @@ class Store:
             )
         )
 
+    def by_uniqueid(self, uniqueid: str) -> list[Row]:
+        """The recordings of a call's uniqueid, newest first (one call can have several)."""
+        return self.rows("uniqueid = ?", [uniqueid], order="id DESC")
+
     def rows(
         self,
         where: str = "1",

@@ -13,6 +13,7 @@ from agent.errors import PermanentError
 from agent.secrets import read_secret
 
 if TYPE_CHECKING:
+    from agent.transport.s3 import S3Transport
     from agent.transport.s3parts import PartLedger
 
 TEMP_PREFIX = ".recsync-"
@@ -169,6 +170,15 @@ REGISTRY: dict[str, Callable[[DestinationConfig, PartLedger | None], Transport]]
     "sftp": _sftp,
     "s3": _s3,
 }
+
+
+def as_s3(transport: Transport) -> S3Transport | None:
+    """The S3 destination under the retry wrapper, None for another: presigned links are
+    S3's alone, so they stay off the Transport protocol."""
+    from agent.transport.s3 import S3Transport
+
+    inner = getattr(transport, "inner", transport)  # RetryingTransport's
+    return inner if isinstance(inner, S3Transport) else None
 
 
 def open_transport(config: DestinationConfig, *, uploads: PartLedger | None = None) -> Transport:

@@ -195,6 +195,11 @@ class S3Transport:
             raise PermanentError(f"{remote[:80]}…: a name over {NAME_MAX} bytes")
         return self.prefix + remote
 
+    def presign(self, remote: str, expires_seconds: int) -> str:
+        """A GET URL for `remote` that needs no credentials, valid `expires_seconds` from
+        now (at most 7 days). Signed here, offline: the object is not looked at."""
+        return self.client.presign("GET", self.key(remote), expires_seconds)
+
     # --- one request, its faults classified
 
     def _send(self, what: str, method: str, key: str = "", **kwargs: object) -> Response:

@@ -24,7 +24,10 @@ from email.utils import parsedate_to_datetime
 from typing import BinaryIO
 from urllib.parse import quote, urlsplit
 
+from agent.config import PRESIGN_MAX
+
 UNSIGNED = "UNSIGNED-PAYLOAD"
+AMZ_DATE = "%Y%m%dT%H%M%SZ"
 BLOCK = 1 << 18  # bytes per send of a file body (http.client's default 8 KiB costs CPU)
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -81,8 +84,29 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
+def _signing_key(secret: str, day: str, region: str) -> bytes:
+    """SigV4's key for one day, region and service, derived from the secret."""
+    key = _hmac(f"AWS4{secret}".encode(), day)
+    for part in (region, "s3", "aws4_request"):
+        key = _hmac(key, part)
+    return key
+
+
 def _encode(text: str, safe: str = "") -> str:
     return quote(text, safe="-_.~" + safe)
+
+
+def _canonical_query(query: Mapping[str, str]) -> str:
+    return "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(query.items()))
+
+
+def _canonical_request(
+    method: str, path: str, canonical_query: str, signed: Mapping[str, str], payload: str
+) -> str:
+    """SigV4's canonical request; `signed`: the headers signed, lower-case names."""
+    names = sorted(signed)
+    lines = "".join(f"{name}:{signed[name]}\n" for name in names)
+    return "\n".join([method, path, canonical_query, lines, ";".join(names), payload])
 
 
 class ChunkReader:
@@ -138,7 +162,10 @@ class S3Client:
         self.secure = url.scheme == "https"
         aws = not endpoint
         virtual = addressing == "virtual" or (addressing == "auto" and aws)
-        host = url.hostname if url.port is None else f"{url.hostname}:{url.port}"
+        # A default port is left out: http.client and browsers send Host without it, and
+        # the signed host must be the one they send.
+        default = 443 if self.secure else 80
+        host = url.hostname if url.port in (None, default) else f"{url.hostname}:{url.port}"
         self.host = f"{bucket}.{host}" if virtual else host
         self.base = "" if virtual else f"/{_encode(bucket)}"
         self.region = region
@@ -210,9 +237,7 @@ class S3Client:
         all_headers = {k.lower(): v for k, v in (headers or {}).items()}
         if size is not None and (size or method in ("PUT", "POST")):
             all_headers["content-length"] = str(size)
-        canonical_query = "&".join(
-            f"{_encode(k)}={_encode(v)}" for k, v in sorted((query or {}).items())
-        )
+        canonical_query = _canonical_query(query or {})
         path = self.path(key)
         all_headers |= self._sign(method, path, canonical_query, all_headers, content_sha256)
         target = f"{path}?{canonical_query}" if canonical_query else path
@@ -238,9 +263,7 @@ class S3Client:
         content_sha256: str,
     ) -> dict[str, str]:
         creds = self.credentials()
-        now = self.clock()
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-        day = amz_date[:8]
+        amz_date = self.clock().strftime(AMZ_DATE)
         signed = {
             "host": self.host,
             "x-amz-date": amz_date,
@@ -249,32 +272,48 @@ class S3Client:
         }
         if creds.session_token:
             signed["x-amz-security-token"] = creds.session_token
-        names = sorted(signed)
-        canonical = "\n".join(
-            [
-                method,
-                path,
-                canonical_query,
-                "".join(f"{name}:{signed[name]}\n" for name in names),
-                ";".join(names),
-                content_sha256,
-            ]
-        )
-        scope = f"{day}/{self.region}/s3/aws4_request"
-        to_sign = "\n".join(
-            ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-        )
-        key = _hmac(f"AWS4{creds.secret_access_key}".encode(), day)
-        for part in (self.region, "s3", "aws4_request"):
-            key = _hmac(key, part)
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        canonical = _canonical_request(method, path, canonical_query, signed, content_sha256)
+        signature = self._signature(creds.secret_access_key, amz_date, canonical)
         auth = (
-            f"AWS4-HMAC-SHA256 Credential={creds.access_key_id}/{scope},"
-            f" SignedHeaders={';'.join(names)}, Signature={signature}"
+            f"AWS4-HMAC-SHA256 Credential={creds.access_key_id}/{self._scope(amz_date)},"
+            f" SignedHeaders={';'.join(sorted(signed))}, Signature={signature}"
         )
         out = {k: v for k, v in signed.items() if k != "host"}
         out["authorization"] = auth
         return out
+
+    def _scope(self, amz_date: str) -> str:
+        return f"{amz_date[:8]}/{self.region}/s3/aws4_request"
+
+    def _signature(self, secret: str, amz_date: str, canonical: str) -> str:
+        """SigV4's signature of a canonical request, with the key derived for its day."""
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, self._scope(amz_date), digest])
+        key = _signing_key(secret, amz_date[:8], self.region)
+        return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+    def presign(self, method: str, key: str, expires_seconds: int) -> str:
+        """A URL that does `method` on `key` without credentials for `expires_seconds` from
+        the clock's now (SigV4 query-string auth). Offline: nothing is sent to the server."""
+        if not 1 <= expires_seconds <= PRESIGN_MAX:
+            raise ValueError(f"expiry must be 1 to {PRESIGN_MAX} s, not {expires_seconds}")
+        creds = self.credentials()
+        amz_date = self.clock().strftime(AMZ_DATE)
+        query = {
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": f"{creds.access_key_id}/{self._scope(amz_date)}",
+            "X-Amz-Date": amz_date,
+            "X-Amz-Expires": str(expires_seconds),
+            "X-Amz-SignedHeaders": "host",
+        }
+        if creds.session_token:  # signed in the query, not as a header, for S3
+            query["X-Amz-Security-Token"] = creds.session_token
+        path = self.path(key)
+        canonical_query = _canonical_query(query)
+        canonical = _canonical_request(method, path, canonical_query, {"host": self.host}, UNSIGNED)
+        signature = self._signature(creds.secret_access_key, amz_date, canonical)
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://{self.host}{path}?{canonical_query}&X-Amz-Signature={signature}"
 
     def list_keys(self, prefix: str, *, delimiter: str = "") -> Iterator[tuple[str, bool]]:
         """(key or common prefix, is_prefix) under `prefix`, every page."""
