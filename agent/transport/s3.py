@@ -51,11 +51,11 @@ from agent.transport.s3parts import (
     multipart_etag,
     part_digests,
     part_size,
+    read_checked,
 )
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 NAME_MAX = 255  # bytes of one path segment: what any file system mirroring it can hold
 # Codes that mean the whole destination refuses work: pause and probe.
 _REFUSED = {
@@ -447,21 +447,10 @@ class S3Transport:
 
     def _hash(self, local: Path, sha256: str) -> tuple[bytes, int]:
         """MD5 and size of `local`, after checking it still has the sha256 it was given."""
-        md5 = hashlib.md5(usedforsecurity=False)
-        sha = hashlib.sha256()
-        size = 0
-        try:
-            with local.open("rb") as file:
-                while chunk := file.read(CHUNK):
-                    md5.update(chunk)
-                    sha.update(chunk)
-                    size += len(chunk)
-        except FileNotFoundError as exc:
-            raise TransientError(f"{local} vanished before the upload") from exc
-        except OSError as exc:
-            raise TransientError(f"cannot read {local}: {exc.strerror or exc}") from exc
-        if sha.hexdigest() != sha256:
-            raise TransientError(f"{local.name} changed after it was hashed: not sent")
+        md5, size = hashlib.md5(usedforsecurity=False), 0
+        for chunk in read_checked(local, sha256):
+            md5.update(chunk)
+            size += len(chunk)
         return md5.digest(), size
 
     def _confirm(self, remote: str, key: str, size: int, etag_sent: str | None) -> None:

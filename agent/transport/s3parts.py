@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 from xml.sax.saxutils import escape
@@ -21,6 +21,7 @@ from agent.errors import TransientError
 from agent.model import Part, PartUpload
 
 MIB = 1 << 20
+CHUNK = MIB  # bytes read at a time; part sizes are whole MiB, so parts end on a block
 PART_MIN = 8 * MIB  # S3 refuses parts under 5 MiB but the last
 MAX_PARTS = 10_000
 ABANDONED_AFTER = 7 * 86400.0  # a noted upload not resumed for this long is given up
@@ -68,27 +69,37 @@ def part_size(size: int) -> int:
     return max(PART_MIN, -(-needed // MIB) * MIB)
 
 
-def part_digests(local: Path, sha256: str, size_of_part: int) -> list[tuple[bytes, bytes]]:
-    """(MD5, sha256) of each part of `local`, after checking the whole file still has the
-    sha256 it was given: one read of the file."""
+def read_checked(local: Path, sha256: str) -> Iterator[bytes]:
+    """`local` in blocks of CHUNK bytes; at the end, TransientError when the whole does not
+    have the sha256 it was given (it changed after it was hashed: nothing is sent)."""
     whole = hashlib.sha256()
-    digests = []
     try:
         with local.open("rb") as file:
-            while chunk := file.read(size_of_part):
+            while chunk := file.read(CHUNK):
                 whole.update(chunk)
-                digests.append(
-                    (
-                        hashlib.md5(chunk, usedforsecurity=False).digest(),
-                        hashlib.sha256(chunk).digest(),
-                    )
-                )
+                yield chunk
     except FileNotFoundError as exc:
         raise TransientError(f"{local} vanished before the upload") from exc
     except OSError as exc:
         raise TransientError(f"cannot read {local}: {exc.strerror or exc}") from exc
     if whole.hexdigest() != sha256:
         raise TransientError(f"{local.name} changed after it was hashed: not sent")
+
+
+def part_digests(local: Path, sha256: str, size_of_part: int) -> list[tuple[bytes, bytes]]:
+    """(MD5, sha256) of each part of `local` (`size_of_part` a multiple of CHUNK), after
+    checking the whole still has its sha256: one read of the file."""
+    digests = []
+    md5, sha, filled = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
+    for chunk in read_checked(local, sha256):
+        md5.update(chunk)
+        sha.update(chunk)
+        filled += len(chunk)
+        if filled == size_of_part:
+            digests.append((md5.digest(), sha.digest()))
+            md5, sha, filled = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
+    if filled:
+        digests.append((md5.digest(), sha.digest()))
     return digests
 
 
