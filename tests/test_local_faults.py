@@ -229,10 +229,13 @@ def test_disk_full_after_the_copy_says_so_and_leaves_nothing(
     fault: Any,
 ) -> None:
     """Tagging and transcoding write too: their disk-full errors read the same, and the
-    copy made before them is removed."""
+    copy made before them is removed. (A chunk after the audio makes mutagen tag the
+    copy: a plain WAV is composed in one pass, whose disk-full is the copy's own.)"""
     config = site.config(**overrides)
     src = site.spool_file(name(1))
     write_recording(src, seed=1)
+    with src.open("ab") as file:
+        file.write(b"LIST\x04\x00\x00\x00INFO")
     monkeypatch.setattr(*target, fault)
     with pytest.raises(TransientError) as raised:
         recipe = prepare_module.Recipe(
