@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +27,14 @@ class Features:
     fsync: bool = True  # files reach the disk before they are renamed into place
     verify: str = "sha256"  # what `put` checks of the arrived copy: "size" or "sha256"
     sha256_by: str = "local"  # how it learns a remote sha256: local, shell, read-back
+    # Write a small file only where none exists: True when written, False when a file was
+    # there already (left as it was). None: the destination has no such write. An
+    # optional method kept here, as rclone's Features keeps its optional calls, so the
+    # Transport protocol stays small. A server that ignores the condition overwrites and
+    # says True: callers that need it re-check what they read before.
+    create_bytes: Callable[[str, bytes], bool] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def describe(self) -> str:
         replace = "atomic replace" if self.atomic_replace else "remove + rename (not atomic)"
