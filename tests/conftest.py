@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.support.crm",
     "tests.support.disks",
     "tests.support.s3",
+    "tests.support.moto",
 ]
 
 
