@@ -6,11 +6,14 @@ import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.config import DestinationConfig
 from agent.errors import PermanentError
 from agent.secrets import read_secret
+
+if TYPE_CHECKING:
+    from agent.transport.s3 import S3Transport
 
 TEMP_PREFIX = ".recsync-"
 TEMP_SUFFIX = ".tmp"
@@ -143,7 +146,8 @@ def _local(config: DestinationConfig) -> Transport:
     return LocalTransport(root=config.root)
 
 
-def _s3(config: DestinationConfig) -> Transport:
+def s3_transport(config: DestinationConfig) -> S3Transport:
+    """The s3 destination bare, for what only S3 has (doctor's survey of the server)."""
     from agent.transport.s3 import S3Transport
     from agent.transport.s3creds import credential_chain
 
@@ -167,7 +171,7 @@ def _s3(config: DestinationConfig) -> Transport:
 REGISTRY: dict[str, Callable[[DestinationConfig], Transport]] = {
     "local": _local,
     "sftp": _sftp,
-    "s3": _s3,
+    "s3": s3_transport,
 }
 
 

@@ -226,6 +226,7 @@ class S3Transport:
         headers = {
             "content-md5": base64.b64encode(md5).decode(),
             "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(sha256)).decode(),
+            "x-amz-sdk-checksum-algorithm": "SHA256",  # without it moto keeps no checksum
             "content-type": content_type(remote),
             **self._extra,
             **meta_headers(metadata or {}),
