@@ -1,7 +1,8 @@
 """Two agents starting at once on one root: status.json is claimed with a create that the
 destination refuses for an existing name (S3's If-None-Match: *, a hard link on a local
 folder), so exactly one wins and the other is refused as an owned root is. Against the
-real Ceph RGW (bare and retry-wrapped, as the agent has it) and a local folder."""
+real Ceph RGW (bare and retry-wrapped, as the agent has it), moto's S3 server and a local
+folder."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from agent.store.state import Store
 from agent.transport import Features, Transport
 from agent.transport.local import LocalTransport
 from agent.transport.retry import RetryingTransport
-from tests.support.s3 import RadosGateway
+from tests.support.s3 import S3Server
 
 HOSTS = ("pbx-a", "pbx-b")
 DEADLINE = 30.0
@@ -52,7 +53,7 @@ class ReadTogether:
         self.inner.write_bytes(remote, data)
 
 
-@pytest.fixture(params=["local", "s3", "s3+retry"])
+@pytest.fixture(params=["local", "s3", "s3+retry", "moto"])
 def transports(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Transport]]:
     """Two transports on one root, as two agents on two machines would have."""
     kind = request.param
@@ -60,9 +61,9 @@ def transports(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[
         (tmp_path / "dest").mkdir()
         made: list[Transport] = [LocalTransport(root=tmp_path / "dest") for _ in HOSTS]
     else:
-        rgw: RadosGateway = request.getfixturevalue("rgw")
-        bucket = request.getfixturevalue("s3_bucket")
-        made = [rgw.transport(bucket, "pbx1") for _ in HOSTS]
+        server: S3Server = request.getfixturevalue("moto" if kind == "moto" else "rgw")
+        bucket = server.new_bucket(request.node.name)
+        made = [server.transport(bucket, "pbx1") for _ in HOSTS]
         if kind == "s3+retry":
             made = [RetryingTransport(t) for t in made]
     yield made
