@@ -33,24 +33,31 @@ def delivered_once(rgw: RadosGateway, bucket: str, names: list[str]) -> None:
     assert len(keys) == len(names)
 
 
-def test_each_recordings_first_put_slowed_down_still_ships_it_once(
+def test_each_first_put_slowed_down_still_ships_everything_once(
     site: Site, rgw: RadosGateway, s3_bucket: str
 ) -> None:
+    """Each recording's first PUT, and every other PUT of status.json (its claim with
+    If-None-Match, retried through RetryingTransport, and its rewrites) get a 503."""
     names = call_names(18, 3)
     record(site, names)
     upstream = rgw.endpoint.removeprefix("http://")
-    with ThrottlingProxy(upstream, every_other_put(".wav")) as proxy:
+    with ThrottlingProxy(upstream, every_other_put(".wav", "status.json")) as proxy:
         ship_through(site, rgw, s3_bucket, proxy)
     delivered_once(rgw, s3_bucket, names)
     puts: dict[str, list[Seen]] = defaultdict(list)
     for seen in proxy.requests():
-        if seen.method == "PUT" and seen.path.endswith(".wav"):
+        if seen.method == "PUT" and seen.path.endswith((".wav", "status.json")):
             puts[seen.path].append(seen)
+    status_json = puts.pop(f"/{s3_bucket}/pbx1/status.json")
+    claim = [t.headers.get("if-none-match") for t in status_json[:3]]
+    assert claim == ["*", "*", None], claim  # the claim, its retry, then a rewrite
     assert len(puts) == len(names)
-    for path, tries in puts.items():
-        assert [t.status for t in tries] == [503, 200], (path, tries)
-        waited = tries[1].arrived - tries[0].answered
-        assert waited >= RETRY_AFTER, (path, waited)
+    for path, tries in [*puts.items(), ("status.json", status_json)]:
+        statuses = [t.status for t in tries]
+        assert statuses[:2] == [503, 200] and statuses == [503, 200] * (len(tries) // 2), path
+        for refused, retry in itertools.pairwise(tries):
+            if refused.status == 503:
+                assert retry.arrived - refused.answered >= RETRY_AFTER, (path, refused, retry)
 
 
 def test_the_first_requests_slowed_down_are_waited_out(

@@ -11,6 +11,7 @@ signature, so it stands in for no test of credentials.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import pytest
 
 from agent.transport.s3client import Credentials
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, S3Server
-from tests.support.servers import free_port, terminate
+from tests.support.servers import free_port, require, terminate
 
 START_TIMEOUT = 30.0
 
@@ -83,6 +84,11 @@ class MotoServer(S3Server):
 @pytest.fixture(scope="session")
 def moto() -> Iterator[MotoServer]:
     """The session's second S3 server (moto in server mode on 127.0.0.1)."""
+    require(
+        [] if importlib.util.find_spec("moto") else ["moto"],
+        "moto's S3 server",
+        "pip install -e '.[test]' (scripts/test does)",
+    )
     server = MotoServer()
     atexit.register(server.close)
     try:

@@ -34,6 +34,7 @@ class Seen:
     status: int  # what the client was answered
     arrived: float  # time.monotonic() when the request had come in whole
     answered: float  # ... when its answer had gone out
+    headers: dict[str, str]  # the request's, names in lower case
 
 
 Rule = Callable[[str, str], bool]  # (method, path) -> answer this one 503?
@@ -50,13 +51,13 @@ def first(count: int) -> Rule:
     return rule
 
 
-def every_other_put(suffix: str = "") -> Rule:
-    """The 1st, 3rd, 5th ... PUT of each path ending in `suffix`: every object's first try
-    is refused and its retry goes through, however many uploads run at once."""
+def every_other_put(*suffixes: str) -> Rule:
+    """The 1st, 3rd, 5th ... PUT of each path ending in one of `suffixes`: every object's
+    first try is refused and its retry goes through, however many uploads run at once."""
     puts: dict[str, int] = defaultdict(int)
 
     def rule(method: str, path: str) -> bool:
-        if method != "PUT" or not path.split("?", 1)[0].endswith(suffix):
+        if method != "PUT" or not path.split("?", 1)[0].endswith(suffixes):
             return False
         puts[path] += 1
         return puts[path] % 2 == 1
@@ -116,7 +117,9 @@ def _handler(proxy: ThrottlingProxy) -> type[BaseHTTPRequestHandler]:
                 status = self.slow_down()
             else:
                 status = self.forward(body)
-            proxy.record(Seen(self.command, self.path, status, arrived, time.monotonic()))
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            answered = time.monotonic()
+            proxy.record(Seen(self.command, self.path, status, arrived, answered, headers))
 
         do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = relay
 
