@@ -383,7 +383,8 @@ def doctor(click_ctx: click.Context) -> None:
     with log_module.held() as records:
         for check in run_checks(config):
             failed += not check.ok
-            click.echo(f"{'✓' if check.ok else '✗'} {check.name}: {check.detail}")
+            mark = "✗" if not check.ok else "!" if check.warning else "✓"
+            click.echo(f"{mark} {check.name}: {check.detail}")
             for line in check.advice:
                 click.echo(f"    {line}")
             if ctx.log_level is not None:

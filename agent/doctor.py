@@ -19,7 +19,9 @@ from agent.errors import AgentError
 from agent.media.transcode import ffmpeg_formats
 from agent.service_unit import UNIT, Sandbox, writable_folders
 from agent.spool.settle import open_files_under
-from agent.transport import open_transport
+from agent.transport import open_transport, s3_transport
+from agent.transport.s3 import S3Transport
+from agent.transport.s3survey import Support, clock_skew, survey
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Check:
     ok: bool
     detail: str
     advice: list[str] = field(default_factory=list)
+    warning: bool = False  # passed, but something an admin should fix (shown as "!")
 
 
 def check_spool(config: Config) -> Check:
@@ -204,13 +207,94 @@ def check_destination(config: Config) -> Check:
     return Check("destination", True, f"{where} writable; {features.describe()}")
 
 
-CHECKS: tuple[Callable[[Config], Check], ...] = (
+SKEW_WARN = 60.0  # seconds off: recording times in logs and manifests disagree with the server
+SKEW_FAIL = 900.0  # S3 refuses a request signed more than 15 minutes off the server's clock
+NTP_ADVICE = "timedatectl status  (NTP on: timedatectl set-ntp true)"
+
+
+def check_s3(config: Config) -> list[Check]:
+    """What the S3 server makes of recsync's headers, asked with a probe object; and the
+    clock, which SigV4 needs within 15 minutes of the server's. S3 destinations only."""
+    if config.destination.type != "s3":
+        return []
+    transport = s3_transport(config.destination)
+    try:
+        checks = [check_clock(transport)]
+        try:
+            support = survey(transport)
+        except AgentError as exc:
+            return [*checks, Check("s3 server", False, f"not surveyed: {exc}")]
+        return [*checks, *support_checks(support, object_tags=config.destination.object_tags)]
+    finally:
+        transport.close()
+
+
+def check_clock(transport: S3Transport) -> Check:
+    try:
+        skew = clock_skew(transport)
+    except AgentError as exc:
+        return Check("s3 clock", False, str(exc))
+    if skew is None:
+        return Check("s3 clock", True, "the server sends no Date: not compared")
+    side = "behind" if skew > 0 else "ahead of"
+    off = f"this machine's clock is {abs(skew):.0f} s {side} the server's"
+    if abs(skew) > SKEW_FAIL:
+        return Check("s3 clock", False, f"{off}: S3 refuses requests 15 min off", [NTP_ADVICE])
+    if abs(skew) > SKEW_WARN:
+        return Check("s3 clock", True, f"{off} (refused past 15 min)", [NTP_ADVICE], warning=True)
+    return Check("s3 clock", True, f"within {SKEW_WARN:.0f} s of the server's ({round(skew):+d} s)")
+
+
+def support_checks(support: Support, *, object_tags: bool) -> list[Check]:
+    return [
+        Check("s3 checksum", True, _checksum_detail(support)),
+        Check(
+            "s3 conditional write",
+            True,
+            "If-None-Match: * refused on an existing key: two agents cannot both claim the prefix"
+            if support.conditional
+            else "If-None-Match: * ignored: the owner check reads status.json, so start no"
+            " second agent on this prefix",
+        ),
+        _tagging(support, object_tags=object_tags),
+    ]
+
+
+def _checksum_detail(support: Support) -> str:
+    sha = {
+        "verified": "x-amz-checksum-sha256 verified (a wrong one is refused)",
+        "stored": "x-amz-checksum-sha256 stored, not verified (a wrong one is kept)",
+        "ignored": "x-amz-checksum-sha256 ignored",
+    }[support.checksum]
+    if support.checksum == "verified":
+        return sha + ("; Content-MD5 verified" if support.md5 else "")
+    if support.md5:
+        return f"{sha}: Content-MD5 is the check"
+    return f"{sha}, and Content-MD5 is not verified either: the ETag read back is the check"
+
+
+def _tagging(support: Support, *, object_tags: bool) -> Check:
+    if support.tagging:
+        return Check("s3 tagging", True, "kept (x-amz-tagging, read back with ?tagging)")
+    if object_tags:
+        return Check(
+            "s3 tagging",
+            True,
+            "not kept, but destination.object_tags is on",
+            ["set destination.object_tags = false"],
+            warning=True,
+        )
+    return Check("s3 tagging", True, "not kept (destination.object_tags is off)")
+
+
+CHECKS: tuple[Callable[[Config], Check | list[Check]], ...] = (
     check_spool,
     check_spool_location,
     check_open_files,
     check_state,
     check_cdr,
     check_destination,
+    check_s3,
     check_service,
     check_transcode,
     check_webhook,
@@ -219,4 +303,5 @@ CHECKS: tuple[Callable[[Config], Check], ...] = (
 
 def run_checks(config: Config) -> Iterator[Check]:
     for check in CHECKS:
-        yield check(config)
+        result = check(config)
+        yield from [result] if isinstance(result, Check) else result

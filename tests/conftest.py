@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.support.disks",
     "tests.support.s3",
     "tests.support.metadata",
+    "tests.support.moto",
 ]
 
 

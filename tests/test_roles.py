@@ -15,6 +15,7 @@ from agent.errors import AgentError, DestinationDown
 from agent.roles.destination import PROBE_SECONDS, Destination
 from agent.roles.publisher import PUBLISH_SECONDS, PUBLISH_SHARE, Publisher
 from agent.store.state import Store
+from agent.transport import Features
 from agent.transport.local import LocalTransport
 from agent.wakeup import Wakeup
 from tests.conftest import Site
@@ -25,6 +26,8 @@ NAME = "2024/03/15/out-18005551234-1001-20240315-101502-1710497702.42.wav"
 
 class FakeTransport:
     """A destination whose probe answers from a script; every call is counted."""
+
+    features = Features()  # no create_bytes: the owner check is the read alone
 
     def __init__(self, probes: list[Exception | None], owner: str | None = None) -> None:
         self.probes = probes
@@ -110,6 +113,33 @@ def test_another_hosts_root_is_refused(store: Store) -> None:
     dest = destination(store, FakeTransport([None], owner="other-pbx"))
     with pytest.raises(AgentError, match="already belongs to the agent on 'other-pbx'"):
         dest.probe(0.0)
+
+
+class LostAnswerTransport(FakeTransport):
+    """A create that landed but whose answer was lost: the retry is told "it exists"."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.features = Features(create_bytes=self.create_bytes)  # type: ignore[misc]
+
+    def create_bytes(self, remote: str, data: bytes) -> bool:
+        self.written[remote] = data
+        return False
+
+    def read_bytes(self, remote: str) -> bytes | None:
+        return self.written.get(remote)
+
+
+def test_a_claim_refused_because_it_had_landed_is_ours(store: Store) -> None:
+    transport = LostAnswerTransport()
+    dest = Destination(
+        transport=transport,  # type: ignore[arg-type]
+        store=store,
+        summary=lambda now: {"host": "here", "generated_at": now},
+        host="here",
+    )
+    assert dest.probe(5.0) and dest.owner_checked
+    assert json.loads(transport.written["status.json"]) == {"host": "here", "generated_at": 5.0}
 
 
 def test_publishing_is_paced_by_what_it_costs(store: Store, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from agent.transport.s3client import Credentials, Response, S3Client
 from tests.conftest import Site
 from tests.support.daemon import recsync
 from tests.support.mixmonitor import write_recording
-from tests.support.s3 import REGION, RadosGateway
+from tests.support.s3 import REGION, RadosGateway, S3Server
 from tests.support.servers import free_port
 
 
@@ -175,7 +175,7 @@ def test_faults_are_classified(response: Response, kind: type[Exception], text: 
 # --- the agent, configured for s3 -----------------------------------------------------------
 
 
-def s3_destination(site: Site, rgw: RadosGateway, bucket: str) -> dict[str, Any]:
+def s3_destination(site: Site, rgw: S3Server, bucket: str) -> dict[str, Any]:
     secret = site.root / "s3-secret"
     secret.write_text(rgw.credentials.secret_access_key + "\n")
     secret.chmod(0o600)
@@ -207,7 +207,7 @@ def record(site: Site, names: list[str], first: int = 0) -> None:
         write_recording(site.spool_file(f"2024/03/15/{name}"), seconds=0.3, seed=n)
 
 
-def agent_config(site: Site, rgw: RadosGateway, bucket: str) -> dict[str, dict[str, Any]]:
+def agent_config(site: Site, rgw: S3Server, bucket: str) -> dict[str, dict[str, Any]]:
     """The config tables of an agent shipping the site's spool (any age) to the bucket."""
     return {
         "spool": {"path": str(site.spool), "backfill_days": 100_000},

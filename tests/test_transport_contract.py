@@ -290,3 +290,17 @@ def test_parallel_puts_into_one_new_folder(target: Target, tmp_path: Path) -> No
     assert target.files() == sorted(f"2024/03/15/{n}.wav" for n in range(8))
     for n in range(8):
         assert target.read(f"2024/03/15/{n}.wav") == f"file {n}".encode() * 1000
+
+
+def test_create_bytes_writes_only_a_new_name(target: Target) -> None:
+    """The optional create (Features.create_bytes): a second create of a name is refused
+    and leaves the first content; a write still replaces. SFTP has none yet."""
+    create = target.transport.features.create_bytes
+    if create is None:
+        pytest.skip("no create_bytes: the owner check is its read alone")
+    assert create("status.json", b'{"host": "first"}') is True
+    assert create("status.json", b'{"host": "second"}') is False
+    assert target.read("status.json") == b'{"host": "first"}'
+    assert target.files() == ["status.json"]  # no temporary left by the refused one
+    target.transport.write_bytes("status.json", b"{}")
+    assert target.read("status.json") == b"{}"

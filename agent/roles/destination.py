@@ -30,8 +30,10 @@ class Destination:
         store: Store,
         summary: Callable[[float], dict[str, Any]],
         on_state: Callable[[str], None] = lambda state: None,
+        host: str | None = None,
     ) -> None:
         self.transport = transport
+        self.host = host or socket.gethostname()  # what status.json's "host" says of us
         self.store = store
         self.summary = summary  # the status document, as `status --json` shows it
         self.on_state = on_state  # the metrics gauge
@@ -71,7 +73,7 @@ class Destination:
             self.record("failing", str(exc), now=now)
             return True
         if not self.owner_checked:
-            self._check_owner()
+            self._check_owner(now)
         self.paused_until = self.paused_reason = None
         self.record("ok", now=now)
         return True
@@ -90,14 +92,16 @@ class Destination:
             self.store.set_meta("destination", value, now=now)
             self._recorded = value
 
-    def _check_owner(self) -> None:
-        """One agent owns one root: another host's status.json there stops this one."""
-        data = self.transport.read_bytes(STATUS_FILE)
-        try:
-            owner = json.loads(data).get("host") if data else None
-        except (ValueError, AttributeError):
-            owner = None  # not ours to judge: it is rewritten at the first publish
-        if owner and owner != socket.gethostname():
+    def _check_owner(self, now: float) -> None:
+        """One agent owns one root: another host's status.json there stops this one. A
+        root without one is claimed by creating it where the destination can refuse an
+        existing name (S3's If-None-Match: *), so of two agents starting at once one
+        loses; elsewhere (and where a server ignores the condition) the read is the check."""
+        found, owner = self._read_owner()
+        create = self.transport.features.create_bytes
+        if not found and create is not None and not create(STATUS_FILE, self._document(now)):
+            _, owner = self._read_owner()  # another's claim won, or a retry found our own
+        if owner and owner != self.host:
             raise AgentError(
                 f"the destination root already belongs to the agent on {owner!r} (its"
                 f" {STATUS_FILE}); one agent per root: choose another destination.root, or"
@@ -105,13 +109,26 @@ class Destination:
             )
         self.owner_checked = True
 
+    def _read_owner(self) -> tuple[bool, str | None]:
+        """Whether status.json exists, and the host it names (None when it names none)."""
+        data = self.transport.read_bytes(STATUS_FILE)
+        if data is None:
+            return False, None
+        try:
+            owner = json.loads(data).get("host")
+        except (ValueError, AttributeError):
+            owner = None  # not ours to judge: it is rewritten at the first publish
+        return True, owner if isinstance(owner, str) else None
+
+    def _document(self, now: float) -> bytes:
+        return json.dumps(self.summary(now), indent=1).encode()
+
     def write_status(self, now: float) -> None:
         """status.json at the root: the agent's health, readable from the webserver alone."""
         if self.paused_until is not None or not self.owner_checked:
             return
-        document = self.summary(now)
         try:
-            self.transport.write_bytes(STATUS_FILE, json.dumps(document, indent=1).encode())
+            self.transport.write_bytes(STATUS_FILE, self._document(now))
         except (DestinationDown, TransientError) as exc:
             log.warning(kv("status-failed", error=str(exc)))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -31,6 +31,14 @@ class Features:
     fsync: bool = True  # files reach the disk before they are renamed into place
     verify: str = "sha256"  # what `put` checks of the arrived copy: "size" or "sha256"
     sha256_by: str = "local"  # how it learns a remote sha256: local, shell, read-back
+    # Write a small file only where none exists: True when written, False when a file was
+    # there already (left as it was). None: the destination has no such write. An
+    # optional method kept here, as rclone's Features keeps its optional calls, so the
+    # Transport protocol stays small. A server that ignores the condition overwrites and
+    # says True: callers that need it re-check what they read before.
+    create_bytes: Callable[[str, bytes], bool] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def describe(self) -> str:
         replace = "atomic replace" if self.atomic_replace else "remove + rename (not atomic)"
@@ -139,7 +147,8 @@ def _local(config: DestinationConfig, uploads: PartLedger | None = None) -> Tran
     return LocalTransport(root=config.root)
 
 
-def _s3(config: DestinationConfig, uploads: PartLedger | None = None) -> Transport:
+def s3_transport(config: DestinationConfig, uploads: PartLedger | None = None) -> S3Transport:
+    """The s3 destination bare, for what only S3 has (doctor's survey of the server)."""
     from agent.transport.s3 import S3Transport
     from agent.transport.s3creds import credential_chain
 
@@ -168,7 +177,7 @@ def _s3(config: DestinationConfig, uploads: PartLedger | None = None) -> Transpo
 REGISTRY: dict[str, Callable[[DestinationConfig, PartLedger | None], Transport]] = {
     "local": _local,
     "sftp": _sftp,
-    "s3": _s3,
+    "s3": s3_transport,
 }
 
 

@@ -49,10 +49,35 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
+
+
+def _link(temp: Path, target: Path) -> None:
+    """`temp` under the name `target` only if that name is free (FileExistsError if not).
+    A file system without hard links (vfat, some SMB mounts) gets a rename after a look:
+    not race-free, but no worse than the read-then-write check the caller also makes."""
+    try:
+        os.link(temp, target)
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, "File exists", str(target)) from exc
+        os.replace(temp, target)
+        return
+    temp.unlink()
+
+
 class LocalTransport:
     @property
     def features(self) -> Features:
-        return Features(parallel=1, atomic_replace=True, fsync=True, verify="sha256")
+        return Features(
+            parallel=1,
+            atomic_replace=True,
+            fsync=True,
+            verify="sha256",
+            create_bytes=self.create_bytes,
+        )
 
     def __init__(self, *, root: Path) -> None:
         self.root = root
@@ -71,7 +96,9 @@ class LocalTransport:
             _fsync_dir(created.parent)
 
     @contextmanager
-    def _temporary(self, target: Path) -> Iterator[Path]:
+    def _temporary(
+        self, target: Path, place: Callable[[Path, Path], None] = os.replace
+    ) -> Iterator[Path]:
         """A dot-named temporary beside `target`, renamed over it on success."""
         if not self.root.is_dir():  # never made here: a missing mount would fill its parent
             raise DestinationDown(f"destination root {self.root} does not exist")
@@ -80,7 +107,7 @@ class LocalTransport:
         try:
             yield temp
             crash_point("upload:before-rename")
-            os.replace(temp, target)
+            place(temp, target)
             _fsync_dir(target.parent)
         except BaseException:
             temp.unlink(missing_ok=True)
@@ -130,6 +157,21 @@ class LocalTransport:
                 os.fsync(dst.fileno())
         except OSError as exc:
             raise _classify(exc, remote) from exc
+
+    def create_bytes(self, remote: str, data: bytes) -> bool:
+        """Written whole under a temporary name, then hard-linked to `remote`: link()
+        refuses an existing name, so of two agents sharing a mounted root one wins."""
+        target = self._target(remote)
+        try:
+            with self._temporary(target, place=_link) as temp, temp.open("xb") as dst:
+                dst.write(data)
+                dst.flush()
+                os.fsync(dst.fileno())
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise _classify(exc, remote) from exc
+        return True
 
     def read_bytes(self, remote: str) -> bytes | None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -43,7 +44,16 @@ class RetryingTransport:
 
     @property
     def features(self) -> Features:
-        return self.inner.features  # what the adapter learned, read by callers
+        """What the adapter learned, read by callers; its optional calls retried too."""
+        features = self.inner.features
+        create = features.create_bytes
+        if create is None:
+            return features
+        # A retried create whose first try did land answers False ("already there"): the
+        # caller reads the file back and finds its own (Destination's owner check does).
+        return dataclasses.replace(
+            features, create_bytes=lambda remote, data: self._retry(lambda: create(remote, data))
+        )
 
     def _retry(self, call: Callable[[], T], should_stop: Callable[[], bool] = lambda: False) -> T:
         began, attempt = self.clock(), 0

@@ -116,6 +116,14 @@ def retry_after(answer: Response) -> float | None:
     return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
 
+def _small_file_headers(remote: str, data: bytes) -> dict[str, str]:
+    """A page, manifest or status.json: checked by MD5, typed, and never cached (they change)."""
+    headers = {"content-md5": md5_base64(data), "content-type": content_type(remote)}
+    if remote.endswith(_NO_CACHE):
+        headers["cache-control"] = "no-cache"
+    return headers
+
+
 def content_type(remote: str) -> str:
     guessed, _ = mimetypes.guess_type(remote)
     if remote.endswith(".json"):
@@ -184,6 +192,7 @@ class S3Transport:
             fsync=True,  # a 200 to a PUT means stored
             verify="sha256",  # x-amz-content-sha256 is checked by the server
             sha256_by="server",
+            create_bytes=self.create_bytes,
         )
 
     def _where(self) -> str:
@@ -274,6 +283,7 @@ class S3Transport:
         md5, size = self._hash(local, sha256)
         headers["content-md5"] = base64.b64encode(md5).decode()
         headers["x-amz-checksum-sha256"] = b64(bytes.fromhex(sha256))
+        headers["x-amz-sdk-checksum-algorithm"] = "SHA256"  # without it moto keeps none
         try:
             with local.open("rb") as file:
                 answer = self._send(
@@ -471,16 +481,31 @@ class S3Transport:
 
     def write_bytes(self, remote: str, data: bytes) -> None:
         key = self.key(remote)
-        headers = {
-            "content-md5": md5_base64(data),
-            "content-type": content_type(remote),
-            **self._tagging("index"),
-        }
-        if remote.endswith(_NO_CACHE):
-            headers["cache-control"] = "no-cache"
+        headers = {**_small_file_headers(remote, data), **self._tagging("index")}
         answer = self._send(f"write {remote}", "PUT", key, body=data, headers=headers)
         if answer.status != 200:
             raise self._fault(f"write {remote}", answer)
+
+    def create_bytes(self, remote: str, data: bytes) -> bool:
+        """A PUT with If-None-Match: *, which the server refuses (412) when the key exists:
+        of two agents claiming a prefix at once, one wins. Servers that ignore the header
+        overwrite (True); one that answers 501 NotImplemented (AWS did before 2024) gets a
+        plain write: the caller's read-then-write check is all there is there."""
+        key = self.key(remote)
+        headers = {
+            **_small_file_headers(remote, data),
+            **self._tagging("index"),
+            "if-none-match": "*",
+        }
+        answer = self._send(f"create {remote}", "PUT", key, body=data, headers=headers)
+        if answer.status == 412:
+            return False
+        if answer.status == 501:
+            self.write_bytes(remote, data)
+            return True
+        if answer.status != 200:
+            raise self._fault(f"create {remote}", answer)
+        return True
 
     def read_bytes(self, remote: str) -> bytes | None:
         answer = self._send(f"read {remote}", "GET", self.key(remote))

@@ -364,3 +364,16 @@ class S3Failure(Exception):
 
 def md5_base64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def tag_set(body: bytes) -> dict[str, str]:
+    """The tags of a GET ?tagging answer ({} when it is not a Tagging document)."""
+    try:
+        root = _parse(body)
+    except ET.ParseError:
+        return {}
+    found = root.find(f"{_NS}TagSet")
+    tag_set = found if found is not None else root.find("TagSet")
+    if tag_set is None:
+        return {}
+    return {_child_text(tag, "Key"): _child_text(tag, "Value") for tag in _children(tag_set, "Tag")}

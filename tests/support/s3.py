@@ -39,7 +39,43 @@ START_TIMEOUT = 90.0
 _names = itertools.count(1)
 
 
-class RadosGateway:
+class S3Server:
+    """What the tests ask of any S3 server of theirs: a client, a fresh bucket, a transport."""
+
+    endpoint: str
+    credentials: Credentials
+
+    def client(self, bucket: str, credentials: Credentials | None = None) -> S3Client:
+        creds = credentials or self.credentials
+        return S3Client(
+            endpoint=self.endpoint, region=REGION, bucket=bucket, credentials=lambda: creds
+        )
+
+    def new_bucket(self, hint: str) -> str:
+        """A fresh, empty bucket named after `hint` (a test name)."""
+        name = f"t{next(_names)}-{re.sub(r'[^a-z0-9]+', '-', hint.lower())}"[:63].rstrip("-")
+        client = self.client(name)
+        try:
+            answer = client.request("PUT", "")
+        finally:
+            client.close()
+        assert answer.status == 200, (answer.status, answer.body[:300])
+        return name
+
+    def transport(self, bucket: str, prefix: str = "", **options: Any) -> S3Transport:
+        creds = options.pop("credentials", self.credentials)
+        return S3Transport(
+            endpoint=self.endpoint,
+            region=REGION,
+            bucket=bucket,
+            prefix=prefix,
+            credentials=lambda: creds,
+            addressing="path",
+            **options,
+        )
+
+
+class RadosGateway(S3Server):
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="recsync-rgw-"))
         self.port = free_port()
@@ -120,35 +156,6 @@ class RadosGateway:
                 os.kill(pid, signal.SIGKILL)
         self._pids = []
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def client(self, bucket: str, credentials: Credentials | None = None) -> S3Client:
-        creds = credentials or self.credentials
-        return S3Client(
-            endpoint=self.endpoint, region=REGION, bucket=bucket, credentials=lambda: creds
-        )
-
-    def new_bucket(self, hint: str) -> str:
-        """A fresh, empty bucket named after `hint` (a test name)."""
-        name = f"t{next(_names)}-{re.sub(r'[^a-z0-9]+', '-', hint.lower())}"[:63].rstrip("-")
-        client = self.client(name)
-        try:
-            answer = client.request("PUT", "")
-        finally:
-            client.close()
-        assert answer.status == 200, (answer.status, answer.body[:300])
-        return name
-
-    def transport(self, bucket: str, prefix: str = "", **options: Any) -> S3Transport:
-        creds = options.pop("credentials", self.credentials)
-        return S3Transport(
-            endpoint=self.endpoint,
-            region=REGION,
-            bucket=bucket,
-            prefix=prefix,
-            credentials=lambda: creds,
-            addressing="path",
-            **options,
-        )
 
 
 def _alive(pid: int) -> bool:
