@@ -91,6 +91,7 @@ def test_open_creates_a_wal_database_with_its_migration(store: Store, db_path: P
         ("recsync", "0004_days"),
         ("recsync", "0005_path_index"),
         ("recsync", "0006_events_by_name"),
+        ("recsync", "0007_multipart"),
     ]
 
 
