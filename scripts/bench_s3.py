@@ -11,7 +11,6 @@ s3 destination and, beside it, with a local one. Asserts nothing."""
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -23,16 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.bench_footprint import rss_kib  # noqa: E402
-from scripts.bench_sftp import make_spool, row  # noqa: E402
+from scripts.bench_sftp import children_cpu, make_spool, row  # noqa: E402
 from tests.support.s3 import REGION, RadosGateway  # noqa: E402
 
 BASELINE = "rclone copy, --transfers 4"
 IDLE_SECONDS = 10
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def rclone(rgw: RadosGateway, spool: Path, bucket: str) -> None:

@@ -3,11 +3,13 @@
 Both ship the same generated recordings with a temporary name and a rename per file;
 recsync runs its whole pipeline (`recsync run --once`: settle, parse, stage, tag, name,
 upload, verify, state, manifests). Usage: scripts/bench sftp [SMALL_COUNT LARGE_COUNT].
-Prints figures; asserts nothing."""
+Prints figures, with each side's CPU (user + system of its processes) per file; asserts
+nothing."""
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,12 @@ from agent.spool.wavheader import wav_header  # noqa: E402
 from tests.support.sshd import Sshd  # noqa: E402
 
 BASELINE = "OpenSSH sftp -b, 1 connection"
+
+
+def children_cpu() -> float:
+    """CPU seconds of the finished child processes (sftp and its ssh, or recsync)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def make_spool(spool: Path, count: int, size: int) -> int:
@@ -112,14 +120,17 @@ def main() -> None:
                     remote = sshd.new_dir(label.split()[0] + str(len(figures)))
                     scratch = work / f"run{len(figures)}"
                     scratch.mkdir()
+                    cpu = children_cpu()
                     if connections:
                         seconds = recsync(sshd, spool, remote, scratch, connections)
                     else:
                         seconds = openssh(sshd, spool, remote, scratch)
+                    per_file_ms = (children_cpu() - cpu) / count * 1000
                     shipped = sum(1 for _ in remote.rglob("*.wav"))
                     assert shipped == count, f"{label}: {shipped} of {count} arrived"
                     figures[label] = seconds
-                    print(row(label, count, total, seconds, figures[BASELINE]))
+                    line = row(label, count, total, seconds, figures[BASELINE])
+                    print(f"{line}  CPU {per_file_ms:5.1f} ms/file")
                     shutil.rmtree(remote)
 
 

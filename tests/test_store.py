@@ -105,7 +105,7 @@ def test_opening_again_keeps_rows_and_applies_nothing(db_path: Path) -> None:
         count = again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()
     finally:
         again.close()
-    assert count == (6,)  # one record per migration, not one per open
+    assert count == (7,)  # one record per migration, not one per open
 
 
 # --- transitions ----------------------------------------------------------------------
