@@ -115,6 +115,7 @@ def main() -> None:
                     (BASELINE, 0),
                     ("recsync run --once, 4 connections", 4),
                     ("recsync run --once, 1 connection", 1),
+                    ("recsync run --once, 8 connections", 8),
                 )
                 for label, connections in runs:
                     remote = sshd.new_dir(label.split()[0] + str(len(figures)))

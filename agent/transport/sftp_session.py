@@ -23,8 +23,8 @@ import asyncssh
 
 T = TypeVar("T")
 
-BLOCK = 64 * 1024  # one SFTP write request
-MAX_REQUESTS = 16  # write requests in flight per file: hides the round trips
+BLOCK = 255 * 1024  # one SFTP write request
+MAX_REQUESTS = 8  # write requests in flight per file: hides the round trips (2 MiB)
 READ_CHUNK = 1 << 20  # read-back verification; asyncssh splits it into parallel reads
 MIN_FREE_BYTES = 1 << 20
 MIN_FREE_INODES = 0.01
