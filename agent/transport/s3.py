@@ -16,6 +16,7 @@ import http.client
 import logging
 import mimetypes
 import posixpath
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -29,7 +30,7 @@ from agent.errors import DestinationDown, Interrupted, PermanentError, Transient
 from agent.log import kv
 from agent.model import Part, PartUpload
 from agent.testhooks import crash_point
-from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, check_remote
+from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, RemoteFile, check_remote
 from agent.transport.ratelimit import RateLimit
 from agent.transport.s3client import (
     BLOCK,
@@ -73,6 +74,7 @@ _REFUSED = {
 # Codes of one object: its name or size is not acceptable to the server.
 _OBJECT_FAULTS = {"KeyTooLongError", "InvalidObjectName", "EntityTooLarge", "InvalidArgument"}
 _NO_CACHE = (".html", ".json")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 MULTIPART_THRESHOLD = 512 * 10**6  # destination.multipart_threshold_mb's default
 
 
@@ -495,6 +497,18 @@ class S3Transport:
         if answer.status != 200:
             raise self._fault(f"read {remote}", answer)
         return answer.body
+
+    def stat_remote(self, remote: str) -> RemoteFile | None:
+        """HEAD: the stored size, and the sha256 the recording was put with (its
+        x-amz-meta-sha256, checked by the server as x-amz-content-sha256 on the PUT)."""
+        head = self._send(f"check {remote}", "HEAD", self.key(remote))
+        if head.status == 404:
+            return None
+        if head.status != 200:
+            raise self._fault(f"check {remote}", head)
+        sha256 = head.headers.get("x-amz-meta-sha256", "").lower()
+        size = int(head.headers.get("content-length", "-1"))
+        return RemoteFile(size, sha256 if _SHA256.fullmatch(sha256) else None)
 
     def listdir(self, folder: str = "") -> list[str]:
         prefix = self.prefix + (check_remote(folder) + "/" if folder else "")
