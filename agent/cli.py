@@ -552,6 +552,66 @@ def index_rebuild(ctx: Context) -> None:
     click.echo(f"rewrote the pages and manifests of {days} day(s)")
 
 
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Say what each rule would remove; change nothing.")
+@json_option
+@pass_context
+def retention(ctx: Context, dry_run: bool, as_json: bool) -> None:
+    """Apply [retention] now: shipped originals whose remote copy checks out again leave
+    the spool (deleted, or moved to retention.move_to). The running agent does this by
+    itself every few minutes."""
+    from agent.retention_report import report_json, report_lines
+
+    config = ctx.config
+    if not config.retention.deletes and config.retention.min_free_percent <= 0:
+        raise AgentError("retention is off: set retention.spool_days (see config.example.toml)")
+    if dry_run:
+        report = _dry_retention(ctx)
+    else:
+        try:
+            with exclusive(config.state.path):
+                store = ctx.writer()
+                agent = _agent(config, store, watch=False)
+                try:
+                    report = agent.apply_retention(time.time())
+                finally:
+                    agent.close()
+        except AlreadyRunning:
+            raise AgentError(
+                "the agent is running and applies retention itself every few minutes;"
+                " `recsync retention --dry-run` shows what it would remove"
+            ) from None
+    if as_json:
+        _print_json(report_json(report))
+    else:
+        for line in report_lines(report):
+            click.echo(line)
+    if report.stopped and not dry_run:
+        raise AgentError(f"retention stopped: {report.stopped}")
+
+
+def _dry_retention(ctx: Context) -> Any:
+    from agent.roles.destination import Destination
+    from agent.roles.health import NoMetrics
+    from agent.roles.retention import Retention
+    from agent.transport import open_transport
+
+    config = ctx.config
+    store = ctx.reader()
+    transport = open_transport(config.destination)  # asked nothing in a dry run
+    try:
+        return Retention(
+            config=config.retention,
+            spool=config.spool.path,
+            store=store,
+            transport=transport,
+            destination=Destination(transport=transport, store=store, summary=lambda now: {}),
+            metrics=NoMetrics(),
+        ).apply(time.time(), dry_run=True)
+    finally:
+        transport.close()
+
+
 @cli.command("check-config")
 @pass_context
 def check_config(ctx: Context) -> None:

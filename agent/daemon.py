@@ -23,6 +23,7 @@ from agent.roles.discovery import Discovery
 from agent.roles.health import Health, NoMetrics
 from agent.roles.outbox import Outbox
 from agent.roles.publisher import Publisher
+from agent.roles.retention import Report, Retention
 from agent.roles.shipping import Shipping
 from agent.status import summary
 from agent.store.state import Store
@@ -93,6 +94,7 @@ class Agent:
             metrics=self.metrics,
             notifier=self.notifier,
             paused_reason=lambda: self.destination.paused_reason,
+            retention_problem=lambda: self.retention.problem,
         )
         self.discovery = Discovery(
             spool=config.spool.path, pipeline=self.pipeline, wake=self.wakeup.ring, watch=watch
@@ -108,6 +110,14 @@ class Agent:
             store=store, transport=transport, destination=self.destination, pages=config.index
         )
         self.outbox = Outbox(store=store, webhook=webhook) if webhook is not None else None
+        self.retention = Retention(
+            config=config.retention,
+            spool=config.spool.path,
+            store=store,
+            transport=transport,
+            destination=self.destination,
+            metrics=self.metrics,
+        )
 
     def should_stop(self) -> bool:
         return self.stopping
@@ -157,6 +167,7 @@ class Agent:
         next piece of work is due (None: nothing is waiting)."""
         self.discovery.take_events(now)
         if not self.destination.ready(now):
+            self.retention.step(now)  # measures the disk; deletes nothing while paused
             return self.destination.paused_until
 
         def show_progress() -> None:  # a long backlog shows progress as it drains
@@ -168,6 +179,7 @@ class Agent:
         if self.outbox is not None:
             self.outbox.deliver(now)
         self._record_cdr(now)
+        self.retention.step(now)  # paced: a pass every few minutes at most
         if self.destination.paused:
             return self.destination.paused_until
         return self.store.next_due()
@@ -201,6 +213,15 @@ class Agent:
         days = self.store.days.mark_all_dirty(now=now)
         self.publisher.publish(now)
         return days
+
+    def apply_retention(self, now: float, *, dry_run: bool = False) -> Report:
+        """`recsync retention`: one pass now, whatever the pacing; alerts told what it found."""
+        if not dry_run:
+            self.destination.probe(now)
+        report = self.retention.apply(now, dry_run=dry_run)
+        if not dry_run:
+            self.health.check(now)
+        return report
 
     def _record_cdr(self, now: float) -> None:
         off = None if self.config.cdr.type == "none" else "no FreePBX configuration found"

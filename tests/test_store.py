@@ -91,6 +91,8 @@ def test_open_creates_a_wal_database_with_its_migration(store: Store, db_path: P
         ("recsync", "0004_days"),
         ("recsync", "0005_path_index"),
         ("recsync", "0006_events_by_name"),
+        ("recsync", "0007_multipart"),
+        ("recsync", "0008_retention"),
     ]
 
 
@@ -104,7 +106,7 @@ def test_opening_again_keeps_rows_and_applies_nothing(db_path: Path) -> None:
         count = again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()
     finally:
         again.close()
-    assert count == (6,)  # one record per migration, not one per open
+    assert count == (8,)  # one record per migration, not one per open
 
 
 # --- transitions ----------------------------------------------------------------------

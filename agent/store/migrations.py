@@ -146,3 +146,28 @@ def _multipart(db: Database) -> None:
         )
         """
     )
+
+
+@migrations(name="0008_retention")
+def _retention(db: Database) -> None:
+    # When a retention rule took the original out of the spool (deleted or moved to
+    # retention.move_to) after its remote copy was checked again; NULL: still there.
+    db.execute("ALTER TABLE recordings ADD COLUMN spool_removed_at REAL")
+    # Retention looks for shipped originals still in the spool, oldest first.
+    db.execute(
+        "CREATE INDEX recordings_in_spool ON recordings (state, uploaded_at)"
+        " WHERE spool_removed_at IS NULL"
+    )
+    # Legal holds: what no rule may delete. `value` is normalised: a number's digits, a
+    # uniqueid as given, a day as YYYY-MM-DD.
+    db.execute(
+        """
+        CREATE TABLE holds (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,             -- number, uniqueid, day
+            value TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (kind, value)
+        )
+        """
+    )

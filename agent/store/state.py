@@ -12,8 +12,9 @@ from typing import Any
 
 from agent.errors import AgentError
 from agent.model import CallInfo, Identity, Recording, RecordingState
-from agent.store import days, webhooks
+from agent.store import days, holds, webhooks
 from agent.store.days import Days
+from agent.store.holds import Holds
 from agent.store.tx import Transaction, transaction
 from agent.store.webhooks import Webhooks
 
@@ -76,6 +77,7 @@ class Row:
     duration: int | None
     billsec: int | None
     disposition: str | None
+    spool_removed_at: float | None  # a retention rule took the original out of the spool
 
     @property
     def identity(self) -> Identity:
@@ -130,6 +132,8 @@ class Store:
         self.conn = conn
         self.webhooks = Webhooks(conn)  # the CRM outbox
         self.days = Days(conn)  # which day pages to rewrite
+        holds.register(conn)
+        self.holds = Holds(conn)  # legal holds: what retention never deletes
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> Store:
@@ -286,6 +290,30 @@ class Store:
             names,
         ).fetchone()
         return None if value is None else float(value)
+
+    def in_spool(
+        self, *, shipped_before: float | None = None, order: str = "uploaded_at, id"
+    ) -> Iterator[Row]:
+        """Shipped recordings whose original retention has not taken out of the spool and
+        no hold covers: those shipped before `shipped_before` (None: any), in `order`."""
+        where = (
+            "state = ? AND spool_removed_at IS NULL AND remote_path IS NOT NULL"
+            f" AND sha256 IS NOT NULL AND shipped_size IS NOT NULL AND NOT {holds.HELD}"
+        )
+        params: list[Any] = [RecordingState.DONE.value]
+        if shipped_before is not None:
+            where += " AND uploaded_at <= ?"
+            params.append(shipped_before)
+        # A list, not the cursor: the pass writes between the rows it reads.
+        return iter(self.rows(where, params, order=order))
+
+    def spool_bytes_removed(self) -> tuple[int, int]:
+        """(recordings, bytes) retention took out of the spool, for status and metrics."""
+        count, size = self.conn.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM recordings"
+            " WHERE spool_removed_at IS NOT NULL"
+        ).fetchone()
+        return int(count), int(size)
 
     def meta(self, key: str) -> str | None:
         found = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -510,7 +538,7 @@ class Store:
                 webhooks.enqueue(conn, rid, "recording.shipped", now)
             conn.execute(
                 "UPDATE recordings SET state = ?, reason = NULL, attempts = 0, uploaded_at = ?,"
-                " version = version + 1, updated_at = ? WHERE id = ?",
+                " version = version + 1, updated_at = ?, spool_removed_at = NULL WHERE id = ?",
                 (RecordingState.DONE.value, now, now, rid),
             )
             days.mark_dirty(conn, day)
@@ -528,6 +556,25 @@ class Store:
                 (RecordingState.FAILED.value, error, retry_at, now, rid),
             )
             conn.event(rid, now, "failed-staging" if local else "failed", error)
+
+    def spool_removed(self, rid: int, *, event: str, detail: str, now: float) -> None:
+        """Retention took the original out of the spool (`event`: spool-deleted,
+        spool-moved, or spool-absent for one found gone): the audit trail's entry."""
+        self._set(rid, now, event, detail, spool_removed_at=now)
+
+    def requeue(self, rid: int, *, reason: str, now: float) -> None:
+        """The remote copy is missing or differs: ship the original again (to the same
+        remote path, fixed once), now."""
+        self._set(
+            rid,
+            now,
+            "requeued",
+            reason,
+            state=RecordingState.PENDING.value,
+            reason=reason,
+            attempts=0,
+            next_attempt_at=now,
+        )
 
     def release(self, rid: int, *, why: str, now: float) -> None:
         """Give a claimed row back untouched (agent stopping, destination paused)."""

@@ -150,6 +150,8 @@ class LocalTransport:
             raise _classify(exc, folder or ".") from exc
 
     def stat_remote(self, remote: str) -> RemoteFile | None:
+        if not self.root.is_dir():  # a lost mount: the copies are not known to be gone
+            raise DestinationDown(f"destination root {self.root} does not exist")
         digest = hashlib.sha256()
         try:
             with self._target(remote).open("rb") as file:
