@@ -612,6 +612,81 @@ def _dry_retention(ctx: Context) -> Any:
         transport.close()
 
 
+HOLD_KINDS = (
+    click.option("--number", help="Calls from or to this number (digits only are compared)."),
+    click.option("--uniqueid", help="The call with this uniqueid (or linkedid)."),
+    click.option("--day", help="Every recording of this day, YYYY-MM-DD."),
+)
+
+
+def _hold_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(HOLD_KINDS):
+        command = option(command)
+    return command
+
+
+def _one_hold(number: str | None, uniqueid: str | None, day: str | None) -> tuple[str, str]:
+    given = [(k, v) for k, v in (("number", number), ("uniqueid", uniqueid), ("day", day)) if v]
+    if len(given) != 1:
+        raise click.UsageError("name exactly one of --number, --uniqueid, --day")
+    return given[0]
+
+
+@cli.group()
+def hold() -> None:
+    """Legal holds: recordings no retention rule deletes."""
+
+
+@hold.command("add")
+@_hold_options
+@pass_context
+def hold_add(ctx: Context, number: str | None, uniqueid: str | None, day: str | None) -> None:
+    """Hold the recordings a number, a uniqueid or a day names (now and to come)."""
+    kind, value = _one_hold(number, uniqueid, day)
+    store = Store.open(ctx.config.state.path)  # a hold may come before the first run
+    click.get_current_context().call_on_close(store.close)
+    added = store.holds.add(kind, value, now=time.time())
+    click.echo(f"hold on {kind} {value!r} {'added' if added else 'was there already'}")
+
+
+@hold.command("remove")
+@_hold_options
+@pass_context
+def hold_remove(ctx: Context, number: str | None, uniqueid: str | None, day: str | None) -> None:
+    """Lift a hold (named as it was added)."""
+    kind, value = _one_hold(number, uniqueid, day)
+    if not ctx.writer().holds.remove(kind, value, now=time.time()):
+        raise AgentError(f"no hold on {kind} {value!r}")
+    click.echo(f"hold on {kind} {value!r} removed")
+
+
+@hold.command("list")
+@json_option
+@pass_context
+def hold_list(ctx: Context, as_json: bool) -> None:
+    """Every hold and how many recordings it covers."""
+    holds = ctx.reader().holds.all()
+    rows = [
+        {
+            "kind": h.kind,
+            "value": h.value,
+            "created_at": status_module.iso(h.created_at),
+            "recordings": h.recordings,
+        }
+        for h in holds
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no holds")
+    for row in rows:
+        click.echo(
+            f"{row['kind']:9} {row['value']:24} {row['recordings']:6} recording(s)"
+            f"  since {row['created_at']}"
+        )
+
+
 @cli.command("check-config")
 @pass_context
 def check_config(ctx: Context) -> None:
