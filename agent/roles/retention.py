@@ -126,6 +126,7 @@ class Retention:
         self.disk = disk
         self.next_pass_at = 0.0
         self.problem: str | None = None  # for the alerts: low disk, copies re-queued
+        self.last_report: Report | None = None  # the last pass that was not a dry run
 
     @property
     def enabled(self) -> bool:
@@ -148,7 +149,10 @@ class Retention:
             else:
                 with contextlib.suppress(_Stop):  # report.stopped says why
                     self._retire_all(report, now)
+                if report.retired and not dry_run:
+                    self._measure(report)  # the disk as the pass leaves it
         if not dry_run:
+            self.last_report = report
             self.problem = _problem(report, self.config)
             if report.retired or report.requeued or report.stopped:
                 log.info(
