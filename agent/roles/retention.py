@@ -215,10 +215,8 @@ class Retention:
         path = self.spool / row.path
         why_kept = self._local_check(path, row, open_paths)
         if why_kept == "absent":
-            if not report.dry_run:  # gone by other hands (or a pass cut after the delete)
-                self.store.spool_removed(
-                    row.id, event="spool-absent", detail="not in the spool any more", now=now
-                )
+            if not report.dry_run:  # gone by other hands, or a pass cut after the removal
+                self._absent(row, now)
             return
         if why_kept is not None:
             report.kept[why_kept] += 1
@@ -276,6 +274,14 @@ class Retention:
         )
         self.metrics.retired(rule=rule, size=row.size)
         report.retired.append(Retired(row.id, row.path, row.size, rule))
+
+    def _absent(self, row: Row, now: float) -> None:
+        move_to = self.config.move_to
+        if move_to is not None and (move_to / row.path).is_file():
+            event, detail = "spool-moved", f"found in {move_to} (a pass was cut after the move)"
+        else:
+            event, detail = "spool-absent", "not in the spool any more (removed by other hands?)"
+        self.store.spool_removed(row.id, event=event, detail=detail, now=now)
 
     def _local_check(self, path: Path, row: Row, open_paths: frozenset[str] | None) -> str | None:
         """Why the original must stay as far as this machine can tell; None: it may go."""
