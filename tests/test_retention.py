@@ -325,3 +325,40 @@ def test_retention_command_refuses_when_off(site: Site) -> None:
     result = CliRunner().invoke(cli, ["--config", str(config), "retention"])
     assert result.exit_code == 1
     assert "retention is off" in result.output
+
+
+def test_the_audit_trail_outlives_the_history_pruning(
+    site: Site, make_agent: Callable[..., Agent]
+) -> None:
+    rels = names(1)
+    record(site, rels)
+    agent = shipped_agent(site, make_agent, rels)
+    agent.retention.apply(time.time() + MONTH)
+    agent.store.prune(time.time() + 10 * MONTH, now=time.time() + 10 * MONTH)
+    assert [e for e, _ in events(agent, rels[0])] == ["spool-deleted"]  # "done" etc. pruned
+
+
+def test_an_original_copied_back_to_play_it_is_not_shipped_again(
+    site: Site, make_agent: Callable[..., Agent]
+) -> None:
+    rels = names(1)
+    data = record(site, rels)
+    archive = site.root / "archive"
+    agent = shipped_agent(
+        site, make_agent, rels, retention={"spool_days": 30, "move_to": str(archive)}
+    )
+    later = time.time() + MONTH
+    agent.retention.apply(later)
+    back = site.spool / rels[0]
+    back.write_bytes((archive / rels[0]).read_bytes())  # cp -p: a new inode, same mtime
+    mtime = (archive / rels[0]).stat().st_mtime_ns
+    os.utime(back, ns=(mtime, mtime))
+    agent.pipeline.observe(rels[0], later)
+    assert row(agent, rels[0]).state == "done"
+    assert row(agent, rels[0]).spool_removed_at is None
+    assert events(agent, rels[0])[-1][0] == "spool-restored"
+    assert site.remote(rels[0]).read_bytes() == data[rels[0]]
+    # A hold keeps it where FreePBX can play it; without one the next pass moves it again.
+    agent.store.holds.add("uniqueid", row(agent, rels[0]).uniqueid, now=later)
+    assert agent.retention.apply(later + 1).retired == []
+    assert back.exists()

@@ -20,6 +20,16 @@ from agent.store.webhooks import Webhooks
 
 BUSY_TIMEOUT_MS = 10_000
 FULL_DISK_BYTES = 1 << 20  # less free space than this next to an error: say why
+# Events kept however old: what left the spool, why a copy was shipped again, the holds.
+AUDIT_EVENTS = (
+    "spool-deleted",
+    "spool-moved",
+    "spool-absent",
+    "spool-restored",
+    "requeued",
+    "hold-added",
+    "hold-removed",
+)
 # States a worker may pick up when their next_attempt_at has come.
 ACTIVE_STATES = (RecordingState.PENDING, RecordingState.WAITING_CDR, RecordingState.FAILED)
 
@@ -562,6 +572,10 @@ class Store:
         spool-moved, or spool-absent for one found gone): the audit trail's entry."""
         self._set(rid, now, event, detail, spool_removed_at=now)
 
+    def spool_restored(self, rid: int, *, identity: Identity, now: float) -> None:
+        """An original retention took out is back in the spool, unchanged (size, mtime)."""
+        self._set(rid, now, "spool-restored", None, spool_removed_at=None, inode=identity.inode)
+
     def requeue(self, rid: int, *, reason: str, now: float) -> None:
         """The remote copy is missing or differs: ship the original again (to the same
         remote path, fixed once), now."""
@@ -632,9 +646,14 @@ class Store:
 
     def prune(self, before: float, *, now: float) -> int:
         """Housekeeping: drop history older than `before` (events, settled webhooks) so
-        the database stays bounded; recordings themselves are kept."""
+        the database stays bounded; recordings themselves are kept, and so is the audit
+        trail of what retention removed and of the holds."""
         with self._write() as conn:
-            events = conn.execute("DELETE FROM events WHERE at < ?", (before,)).rowcount
+            marks = ",".join("?" * len(AUDIT_EVENTS))
+            events = conn.execute(
+                f"DELETE FROM events WHERE at < ? AND event NOT IN ({marks})",
+                (before, *AUDIT_EVENTS),
+            ).rowcount
             hooks = webhooks.prune(conn, before)
             conn.event(None, now, "pruned", f"{events} events, {hooks} webhooks")
         return int(events) + hooks
