@@ -117,6 +117,7 @@ class Agent:
             transport=transport,
             destination=self.destination,
             metrics=self.metrics,
+            should_stop=self.should_stop,
         )
 
     def should_stop(self) -> bool:
@@ -243,6 +244,7 @@ class Agent:
         }
         self.start(self.clock())
         self.fill_late_cdr(self.clock())
+        self.retention.checks_per_pass = None  # everything due now, in one pass
         while not self.stopping:
             now = self.clock()
             self.run_once(now)

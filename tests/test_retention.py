@@ -362,3 +362,22 @@ def test_an_original_copied_back_to_play_it_is_not_shipped_again(
     agent.store.holds.add("uniqueid", row(agent, rels[0]).uniqueid, now=later)
     assert agent.retention.apply(later + 1).retired == []
     assert back.exists()
+
+
+def test_a_long_pass_of_the_running_agent_goes_on_in_batches(
+    site: Site, make_agent: Callable[..., Agent]
+) -> None:
+    rels = names(5)
+    record(site, rels)
+    agent = shipped_agent(site, make_agent, rels)
+    agent.retention.checks_per_pass = 2  # shipping gets its turn between batches
+    later = time.time() + MONTH
+    first = agent.retention.step(later)
+    assert first is not None and first.more and len(first.retired) == 2
+    assert agent.retention.step(later + 0.5) is None
+    second = agent.retention.step(later + 1)
+    assert second is not None and len(second.retired) == 2
+    third = agent.retention.step(later + 2)
+    assert third is not None and not third.more and len(third.retired) == 1
+    assert agent.retention.next_pass_at == later + 2 + PASS_SECONDS
+    assert in_spool(site, rels) == []

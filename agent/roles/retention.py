@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PASS_SECONDS = 300  # a pass reads every old original's remote copy: not every loop turn
+# Remote checks in one pass of the running agent: the first pass after retention is
+# turned on may find years of originals, and shipping must not wait for all of them.
+PASS_CHECKS = 200
+NEXT_BATCH_SECONDS = 1.0  # a pass cut at PASS_CHECKS goes on this soon
 AGE, LOW_DISK = "age", "low-disk"
 
 
@@ -80,6 +84,8 @@ class Report:
     disk: Disk | None = None
     low_disk: bool = False
     stopped: str | None = None
+    more: bool = False  # cut at its limit of remote checks: the next pass goes on
+    checked: int = 0  # remote copies checked
 
     @property
     def freed(self) -> int:
@@ -115,6 +121,8 @@ class Retention:
         metrics: Metrics | NoMetrics,
         open_files: Callable[[Path], frozenset[str] | None] = open_files_under,
         disk: Callable[[Path], Disk] = disk_of,
+        should_stop: Callable[[], bool] = lambda: False,
+        checks_per_pass: int | None = PASS_CHECKS,
     ) -> None:
         self.config = config
         self.spool = spool
@@ -124,7 +132,10 @@ class Retention:
         self.metrics = metrics
         self.open_files = open_files
         self.disk = disk
+        self.should_stop = should_stop
+        self.checks_per_pass = checks_per_pass  # None: no limit (the CLI's pass)
         self.next_pass_at = 0.0
+        self._limit: int | None = None  # of the pass under way
         self.problem: str | None = None  # for the alerts: low disk, copies re-queued
         self.last_report: Report | None = None  # the last pass that was not a dry run
 
@@ -136,12 +147,15 @@ class Retention:
         """The running agent's pass, when one is due; None when not."""
         if not self.enabled or now < self.next_pass_at:
             return None
-        self.next_pass_at = now + PASS_SECONDS
-        return self.apply(now)
+        report = self.apply(now, limit=self.checks_per_pass)
+        self.next_pass_at = now + (NEXT_BATCH_SECONDS if report.more else PASS_SECONDS)
+        return report
 
-    def apply(self, now: float, *, dry_run: bool = False) -> Report:
-        """One pass at `now`. A dry run writes nothing and asks the destination nothing."""
+    def apply(self, now: float, *, dry_run: bool = False, limit: int | None = None) -> Report:
+        """One pass at `now`, of at most `limit` remote checks (None: all). A dry run
+        writes nothing and asks the destination nothing."""
         report = Report(dry_run=dry_run)
+        self._limit = limit
         self._measure(report)
         if self.config.deletes:
             if self.destination.paused:
@@ -224,6 +238,10 @@ class Retention:
         if report.dry_run:
             report.retired.append(Retired(row.id, row.path, row.size, rule))
             return
+        if self.should_stop() or (self._limit is not None and report.checked >= self._limit):
+            report.more = True
+            raise _Stop
+        report.checked += 1
         assert row.remote_path is not None
         try:
             remote = self.transport.stat_remote(row.remote_path)
