@@ -521,6 +521,8 @@ def state_rebuild(ctx: Context, force: bool) -> None:
         click.echo(f"the old database is kept as {report.kept}")
     if report.dropped:
         click.echo(f"manifest entries not usable (see the log): {report.dropped}")
+    if report.expired:
+        click.echo(f"expired at the destination (never shipped again): {report.expired}")
     if report.unreadable:
         click.echo(f"unreadable manifests (those days' recordings ship again): {report.unreadable}")
     click.echo(
@@ -563,7 +565,8 @@ def retention(ctx: Context, dry_run: bool, as_json: bool) -> None:
     from agent.retention_report import report_json, report_lines
 
     config = ctx.config
-    if not config.retention.deletes and config.retention.min_free_percent <= 0:
+    rules = config.retention
+    if not (rules.deletes or rules.min_free_percent > 0 or rules.destination_days > 0):
         raise AgentError("retention is off: set retention.spool_days (see config.example.toml)")
     if dry_run:
         report = _dry_retention(ctx)

@@ -204,6 +204,7 @@ class RetentionConfig:
     move_to: Path | None  # moved there (same relative path) instead of deleted
     min_free_percent: float  # the spool's disk below this: an alert; 0 = off
     on_low_disk: str  # "alert", or "prune": the oldest verified originals go first
+    destination_days: float  # day folders older than this leave the destination; 0 = off
 
     @property
     def deletes(self) -> bool:
@@ -537,6 +538,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "move_to": (None, _path),
         "min_free_percent": (0, _percent),
         "on_low_disk": ("alert", _choice(ON_LOW_DISK)),
+        "destination_days": (0, _number()),
     },
     "log": {
         "level": ("info", _choice(LOG_LEVELS)),

@@ -176,11 +176,11 @@ class Agent:
                 self.publisher.publish(now)
 
         self.shipping.step(now, between_batches=show_progress)
-        self.publisher.publish(now)
+        self.retention.step(now)  # paced: a pass every few minutes at most; before the
+        self.publisher.publish(now)  # publish, which rewrites the days it expired
         if self.outbox is not None:
             self.outbox.deliver(now)
         self._record_cdr(now)
-        self.retention.step(now)  # paced: a pass every few minutes at most
         if self.destination.paused:
             return self.destination.paused_until
         return self.store.next_due()

@@ -43,7 +43,7 @@ ERROR_KINDS = (
     "quarantine",
     "retention-verify",  # a remote copy found missing or different: shipped again
 )
-RETENTION_RULES = ("age", "low-disk")
+RETENTION_RULES = ("age", "low-disk", "destination")
 # File closed -> visible remotely: sub-second on a LAN, minutes behind a slow link or a
 # settle period.
 UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

@@ -171,6 +171,7 @@ class Pipeline:
             RecordingState.DONE.value,
             RecordingState.SKIPPED.value,
             RecordingState.QUARANTINED.value,
+            RecordingState.EXPIRED.value,
         ):
             return  # shipped (or never to ship): the spool is FreePBX's to clean
         for ext in self.config.spool.extensions:  # replaced by another format?

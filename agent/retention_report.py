@@ -14,6 +14,7 @@ def report_json(report: Report) -> dict[str, Any]:
             {"id": r.id, "path": r.path, "size": r.size, "rule": r.rule} for r in report.retired
         ],
         "freed_bytes": report.freed,
+        "expired": [{"id": r.id, "file": r.path, "size": r.size} for r in report.expired],
         "requeued": [{"id": rid, "reason": why} for rid, why in report.requeued],
         "kept": dict(report.kept),
         "spool_free_percent": None if report.disk is None else round(report.disk.free_percent, 2),
@@ -33,6 +34,10 @@ def report_lines(report: Report) -> list[str]:
         lines += [f"  {r.path}" for r in gone] if report.dry_run else []
     if report.dry_run and report.retired:
         lines.append("  (each only once its remote copy checks out again)")
+    if report.expired:
+        size = sum(r.size for r in report.expired) / 1e6
+        verb = "would leave" if report.dry_run else "left"
+        lines.append(f"destination: {len(report.expired)} recording(s), {size:.1f} MB, {verb}")
     for rid, why in report.requeued:
         lines.append(f"shipped again (#{rid}): {why}")
     for why, count in sorted(report.kept.items()):

@@ -93,6 +93,7 @@ def test_open_creates_a_wal_database_with_its_migration(store: Store, db_path: P
         ("recsync", "0006_events_by_name"),
         ("recsync", "0007_multipart"),
         ("recsync", "0008_retention"),
+        ("recsync", "0009_expiry"),
     ]
 
 
@@ -106,7 +107,7 @@ def test_opening_again_keeps_rows_and_applies_nothing(db_path: Path) -> None:
         count = again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()
     finally:
         again.close()
-    assert count == (8,)  # one record per migration, not one per open
+    assert count == (9,)  # one record per migration, not one per open
 
 
 # --- transitions ----------------------------------------------------------------------

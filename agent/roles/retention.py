@@ -25,6 +25,7 @@ from agent.errors import DestinationDown, PermanentError, TransientError
 from agent.log import kv
 from agent.model import identity_of
 from agent.roles.destination import Destination
+from agent.roles.expiry import Retired, expire_days
 from agent.spool.retire import retire, same_disk
 from agent.spool.settle import open_files_under
 from agent.store.state import Row, Store
@@ -61,16 +62,6 @@ def disk_of(path: Path) -> Disk:
     return Disk(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
 
 
-@dataclass(frozen=True)
-class Retired:
-    """One original taken out of the spool (or, in a dry run, that would be)."""
-
-    id: int
-    path: str
-    size: int
-    rule: str  # AGE or LOW_DISK
-
-
 @dataclass
 class Report:
     """What one pass did: `retired` (would be, in a dry run; not re-checked remotely
@@ -85,6 +76,7 @@ class Report:
     low_disk: bool = False
     stopped: str | None = None
     more: bool = False  # cut at its limit of remote checks: the next pass goes on
+    expired: list[Retired] = field(default_factory=list)  # left the destination
     checked: int = 0  # remote copies checked
 
     @property
@@ -141,7 +133,8 @@ class Retention:
 
     @property
     def enabled(self) -> bool:
-        return self.config.deletes or self.config.min_free_percent > 0
+        config = self.config
+        return config.deletes or config.min_free_percent > 0 or config.destination_days > 0
 
     def step(self, now: float) -> Report | None:
         """The running agent's pass, when one is due; None when not."""
@@ -165,6 +158,20 @@ class Retention:
                     self._retire_all(report, now)
                 if report.retired and not dry_run:
                     self._measure(report)  # the disk as the pass leaves it
+        if self.config.destination_days > 0 and not self.destination.paused:
+            try:
+                report.expired = expire_days(
+                    store=self.store,
+                    transport=self.transport,
+                    metrics=self.metrics,
+                    days=self.config.destination_days,
+                    dry_run=dry_run,
+                    now=now,
+                )
+            except (DestinationDown, TransientError) as exc:
+                if isinstance(exc, DestinationDown):
+                    self.destination.pause(str(exc), now)
+                report.stopped = str(exc)
         if not dry_run:
             self.last_report = report
             self.problem = _problem(report, self.config)

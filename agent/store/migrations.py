@@ -171,3 +171,10 @@ def _retention(db: Database) -> None:
         )
         """
     )
+
+
+@migrations(name="0009_expiry")
+def _expiry(db: Database) -> None:
+    # An expired recording's files at the destination are removed after its row says
+    # expired; NULL until they are, so a pass cut between the two finishes the removal.
+    db.execute("ALTER TABLE recordings ADD COLUMN remote_removed_at REAL")

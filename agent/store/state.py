@@ -29,6 +29,8 @@ AUDIT_EVENTS = (
     "requeued",
     "hold-added",
     "hold-removed",
+    "expired",
+    "remote-removed",
 )
 # States a worker may pick up when their next_attempt_at has come.
 ACTIVE_STATES = (RecordingState.PENDING, RecordingState.WAITING_CDR, RecordingState.FAILED)
@@ -88,6 +90,7 @@ class Row:
     billsec: int | None
     disposition: str | None
     spool_removed_at: float | None  # a retention rule took the original out of the spool
+    remote_removed_at: float | None  # destination retention removed its shipped files
 
     @property
     def identity(self) -> Identity:
@@ -576,6 +579,29 @@ class Store:
         """An original retention took out is back in the spool, unchanged (size, mtime)."""
         self._set(rid, now, "spool-restored", None, spool_removed_at=None, inode=identity.inode)
 
+    def expire(self, rids: Iterable[int], *, day: str, reason: str, now: float) -> None:
+        """Destination retention: these recordings of `day` leave the destination and
+        are never shipped again; the day's manifest and page are rewritten without them.
+        Their files are removed after this (`remote_removed`)."""
+        with self._write() as conn:
+            for rid in rids:
+                conn.execute(
+                    "UPDATE recordings SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+                    (RecordingState.EXPIRED.value, reason, now, rid),
+                )
+                conn.event(rid, now, "expired", reason)
+            days.mark_dirty(conn, day)
+
+    def remote_removed(self, rid: int, *, now: float) -> None:
+        self._set(rid, now, "remote-removed", None, remote_removed_at=now)
+
+    def expiring(self) -> list[Row]:
+        """Expired rows whose files may still be at the destination (a pass was cut)."""
+        return self.rows(
+            "state = ? AND remote_removed_at IS NULL AND remote_path IS NOT NULL",
+            [RecordingState.EXPIRED.value],
+        )
+
     def requeue(self, rid: int, *, reason: str, now: float) -> None:
         """The remote copy is missing or differs: ship the original again (to the same
         remote path, fixed once), now."""
@@ -629,9 +655,10 @@ class Store:
                 conn.event(rid, now, "retry")
         return len(targets)
 
-    def restore(self, rows: list[dict[str, Any]], *, day: str, now: float) -> None:
+    def restore(self, rows: list[dict[str, Any]], *, day: str | None, now: float) -> None:
         """`state rebuild`: one day's shipped recordings read back from its manifest, as
-        done rows (column -> value), and the day as published, in one transaction."""
+        done rows (column -> value), and the day as published, in one transaction (day
+        None: the expired recordings of the destination's ledger, no day)."""
         with self._write() as conn:
             for values in rows:
                 if unknown := values.keys() - _ROW_FIELDS:  # names go into the SQL text
@@ -641,8 +668,9 @@ class Store:
                     f" VALUES ({', '.join('?' * len(values))})",
                     list(values.values()),
                 )
-                conn.event(int(cursor.lastrowid or 0), now, "restored", day)
-            days.set_count(conn, day, len(rows))
+                conn.event(int(cursor.lastrowid or 0), now, "restored", day or "expired")
+            if day is not None:
+                days.set_count(conn, day, len(rows))
 
     def prune(self, before: float, *, now: float) -> int:
         """Housekeeping: drop history older than `before` (events, settled webhooks) so
