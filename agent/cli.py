@@ -690,6 +690,58 @@ def hold_list(ctx: Context, as_json: bool) -> None:
         )
 
 
+@cli.command()
+@click.option("--number", required=True, help="The caller or destination number to erase.")
+@click.option("--yes", is_flag=True, help="Do it (without: show what it would do).")
+@click.option(
+    "--spool", "from_spool", is_flag=True, help="Remove the originals from the spool too."
+)
+@pass_context
+def forget(ctx: Context, number: str, yes: bool, from_spool: bool) -> None:
+    """Erase every recording of a number at the destination (and with --spool, in the
+    spool); the pages and manifests are rewritten, the CRM told (the agent must be stopped)."""
+    from agent import forget as forget_module
+
+    config = ctx.config
+    try:
+        with exclusive(config.state.path):
+            store = ctx.writer()
+            found = forget_module.plan(store, number)
+            for rid, remote, path, _ in found.held:
+                click.echo(f"held, kept: #{rid} {remote or path}")
+            where = "the destination and the spool" if from_spool else "the destination"
+            if not yes:
+                for rid, remote, path, _ in found.erase:
+                    click.echo(f"would erase: #{rid} {remote or path}")
+                click.echo(
+                    f"{len(found.erase)} recording(s) would be erased from {where}; --yes does it"
+                )
+                return
+            agent = _agent(config, store, watch=False)
+            try:
+                now = time.time()
+                agent.destination.probe(now)
+                if agent.destination.paused_reason:
+                    raise AgentError(f"destination paused: {agent.destination.paused_reason}")
+                count = forget_module.forget(
+                    found,
+                    store=store,
+                    transport=agent.transport,
+                    spool=config.spool.path if from_spool else None,
+                    move_to=config.retention.move_to,
+                    notify=agent.outbox is not None,
+                    now=now,
+                )
+                agent.publisher.publish(now)
+                if agent.outbox is not None:
+                    agent.outbox.deliver(now)
+            finally:
+                agent.close()
+    except AlreadyRunning:
+        raise AgentError("stop the agent first (systemctl stop recsync), then forget") from None
+    click.echo(f"{count} recording(s) erased from {where}")
+
+
 @cli.command("check-config")
 @pass_context
 def check_config(ctx: Context) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from agent import spoolnames
 from agent.config import Config
 from agent.errors import AgentError, PermanentError, UnparseableName
+from agent.forget import remote_ledger
 from agent.log import kv
 from agent.model import RecordingState
 from agent.publish import expired
@@ -95,6 +96,9 @@ def _restore_all(store: Store, transport: Transport, config: Config, now: float)
     stems: set[str] = set()
     # The ledger wins over a manifest a cut pass did not rewrite: those files are gone.
     gone = {str(entry.get("file")) for entry in expired.read_all(transport)}
+    ledger = remote_ledger(transport)  # `recsync forget`: never restored, never shipped
+    store.erasure.restore(ledger, now=now)
+    erased = {str(u) for entry in ledger for u in entry["uniqueids"]}
     for day in remote_days(transport):
         data = transport.read_bytes(f"{day}/manifest.json")
         if data is None:
@@ -112,7 +116,7 @@ def _restore_all(store: Store, transport: Transport, config: Config, now: float)
         rows = []
         for entry in entries:
             row = _row(entry, day, config, uploaded_at=uploaded_at, now=now)
-            if row is not None and row["remote_path"] in gone:
+            if row is not None and (row["remote_path"] in gone or row["uniqueid"] in erased):
                 continue
             if row is None or row["stem"] in stems:
                 report.dropped += 1
@@ -124,7 +128,40 @@ def _restore_all(store: Store, transport: Transport, config: Config, now: float)
         report.days += 1
         report.restored += len(rows)
     report.expired = _restore_expired(store, transport, config, stems, now)
+    report.expired += _restore_erased(store, config, erased, stems, now)
     return report
+
+
+def _restore_erased(
+    store: Store, config: Config, erased: set[str], stems: set[str], now: float
+) -> int:
+    """Originals of erased calls still in the spool, as expired rows: the agent's start-up
+    scan then knows them and never ships them again."""
+    if not erased:
+        return 0
+    from agent.backfill import spool_files
+
+    rows = []
+    for rel in spool_files(config.spool.path):
+        stem = rel.rpartition(".")[0]
+        parsed = _parsed(rel, config)
+        if stem in stems or parsed.get("uniqueid") not in erased:
+            continue
+        stems.add(stem)
+        rows.append(
+            {
+                "stem": stem,
+                "path": rel,
+                "state": RecordingState.EXPIRED.value,
+                "reason": "erased on request (from the destination's ledger)",
+                "seen_at": now,
+                "updated_at": now,
+            }
+            | parsed
+            | _identity(config.spool.path / rel, 0)
+        )
+    store.restore(rows, day=None, now=now)
+    return len(rows)
 
 
 def _restore_expired(

@@ -63,10 +63,12 @@ def normalise(kind: str, value: str) -> str:
 # destination columns, whichever the CDR or the file name filled in; a uniqueid also
 # matches the call's linkedid (a hold on one leg keeps the whole call); a day is the
 # recording's start as its name says (the destination's YYYY/MM/DD folder).
-_MATCH = """(h.kind = 'number' AND h.value IN (
+# The caller and destination columns, the CDR's and the file name's, as digits.
+NUMBER_COLUMNS = """(
         recsync_digits(recordings.caller_number), recsync_digits(recordings.src),
         recsync_digits(recordings.dst), recsync_digits(recordings.cdr_dst),
-        recsync_digits(recordings.did)))
+        recsync_digits(recordings.did))"""
+_MATCH = f"""(h.kind = 'number' AND h.value IN {NUMBER_COLUMNS})
     OR (h.kind = 'uniqueid' AND h.value IN (recordings.uniqueid, recordings.linkedid))
     OR (h.kind = 'day' AND h.value = substr(recordings.started_at, 1, 10))"""
 HELD = f"EXISTS (SELECT 1 FROM holds h WHERE {_MATCH})"

@@ -178,3 +178,19 @@ def _expiry(db: Database) -> None:
     # An expired recording's files at the destination are removed after its row says
     # expired; NULL until they are, so a pass cut between the two finishes the removal.
     db.execute("ALTER TABLE recordings ADD COLUMN remote_removed_at REAL")
+
+
+@migrations(name="0010_erasures")
+def _erasures(db: Database) -> None:
+    # `recsync forget`: who was erased (a hash of the number, never the number) and
+    # which calls, so backfill and state rebuild never bring them back.
+    db.execute(
+        """
+        CREATE TABLE erasures (
+            id INTEGER PRIMARY KEY,
+            number_sha256 TEXT NOT NULL,
+            uniqueids TEXT NOT NULL,        -- JSON list
+            at REAL NOT NULL
+        )
+        """
+    )

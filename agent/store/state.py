@@ -14,6 +14,7 @@ from agent.errors import AgentError
 from agent.model import CallInfo, Identity, Recording, RecordingState
 from agent.store import days, holds, webhooks
 from agent.store.days import Days
+from agent.store.erasure import Erasure
 from agent.store.holds import Holds
 from agent.store.tx import Transaction, transaction
 from agent.store.webhooks import Webhooks
@@ -31,6 +32,9 @@ AUDIT_EVENTS = (
     "hold-removed",
     "expired",
     "remote-removed",
+    "erased",
+    "erasure",
+    "scrubbed",
 )
 # States a worker may pick up when their next_attempt_at has come.
 ACTIVE_STATES = (RecordingState.PENDING, RecordingState.WAITING_CDR, RecordingState.FAILED)
@@ -147,6 +151,7 @@ class Store:
         self.days = Days(conn)  # which day pages to rewrite
         holds.register(conn)
         self.holds = Holds(conn)  # legal holds: what retention never deletes
+        self.erasure = Erasure(conn)  # `recsync forget` and its ledger
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> Store:
