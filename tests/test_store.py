@@ -390,3 +390,28 @@ def test_prune_keeps_recordings_and_recent_history(store: Store) -> None:
     assert {rid for (rid, _) in history} == {new, None}
     assert (None, "pruned") in history
     assert store.webhooks.due(NOW) == []
+
+
+def test_in_spool_pages_through_every_row_oldest_first(store: Store) -> None:
+    """Retention's candidates, a page at a time, while the pass changes rows between pages."""
+    ids = []
+    for n in range(7):
+        rid = add(store, f"r{n}")
+        store.claim(
+            rid,
+            identity=Identity(1, 1, 1),
+            sha256="0" * 64,
+            size=1,
+            now=0.0,
+            candidates=[f"{DAY}/r{n}.wav"],
+        )
+        store.mark_done(rid, day=DAY, now=100.0 - n)  # the last added shipped first
+        ids.append(rid)
+    seen = []
+    for row in store.in_spool(page=2):
+        seen.append(row.id)
+        store.spool_removed(row.id, event="spool-deleted", detail="test", now=200.0)
+    assert seen == list(reversed(ids))
+    assert list(store.in_spool(page=2)) == []
+    with pytest.raises(ValueError):
+        next(store.in_spool(oldest="id; DROP TABLE recordings"))

@@ -212,7 +212,7 @@ class Retention:
             )
             return
         freed = report.freed  # a dry run frees nothing: count what it would have
-        for row in self.store.in_spool(order="mtime_ns, id"):
+        for row in self.store.in_spool(oldest="mtime_ns"):
             if not self._below_floor(report, freed):
                 return
             if row.id not in seen:

@@ -310,10 +310,14 @@ class Store:
         return None if value is None else float(value)
 
     def in_spool(
-        self, *, shipped_before: float | None = None, order: str = "uploaded_at, id"
+        self, *, shipped_before: float | None = None, oldest: str = "uploaded_at", page: int = 500
     ) -> Iterator[Row]:
         """Shipped recordings whose original retention has not taken out of the spool and
-        no hold covers: those shipped before `shipped_before` (None: any), in `order`."""
+        no hold covers: those shipped before `shipped_before` (None: any), by `oldest`
+        ("uploaded_at" or "mtime_ns"). A page at a time, each after the last row seen:
+        the pass writes between its reads, and years of rows need not be in memory."""
+        if oldest not in ("uploaded_at", "mtime_ns"):  # a column name in the SQL text
+            raise ValueError(f"not an order: {oldest!r}")
         where = (
             "state = ? AND spool_removed_at IS NULL AND remote_path IS NOT NULL"
             f" AND sha256 IS NOT NULL AND shipped_size IS NOT NULL AND NOT {holds.HELD}"
@@ -322,8 +326,18 @@ class Store:
         if shipped_before is not None:
             where += " AND uploaded_at <= ?"
             params.append(shipped_before)
-        # A list, not the cursor: the pass writes between the rows it reads.
-        return iter(self.rows(where, params, order=order))
+        after: list[Any] = []
+        while True:
+            rows = self.rows(
+                where + (f" AND ({oldest}, id) > (?, ?)" if after else ""),
+                params + after,
+                order=f"{oldest}, id",
+                limit=page,
+            )
+            yield from rows
+            if len(rows) < page:
+                return
+            after = [getattr(rows[-1], oldest), rows[-1].id]
 
     def spool_bytes_removed(self) -> tuple[int, int]:
         """(recordings, bytes) retention took out of the spool, for status and metrics."""
