@@ -262,6 +262,25 @@ def test_over_sftp_an_altered_copy_stays_and_the_rest_go(
     assert remote[rels[0]].read_bytes() == data[rels[0]]
 
 
+def test_over_an_sftp_only_account_the_copy_is_read_back(
+    site: Site, sftp_only_sshd: Sshd, make_agent: Callable[..., Agent]
+) -> None:
+    """No shell for sha256sum (ForceCommand internal-sftp): the check reads the copy back."""
+    root = sftp_only_sshd.new_dir("retention-sftp-only")
+    rels = names(2)
+    record(site, rels)
+    agent = shipped_agent(site, make_agent, rels, destination=sftp_only_sshd.destination(root))
+    altered = root / row(agent, rels[0]).remote_path
+    body = bytearray(altered.read_bytes())
+    body[-1] ^= 0x01  # the size alone would not tell
+    altered.write_bytes(bytes(body))
+    report = agent.retention.apply(time.time() + MONTH)
+    assert [r.path for r in report.retired] == [rels[1]]
+    assert [rid for rid, _ in report.requeued] == [row(agent, rels[0]).id]
+    assert agent.transport.features.sha256_by == "read-back"
+    assert in_spool(site, rels) == rels[:1]
+
+
 def test_over_sftp_the_server_down_deletes_nothing(
     site: Site, sshd: Sshd, sftp_root: Path, make_agent: Callable[..., Agent]
 ) -> None:
