@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from agent.cli import cli
@@ -237,6 +238,29 @@ def test_move_to_another_file_system_copies_then_removes(
     assert in_spool(site, rels) == []
     assert {r: (small_disk / r).read_bytes() for r in rels} == data
     assert [p.name for p in small_disk.rglob(".*")] == []
+
+
+def test_folders_made_in_move_to_belong_to_its_owner(
+    site: Site, make_agent: Callable[..., Agent]
+) -> None:
+    """Run as root, `recsync retention` leaves nothing in move_to the service cannot use."""
+    if os.geteuid() != 0:
+        pytest.skip("ownership only changes as root (CI runs as root)")
+    archive = site.root / "archive"
+    archive.mkdir()
+    os.chown(archive, 4242, 4242)  # the service user's folder
+    rels = names(1)
+    record(site, rels)
+    os.chown(site.spool / rels[0], 4343, 4343)  # asterisk's recording
+    agent = shipped_agent(
+        site, make_agent, rels, retention={"spool_days": 30, "move_to": str(archive)}
+    )
+    agent.retention.apply(time.time() + MONTH)
+    for folder in ("2024", "2024/03", "2024/03/15"):
+        st = (archive / folder).stat()
+        assert (st.st_uid, st.st_gid) == (4242, 4242), folder
+    st = (archive / rels[0]).stat()
+    assert (st.st_uid, st.st_gid) == (4343, 4343)  # a rename keeps the owner
 
 
 # --- SFTP to the test sshd ---------------------------------------------------------

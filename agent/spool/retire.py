@@ -49,7 +49,7 @@ def retire(spool: Path, rel: str, *, move_to: Path | None) -> str:
         _fsync_dir(source.parent)
         return "deleted"
     target = move_to / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(target.parent, move_to)
     try:
         os.rename(source, target)  # replaces a copy an interrupted move left
     except OSError as exc:
@@ -61,6 +61,21 @@ def retire(spool: Path, rel: str, *, move_to: Path | None) -> str:
     _fsync_dir(target.parent)
     _fsync_dir(source.parent)
     return "moved"
+
+
+def _make_folders(folder: Path, top: Path) -> None:
+    """`folder` and its missing parents below `top`, each owned like its parent: run as
+    root (`recsync retention`), the CLI must not leave folders the service cannot write."""
+    missing = []
+    while not folder.exists() and folder != top and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    top.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            owner = made.parent.stat()
+            os.chown(made, owner.st_uid, owner.st_gid)
 
 
 def _copy_verified(source: Path, target: Path) -> None:
@@ -75,6 +90,9 @@ def _copy_verified(source: Path, target: Path) -> None:
             dst.flush()
             os.fsync(dst.fileno())
         shutil.copystat(source, temp)  # the mtime: FreePBX and admins sort by it
+        if os.geteuid() == 0:  # the original's owner (asterisk), as a rename would keep
+            st = source.stat()
+            os.chown(temp, st.st_uid, st.st_gid)
         if _sha256(temp) != wrote.hexdigest():
             raise MoveFailed(errno.EIO, f"the copy in {target.parent} differs from the original")
         os.replace(temp, target)
