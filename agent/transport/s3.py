@@ -118,6 +118,20 @@ def retry_after(answer: Response) -> float | None:
     return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
 
+def object_sha256(head: Response) -> str | None:
+    """The object's sha256 as its HEAD tells it (hex), None when it cannot."""
+    checksum = head.headers.get("x-amz-checksum-sha256", "")
+    if checksum and "-" not in checksum:  # "…-N": a checksum of the parts' checksums
+        try:
+            digest = base64.b64decode(checksum, validate=True)
+        except ValueError:
+            digest = b""
+        if len(digest) == 32:
+            return digest.hex()
+    meta = head.headers.get("x-amz-meta-sha256", "").lower()
+    return meta if _SHA256.fullmatch(meta) else None
+
+
 def content_type(remote: str) -> str:
     guessed, _ = mimetypes.guess_type(remote)
     if remote.endswith(".json"):
@@ -499,16 +513,22 @@ class S3Transport:
         return answer.body
 
     def stat_remote(self, remote: str) -> RemoteFile | None:
-        """HEAD: the stored size, and the sha256 the recording was put with (its
-        x-amz-meta-sha256, checked by the server as x-amz-content-sha256 on the PUT)."""
-        head = self._send(f"check {remote}", "HEAD", self.key(remote))
+        """HEAD: the stored size, and the sha256 — the server's own checksum of a single
+        PUT where it keeps one (x-amz-checksum-sha256, asked with checksum mode), else
+        the one the recording was put with (x-amz-meta-sha256, which the server checked
+        as x-amz-content-sha256 on the PUT). An object with neither: size only."""
+        head = self._send(
+            f"check {remote}",
+            "HEAD",
+            self.key(remote),
+            headers={"x-amz-checksum-mode": "ENABLED"},
+        )
         if head.status == 404:
             return None
         if head.status != 200:
             raise self._fault(f"check {remote}", head)
-        sha256 = head.headers.get("x-amz-meta-sha256", "").lower()
         size = int(head.headers.get("content-length", "-1"))
-        return RemoteFile(size, sha256 if _SHA256.fullmatch(sha256) else None)
+        return RemoteFile(size, object_sha256(head))
 
     def listdir(self, folder: str = "") -> list[str]:
         prefix = self.prefix + (check_remote(folder) + "/" if folder else "")
