@@ -22,7 +22,9 @@ from agent.roles.retention import PASS_SECONDS
 from agent.transport import open_transport
 from tests.conftest import Site
 from tests.support.mixmonitor import write_recording
+from tests.support.s3 import RadosGateway
 from tests.support.sshd import Sshd
+from tests.test_s3 import s3_destination
 
 DAY = "2024/03/15"
 MONTH = 31 * 86400
@@ -320,6 +322,27 @@ def test_over_sftp_the_server_down_deletes_nothing(
     assert report.stopped is not None
     assert in_spool(site, rels) == rels
     assert {row(agent, r).state for r in rels} == {"done"}
+
+
+def test_over_s3_a_truncated_object_stays_and_the_rest_go(
+    site: Site, rgw: RadosGateway, s3_bucket: str, make_agent: Callable[..., Agent]
+) -> None:
+    rels = names(3)
+    data = record(site, rels)
+    agent = shipped_agent(site, make_agent, rels, destination=s3_destination(site, rgw, s3_bucket))
+    client = rgw.client(s3_bucket)
+    try:
+        key = f"pbx1/{row(agent, rels[0]).remote_path}"
+        # Replaced behind the agent's back by a shorter object (a lifecycle rule, a person).
+        assert client.request("PUT", key, body=data[rels[0]][:-10]).status == 200
+        report = agent.retention.apply(time.time() + MONTH - 1)
+        assert sorted(r.path for r in report.retired) == rels[1:]
+        assert in_spool(site, rels) == rels[:1]
+        assert row(agent, rels[0]).state == "pending"
+        agent.run_once(time.time() + MONTH)
+        assert client.request("GET", key).body == data[rels[0]]
+    finally:
+        client.close()
 
 
 # --- the command -------------------------------------------------------------------
