@@ -6,7 +6,11 @@ them back. A hostile number matches nothing unintended."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +146,30 @@ def test_a_hostile_number_erases_nothing_unintended(site: Site, shipped: Path, n
     expected = {"18005551234": 2, "1001": 1}.get(digits, 0)  # its digits, exactly
     assert sum(s == "expired" for s in states(site).values()) == expected
     assert len(list(site.dest.rglob("*.wav"))) == len(CALLS) - expected
+
+
+@pytest.mark.parametrize("point", ["forget:begun", "forget:removed"])
+def test_a_forget_cut_short_finishes_when_run_again(
+    site: Site, shipped: Path, crm: CrmServer, point: str
+) -> None:
+    remotes = {rel: site.remote(rel) for rel in CALLS}
+    argv = ["--config", str(shipped), "forget", "--number", NUMBER, "--yes"]
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", *argv],
+        env={**os.environ, "RECSYNC_CRASH_AT": point},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL
+    assert {states(site)[rel] for rel in ERASE} == {"expired"}  # never shipped again from here
+    recsync(shipped, "forget", "--number", NUMBER, "--yes")
+    assert [rel for rel, p in remotes.items() if p.exists()] == [KEEP, HELD]
+    manifest = (site.dest / "2024/03/15/manifest.json").read_text()
+    assert NUMBER not in manifest
+    assert (
+        table(site, "SELECT caller_number, src FROM recordings WHERE state = 'expired'")
+        == [(None, None)] * 2
+    )
+    deleted = [json.loads(r.body) for r in crm.received if b"recording.deleted" in r.body]
+    assert sorted(d["recording"]["original"] for d in deleted) == sorted(ERASE)
