@@ -203,6 +203,13 @@ def status(ctx: Context, as_json: bool) -> None:
     table.add_row("last upload", data["last_upload_at"] or "never")
     for state, count in data["counts"].items():
         table.add_row(f"  {state}", str(count))
+    kept = data["retention"]
+    free = kept["spool_free_percent"]
+    table.add_row(
+        "retention",
+        f"{kept['removed']} original(s) out of the spool ({kept['removed_bytes'] / 1e6:.1f} MB),"
+        f" {kept['holds']} hold(s), spool disk {'?' if free is None else f'{free:g}%'} free",
+    )
     if data["last_error"]:
         err = data["last_error"]
         table.add_row("last error", f"{err['at']} #{err['id']} {err['path']}: {err['error']}")

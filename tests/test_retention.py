@@ -381,6 +381,7 @@ def test_retention_command_dry_run_then_for_real(
     assert in_spool(site, rels) == []
     shown = run("show", rels[0]).output
     assert "spool-deleted" in shown and "checked again" in shown
+    assert "3 original(s) out of the spool" in run("status").output
     status = json.loads(run("status", "--json").output)
     assert status["retention"]["removed"] == 3
     assert status["retention"]["removed_bytes"] > 0
