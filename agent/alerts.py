@@ -2,7 +2,9 @@
 "recovered" when it is right again, sent by a command and/or a webhook.
 
 An incident opens when uploads fail `after_failures` times in a row, when the oldest waiting
-recording is older than `backlog_minutes`, or when the destination is paused. While it stays
+recording is older than `backlog_minutes`, when the destination is paused, or when retention
+finds the spool's disk below `retention.min_free_percent` or a remote copy missing or
+different (the recording is shipped again). While it stays
 open nothing more is sent; when every condition clears, one "recovered" closes it.
 
 The command is run as an argument list, never through a shell, with the alert in its
@@ -148,9 +150,13 @@ class Alerts:
         oldest_pending_seconds: float | None,
         destination: str,
         reason: str | None,
+        retention: str | None = None,
     ) -> None:
-        """Open, keep or close the incident; `reason` is the last error or the pause reason."""
+        """Open, keep or close the incident; `reason` is the last error or the pause reason,
+        `retention` what the last retention pass found wrong (low disk, re-queued copies)."""
         problem = self._problem(consecutive_failures, oldest_pending_seconds, destination, reason)
+        if retention:
+            problem = _clean(f"{problem}; {retention}" if problem else retention)
         if problem is not None and self._since is None:
             self._since, self._reason = now, problem
             log.warning(kv("incident-opened", reason=problem, since=iso(now)))

@@ -22,7 +22,7 @@ class Candidate:
     size: int
 
 
-def _spool_files(root: Path) -> Iterator[str]:
+def spool_files(root: Path) -> Iterator[str]:
     yield from files_in(root, "")
     for folder in day_folders(root, date.min, date.max):
         yield from files_in(root, folder)
@@ -34,7 +34,7 @@ def find(
     """Spool recordings never shipped because they were too old: not in the state database,
     or skipped for their age. `since`: only those modified since (epoch seconds)."""
     found = []
-    for rel in _spool_files(spool):
+    for rel in spool_files(spool):
         name = rel.rsplit("/", 1)[-1]
         if name.startswith(".") or name.rsplit(".", 1)[-1] not in extensions or "." not in name:
             continue

@@ -219,6 +219,13 @@ def status(ctx: Context, as_json: bool) -> None:
     table.add_row("last upload", data["last_upload_at"] or "never")
     for state, count in data["counts"].items():
         table.add_row(f"  {state}", str(count))
+    kept = data["retention"]
+    free = kept["spool_free_percent"]
+    table.add_row(
+        "retention",
+        f"{kept['removed']} original(s) out of the spool ({kept['removed_bytes'] / 1e6:.1f} MB),"
+        f" {kept['holds']} hold(s), spool disk {'?' if free is None else f'{free:g}%'} free",
+    )
     if data["last_error"]:
         err = data["last_error"]
         table.add_row("last error", f"{err['at']} #{err['id']} {err['path']}: {err['error']}")
@@ -587,6 +594,8 @@ def state_rebuild(ctx: Context, force: bool) -> None:
         click.echo(f"the old database is kept as {report.kept}")
     if report.dropped:
         click.echo(f"manifest entries not usable (see the log): {report.dropped}")
+    if report.expired:
+        click.echo(f"expired at the destination (never shipped again): {report.expired}")
     if report.unreadable:
         click.echo(f"unreadable manifests (those days' recordings ship again): {report.unreadable}")
     click.echo(
@@ -616,6 +625,194 @@ def index_rebuild(ctx: Context) -> None:
     if agent.destination.paused_reason:
         raise AgentError(f"destination paused: {agent.destination.paused_reason}")
     click.echo(f"rewrote the pages and manifests of {days} day(s)")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Say what each rule would remove; change nothing.")
+@json_option
+@pass_context
+def retention(ctx: Context, dry_run: bool, as_json: bool) -> None:
+    """Apply [retention] now: shipped originals whose remote copy checks out again leave
+    the spool (deleted, or moved to retention.move_to). The running agent does this by
+    itself every few minutes."""
+    from agent.retention_report import report_json, report_lines
+
+    config = ctx.config
+    rules = config.retention
+    if not (rules.deletes or rules.min_free_percent > 0 or rules.destination_days > 0):
+        raise AgentError("retention is off: set retention.spool_days (see config.example.toml)")
+    if dry_run:
+        report = _dry_retention(ctx)
+    else:
+        try:
+            with exclusive(config.state.path):
+                store = ctx.writer()
+                agent = _agent(config, store, watch=False)
+                try:
+                    report = agent.apply_retention(time.time())
+                finally:
+                    agent.close()
+        except AlreadyRunning:
+            raise AgentError(
+                "the agent is running and applies retention itself every few minutes;"
+                " `recsync retention --dry-run` shows what it would remove"
+            ) from None
+    if as_json:
+        _print_json(report_json(report))
+    else:
+        for line in report_lines(report):
+            click.echo(line)
+    if report.stopped and not dry_run:
+        raise AgentError(f"retention stopped: {report.stopped}")
+
+
+def _dry_retention(ctx: Context) -> Any:
+    from agent.roles.destination import Destination
+    from agent.roles.health import NoMetrics
+    from agent.roles.retention import Retention
+    from agent.transport import open_transport
+
+    config = ctx.config
+    store = ctx.reader()
+    transport = open_transport(config.destination)  # asked nothing in a dry run
+    try:
+        return Retention(
+            config=config.retention,
+            spool=config.spool.path,
+            store=store,
+            transport=transport,
+            destination=Destination(transport=transport, store=store, summary=lambda now: {}),
+            metrics=NoMetrics(),
+        ).apply(time.time(), dry_run=True)
+    finally:
+        transport.close()
+
+
+HOLD_KINDS = (
+    click.option("--number", help="Calls from or to this number (digits only are compared)."),
+    click.option("--uniqueid", help="The call with this uniqueid (or linkedid)."),
+    click.option("--day", help="Every recording of this day, YYYY-MM-DD."),
+)
+
+
+def _hold_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(HOLD_KINDS):
+        command = option(command)
+    return command
+
+
+def _one_hold(number: str | None, uniqueid: str | None, day: str | None) -> tuple[str, str]:
+    given = [(k, v) for k, v in (("number", number), ("uniqueid", uniqueid), ("day", day)) if v]
+    if len(given) != 1:
+        raise click.UsageError("name exactly one of --number, --uniqueid, --day")
+    return given[0]
+
+
+@cli.group()
+def hold() -> None:
+    """Legal holds: recordings no retention rule deletes."""
+
+
+@hold.command("add")
+@_hold_options
+@pass_context
+def hold_add(ctx: Context, number: str | None, uniqueid: str | None, day: str | None) -> None:
+    """Hold the recordings a number, a uniqueid or a day names (now and to come)."""
+    kind, value = _one_hold(number, uniqueid, day)
+    store = Store.open(ctx.config.state.path)  # a hold may come before the first run
+    click.get_current_context().call_on_close(store.close)
+    added = store.holds.add(kind, value, now=time.time())
+    click.echo(f"hold on {kind} {value!r} {'added' if added else 'was there already'}")
+
+
+@hold.command("remove")
+@_hold_options
+@pass_context
+def hold_remove(ctx: Context, number: str | None, uniqueid: str | None, day: str | None) -> None:
+    """Lift a hold (named as it was added)."""
+    kind, value = _one_hold(number, uniqueid, day)
+    if not ctx.writer().holds.remove(kind, value, now=time.time()):
+        raise AgentError(f"no hold on {kind} {value!r}")
+    click.echo(f"hold on {kind} {value!r} removed")
+
+
+@hold.command("list")
+@json_option
+@pass_context
+def hold_list(ctx: Context, as_json: bool) -> None:
+    """Every hold and how many recordings it covers."""
+    holds = ctx.reader().holds.all()
+    rows = [
+        {
+            "kind": h.kind,
+            "value": h.value,
+            "created_at": status_module.iso(h.created_at),
+            "recordings": h.recordings,
+        }
+        for h in holds
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no holds")
+    for row in rows:
+        click.echo(
+            f"{row['kind']:9} {row['value']:24} {row['recordings']:6} recording(s)"
+            f"  since {row['created_at']}"
+        )
+
+
+@cli.command()
+@click.option("--number", required=True, help="The caller or destination number to erase.")
+@click.option("--yes", is_flag=True, help="Do it (without: show what it would do).")
+@click.option(
+    "--spool", "from_spool", is_flag=True, help="Remove the originals from the spool too."
+)
+@pass_context
+def forget(ctx: Context, number: str, yes: bool, from_spool: bool) -> None:
+    """Erase every recording of a number at the destination (and with --spool, in the
+    spool); the pages and manifests are rewritten, the CRM told (the agent must be stopped)."""
+    from agent import forget as forget_module
+
+    config = ctx.config
+    try:
+        with exclusive(config.state.path):
+            store = ctx.writer()
+            found = forget_module.plan(store, number)
+            for rid, remote, path, _ in found.held:
+                click.echo(f"held, kept: #{rid} {remote or path}")
+            where = "the destination and the spool" if from_spool else "the destination"
+            if not yes:
+                for rid, remote, path, _ in found.erase:
+                    click.echo(f"would erase: #{rid} {remote or path}")
+                click.echo(
+                    f"{len(found.erase)} recording(s) would be erased from {where}; --yes does it"
+                )
+                return
+            agent = _agent(config, store, watch=False)
+            try:
+                now = time.time()
+                agent.destination.probe(now)
+                if agent.destination.paused_reason:
+                    raise AgentError(f"destination paused: {agent.destination.paused_reason}")
+                count = forget_module.forget(
+                    found,
+                    store=store,
+                    transport=agent.transport,
+                    spool=config.spool.path if from_spool else None,
+                    move_to=config.retention.move_to,
+                    notify=agent.outbox is not None,
+                    now=now,
+                )
+                agent.publisher.publish(now)
+                if agent.outbox is not None:
+                    agent.outbox.deliver(now)
+            finally:
+                agent.close()
+    except AlreadyRunning:
+        raise AgentError("stop the agent first (systemctl stop recsync), then forget") from None
+    click.echo(f"{count} recording(s) erased from {where}")
 
 
 @cli.command("check-config")

@@ -71,6 +71,7 @@ DESTINATION_KEYS = {
 }
 SSE_MODES = ("none", "AES256", "aws:kms")
 TRANSCODE_FORMATS = ("none", "mp3")
+ON_LOW_DISK = ("alert", "prune")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -197,6 +198,22 @@ class DestinationConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetentionConfig:
+    """The `[retention]` table. Off unless set: nothing is ever deleted by default."""
+
+    spool_days: float  # an original older than this (since it shipped) leaves the spool; 0 = off
+    move_to: Path | None  # moved there (same relative path) instead of deleted
+    min_free_percent: float  # the spool's disk below this: an alert; 0 = off
+    on_low_disk: str  # "alert", or "prune": the oldest verified originals go first
+    destination_days: float  # day folders older than this leave the destination; 0 = off
+
+    @property
+    def deletes(self) -> bool:
+        """Whether any rule may take an original out of the spool."""
+        return self.spool_days > 0 or (self.min_free_percent > 0 and self.on_low_disk == "prune")
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogConfig:
     level: str
 
@@ -214,6 +231,7 @@ class Config:
     webhook: WebhookConfig
     metrics: MetricsConfig
     alerts: AlertsConfig
+    retention: RetentionConfig
     log: LogConfig
     source: Path | None = None  # the file it was read from, for messages
 
@@ -241,6 +259,13 @@ def _path(key: str, value: Any, base: Path) -> Path:
         raise ConfigError(f"{key}: expected a path (a non-empty string), got {value!r}")
     # Relative paths are taken from the config file's folder, so a config can travel with its data.
     return (base / Path(value).expanduser()).resolve()
+
+
+def _percent(key: str, value: Any, base: Path) -> float:
+    number: float = _number()(key, value, base)
+    if number > 100:
+        raise ConfigError(f"{key}: a percentage from 0 to 100, got {value!r}")
+    return number
 
 
 def _choice(choices: tuple[str, ...]) -> Checker:
@@ -509,6 +534,13 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "after_failures": (5, _integer(1, 64)),
         "backlog_minutes": (60, _number(minimum=0.01)),
     },
+    "retention": {
+        "spool_days": (0, _number()),
+        "move_to": (None, _path),
+        "min_free_percent": (0, _percent),
+        "on_low_disk": ("alert", _choice(ON_LOW_DISK)),
+        "destination_days": (0, _number()),
+    },
     "log": {
         "level": ("info", _choice(LOG_LEVELS)),
     },
@@ -566,6 +598,20 @@ def _destination(raw: Mapping[str, Any], values: dict[str, Any], base: Path) -> 
     return DestinationConfig(**values)
 
 
+def _retention(values: dict[str, Any], spool: Path) -> RetentionConfig:
+    retention = RetentionConfig(**values)
+    move_to = retention.move_to
+    if move_to is not None and (move_to.is_relative_to(spool) or spool.is_relative_to(move_to)):
+        # Inside the spool a moved file would be found and shipped again.
+        raise ConfigError(f"retention.move_to {move_to} must be outside spool.path {spool}")
+    if move_to is not None and not retention.deletes:
+        raise ConfigError(
+            "retention.move_to is set but no rule removes anything"
+            " (set retention.spool_days, or min_free_percent with on_low_disk = 'prune')"
+        )
+    return retention
+
+
 def _check_cdr_keys(raw: Mapping[str, Any], cdr_type: str) -> None:
     allowed = {"type", "wait_seconds", "asterisk_conf_dir"} | CDR_KEYS[cdr_type]
     refused = sorted(set(raw) - allowed)
@@ -608,6 +654,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         webhook=WebhookConfig(**sections["webhook"]),
         metrics=MetricsConfig(**sections["metrics"]),
         alerts=AlertsConfig(**sections["alerts"]),
+        retention=_retention(sections["retention"], sections["spool"]["path"]),
         log=LogConfig(**sections["log"]),
         source=source,
     )

@@ -24,6 +24,7 @@ from agent.roles.discovery import Discovery
 from agent.roles.health import Health, NoMetrics
 from agent.roles.outbox import Outbox
 from agent.roles.publisher import Publisher
+from agent.roles.retention import Report, Retention
 from agent.roles.shipping import Shipping
 from agent.status import summary
 from agent.store.state import Store
@@ -105,6 +106,7 @@ class Agent:
             metrics=self.metrics,
             notifier=self.notifier,
             paused_reason=lambda: self.destination.paused_reason,
+            retention_problem=lambda: self.retention.problem,
         )
         self.discovery = Discovery(
             spool=config.spool.path, pipeline=self.pipeline, wake=self.wakeup.ring, watch=watch
@@ -123,6 +125,15 @@ class Agent:
         if webhook is not None:
             links = download_links(transport, config.webhook.presign_seconds)
             self.outbox = Outbox(store=store, webhook=webhook, download_url=links)
+        self.retention = Retention(
+            config=config.retention,
+            spool=config.spool.path,
+            store=store,
+            transport=transport,
+            destination=self.destination,
+            metrics=self.metrics,
+            should_stop=self.should_stop,
+        )
 
     def should_stop(self) -> bool:
         return self.stopping
@@ -172,6 +183,7 @@ class Agent:
         next piece of work is due (None: nothing is waiting)."""
         self.discovery.take_events(now)
         if not self.destination.ready(now):
+            self.retention.step(now)  # measures the disk; deletes nothing while paused
             return self.destination.paused_until
 
         def show_progress() -> None:  # a long backlog shows progress as it drains
@@ -179,7 +191,8 @@ class Agent:
                 self.publisher.publish(now)
 
         self.shipping.step(now, between_batches=show_progress)
-        self.publisher.publish(now)
+        self.retention.step(now)  # paced: a pass every few minutes at most; before the
+        self.publisher.publish(now)  # publish, which rewrites the days it expired
         if self.outbox is not None:
             self.outbox.deliver(now)
         self._record_cdr(now)
@@ -217,6 +230,15 @@ class Agent:
         self.publisher.publish(now)
         return days
 
+    def apply_retention(self, now: float, *, dry_run: bool = False) -> Report:
+        """`recsync retention`: one pass now, whatever the pacing; alerts told what it found."""
+        if not dry_run:
+            self.destination.probe(now)
+        report = self.retention.apply(now, dry_run=dry_run)
+        if not dry_run:
+            self.health.check(now)
+        return report
+
     def _record_cdr(self, now: float) -> None:
         off = None if self.config.cdr.type == "none" else "no FreePBX configuration found"
         self.health.record_cdr(
@@ -237,6 +259,7 @@ class Agent:
         }
         self.start(self.clock())
         self.fill_late_cdr(self.clock())
+        self.retention.checks_per_pass = None  # everything due now, in one pass
         while not self.stopping:
             now = self.clock()
             self.run_once(now)

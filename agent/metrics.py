@@ -34,7 +34,16 @@ from agent.model import RecordingState
 
 log = logging.getLogger(__name__)
 
-ERROR_KINDS = ("upload", "staging", "cdr", "webhook", "publish", "quarantine")
+ERROR_KINDS = (
+    "upload",
+    "staging",
+    "cdr",
+    "webhook",
+    "publish",
+    "quarantine",
+    "retention-verify",  # a remote copy found missing or different: shipped again
+)
+RETENTION_RULES = ("age", "low-disk", "destination")
 # File closed -> visible remotely: sub-second on a LAN, minutes behind a slow link or a
 # settle period.
 UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -91,6 +100,25 @@ class Metrics:
             "When the main loop last made a pass (Unix time)",
             registry=r,
         )
+        self._retired = Counter(
+            "recsync_retention_removed",
+            "Originals retention took out of the spool (deleted or moved), by rule",
+            ["rule"],
+            registry=r,
+        )
+        self._retired_bytes = Counter(
+            "recsync_retention_removed_bytes", "Bytes retention freed in the spool", registry=r
+        )
+        self._spool_free = Gauge(
+            "recsync_spool_free_bytes", "Free space on the spool's file system", registry=r
+        )
+        self._spool_free_ratio = Gauge(
+            "recsync_spool_free_ratio",
+            "Free space on the spool's file system, 0 to 1 (retention.min_free_percent / 100)",
+            registry=r,
+        )
+        for rule in RETENTION_RULES:
+            self._retired.labels(rule=rule)
         # Known label values start at 0 so rate() and absent-series alerts work from the start.
         for found in ("true", "false"):
             self._cdr_wait.labels(found=found)
@@ -110,6 +138,14 @@ class Metrics:
 
     def error(self, kind: str) -> None:
         self._errors.labels(kind=kind).inc()
+
+    def retired(self, *, rule: str, size: int) -> None:
+        self._retired.labels(rule=rule).inc()
+        self._retired_bytes.inc(size)
+
+    def spool_disk(self, *, free_bytes: int, free_percent: float) -> None:
+        self._spool_free.set(free_bytes)
+        self._spool_free_ratio.set(free_percent / 100)
 
     def destination(self, state: str) -> None:
         """Up when "ok" or "failing" (failing uploads are retried), paused when "paused"."""

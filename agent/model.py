@@ -19,6 +19,7 @@ class RecordingState(enum.StrEnum):
     FAILED = "failed"
     QUARANTINED = "quarantined"
     SKIPPED = "skipped"
+    EXPIRED = "expired"  # removed at the destination by destination retention; never shipped again
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -140,6 +140,11 @@ class Pipeline:
                 log.info(kv("replaced", id=row.id, old=row.path, new=rel))
         elif row.state == RecordingState.PENDING.value:
             self.store.wake(row.id, now)
+        elif row.spool_removed_at is not None and _same_recording(identity, row.identity):
+            # Retention's original copied back (from move_to, `cp -p`) to play it in FreePBX:
+            # the same recording in a new inode, not a new version to ship.
+            self.store.spool_restored(row.id, identity=identity, now=now)
+            log.info(kv("restored", id=row.id, path=rel))
         elif row.state in _REOPEN_WHEN_CHANGED and identity != row.identity:
             self.store.reopen(
                 row.id,
@@ -166,6 +171,7 @@ class Pipeline:
             RecordingState.DONE.value,
             RecordingState.SKIPPED.value,
             RecordingState.QUARANTINED.value,
+            RecordingState.EXPIRED.value,
         ):
             return  # shipped (or never to ship): the spool is FreePBX's to clean
         for ext in self.config.spool.extensions:  # replaced by another format?
@@ -444,6 +450,10 @@ class Pipeline:
         retry_at = now + (min(delay, LOCAL_RETRY_MAX_SECONDS) if local else delay)
         self.store.mark_failed(row.id, error=error, retry_at=retry_at, now=now, local=local)
         log.warning(kv("failed", id=row.id, path=row.path, error=error, attempts=row.attempts + 1))
+
+
+def _same_recording(found: Identity, shipped: Identity) -> bool:
+    return (found.size, found.mtime_ns) == (shipped.size, shipped.mtime_ns)
 
 
 def _unreadable(exc: OSError) -> str:

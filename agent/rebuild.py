@@ -21,8 +21,10 @@ from typing import Any
 from agent import spoolnames
 from agent.config import Config
 from agent.errors import AgentError, PermanentError, UnparseableName
+from agent.forget import remote_ledger
 from agent.log import kv
 from agent.model import RecordingState
+from agent.publish import expired
 from agent.secrets import give_to_folder_owner
 from agent.store.state import StateDatabaseError, Store, parsed_columns
 from agent.transport import Transport, check_remote
@@ -42,6 +44,7 @@ class Rebuilt:
     in_spool: int = 0  # restored recordings whose original is still in the spool
     dropped: int = 0  # entries that are not usable (malformed, duplicates)
     unreadable: list[str] = field(default_factory=list)  # days whose manifest is unusable
+    expired: int = 0  # from the destination's ledger: never shipped again
     kept: Path | None = None  # where the old database went
 
 
@@ -91,6 +94,11 @@ def remote_days(transport: Transport) -> list[str]:
 def _restore_all(store: Store, transport: Transport, config: Config, now: float) -> Rebuilt:
     report = Rebuilt()
     stems: set[str] = set()
+    # The ledger wins over a manifest a cut pass did not rewrite: those files are gone.
+    gone = {str(entry.get("file")) for entry in expired.read_all(transport)}
+    ledger = remote_ledger(transport)  # `recsync forget`: never restored, never shipped
+    store.erasure.restore(ledger, now=now)
+    erased = {str(u) for entry in ledger for u in entry["uniqueids"]}
     for day in remote_days(transport):
         data = transport.read_bytes(f"{day}/manifest.json")
         if data is None:
@@ -108,6 +116,8 @@ def _restore_all(store: Store, transport: Transport, config: Config, now: float)
         rows = []
         for entry in entries:
             row = _row(entry, day, config, uploaded_at=uploaded_at, now=now)
+            if row is not None and (row["remote_path"] in gone or row["uniqueid"] in erased):
+                continue
             if row is None or row["stem"] in stems:
                 report.dropped += 1
                 continue
@@ -117,7 +127,74 @@ def _restore_all(store: Store, transport: Transport, config: Config, now: float)
         store.restore(rows, day=day, now=now)
         report.days += 1
         report.restored += len(rows)
+    report.expired = _restore_expired(store, transport, config, stems, now)
+    report.expired += _restore_erased(store, config, erased, stems, now)
     return report
+
+
+def _restore_erased(
+    store: Store, config: Config, erased: set[str], stems: set[str], now: float
+) -> int:
+    """Originals of erased calls still in the spool, as expired rows: the agent's start-up
+    scan then knows them and never ships them again."""
+    if not erased:
+        return 0
+    from agent.backfill import spool_files
+
+    rows = []
+    for rel in spool_files(config.spool.path):
+        stem = rel.rpartition(".")[0]
+        parsed = _parsed(rel, config)
+        if stem in stems or parsed.get("uniqueid") not in erased:
+            continue
+        stems.add(stem)
+        rows.append(
+            {
+                "stem": stem,
+                "path": rel,
+                "state": RecordingState.EXPIRED.value,
+                "reason": "erased on request (from the destination's ledger)",
+                "seen_at": now,
+                "updated_at": now,
+            }
+            | parsed
+            | _identity(config.spool.path / rel, 0)
+        )
+    store.restore(rows, day=None, now=now)
+    return len(rows)
+
+
+def _restore_expired(
+    store: Store, transport: Transport, config: Config, stems: set[str], now: float
+) -> int:
+    """The destination's ledger of expired recordings as expired rows: their originals,
+    if still in the spool, are known and never shipped again."""
+    rows = []
+    for entry in expired.read_all(transport):
+        try:
+            original, remote = check_remote(entry["original"]), check_remote(entry["file"])
+        except (KeyError, TypeError, PermanentError) as exc:
+            log.warning(kv("rebuild-dropped", ledger="expired", error=str(exc)))
+            continue
+        stem = original.rpartition(".")[0] or original
+        if stem in stems:
+            continue
+        stems.add(stem)
+        row: dict[str, Any] = {
+            "stem": stem,
+            "path": original,
+            "state": RecordingState.EXPIRED.value,
+            "reason": "destination retention (from the destination's ledger)",
+            "remote_path": remote,
+            "uniqueid": entry.get("uniqueid"),
+            "seen_at": now,
+            "updated_at": now,
+            "remote_removed_at": entry.get("expired_at") or now,
+        }
+        row |= _parsed(original, config) | _identity(config.spool.path / original, 0)
+        rows.append(row)
+    store.restore(rows, day=None, now=now)
+    return len(rows)
 
 
 def _row(

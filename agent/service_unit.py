@@ -186,6 +186,10 @@ def writable_folders(config: Config) -> list[tuple[str, Path]]:
     ]
     if config.destination.type == "local":
         folders.append(("destination.root", config.destination.root))
+    if config.retention.deletes:  # originals leave the spool
+        folders.append(("spool.path", config.spool.path))
+        if config.retention.move_to is not None:
+            folders.append(("retention.move_to", config.retention.move_to))
     return folders
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -62,7 +63,27 @@ def summary(store: Store, config: Config, now: float) -> dict[str, Any]:
         },
         "destination": _destination(store),
         "cdr": {"type": config.cdr.type, **_meta(store, "cdr")},
+        "retention": _retention(store, config),
         "generated_at": iso(now),
+    }
+
+
+def _retention(store: Store, config: Config) -> dict[str, Any]:
+    """What retention took out of the spool (all time), the holds, the spool's free space."""
+    removed, size = store.spool_bytes_removed()
+    (holds,) = store.conn.execute("SELECT count(*) FROM holds").fetchone()
+    free = None
+    try:
+        st = os.statvfs(config.spool.path)
+        free = round(100.0 * st.f_bavail / st.f_blocks, 1) if st.f_blocks else None
+    except OSError:
+        pass  # a spool that is not there: doctor says so
+    return {
+        "spool_days": config.retention.spool_days,
+        "removed": removed,
+        "removed_bytes": size,
+        "holds": int(holds),
+        "spool_free_percent": free,
     }
 
 
@@ -123,7 +144,7 @@ def _destination(store: Store) -> dict[str, Any]:
 
 def row_json(row: Row) -> dict[str, Any]:
     data = {f.name: getattr(row, f.name) for f in fields(row)}
-    for key in ("seen_at", "settled_at", "uploaded_at", "updated_at"):
+    for key in ("seen_at", "settled_at", "uploaded_at", "updated_at", "spool_removed_at"):
         data[key] = iso(data[key])
     data["next_attempt_at"] = iso(data["next_attempt_at"]) if row.state != "done" else None
     return data

@@ -192,6 +192,7 @@ def test_status_json(site: Site, ran: Recsync) -> None:
         "failed": 0,
         "quarantined": 1,
         "skipped": 1,
+        "expired": 0,
     }
     assert (data["backlog"], data["oldest_pending_seconds"]) == (0, None)
     assert data["destination"]["state"] == "ok"

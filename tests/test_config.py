@@ -148,6 +148,11 @@ BAD = [
         f"[webhook]\npresign_seconds = 604801\n{ROOT}",
         "webhook.presign_seconds",
     ),
+    ("negative days", f"[retention]\nspool_days = -1\n{ROOT}", "retention.spool_days"),
+    ("days string", f'[retention]\nspool_days = "30"\n{ROOT}', "retention.spool_days"),
+    ("percent over 100", f"[retention]\nmin_free_percent = 101\n{ROOT}", "min_free_percent"),
+    ("bad low disk", f'[retention]\non_low_disk = "delete"\n{ROOT}', "retention.on_low_disk"),
+    ("unknown retention", f"[retention]\nspool_dayz = 3\n{ROOT}", "retention.spool_dayz"),
 ]
 
 
@@ -174,6 +179,44 @@ def test_presigned_links_need_an_s3_destination(tmp_path: Path) -> None:
     assert "presigned links need destination.type = 's3' (it is 'local')" in local
     s3 = '[destination]\ntype = "s3"\nbucket = "calls"\n[webhook]\npresign_seconds = 3600\n'
     assert load(write(tmp_path, s3)).webhook.presign_seconds == 3600
+
+
+# --- [retention] ---------------------------------------------------------------------
+
+
+def test_retention_is_off_by_default(tmp_path: Path) -> None:
+    retention = load(write(tmp_path, ROOT)).retention
+    assert (retention.spool_days, retention.move_to, retention.min_free_percent) == (0, None, 0)
+    assert retention.on_low_disk == "alert"
+    assert not retention.deletes
+
+
+def test_retention_takes_fractions_of_days_and_a_move_to_folder(tmp_path: Path) -> None:
+    text = f'[spool]\npath = "spool"\n[retention]\nspool_days = 0.5\nmove_to = "archive"\n{ROOT}'
+    retention = load(write(tmp_path, text)).retention
+    assert retention.spool_days == 0.5
+    assert retention.move_to == tmp_path / "archive"
+    assert retention.deletes
+
+
+def test_only_prune_on_low_disk_deletes(tmp_path: Path) -> None:
+    alert = load(write(tmp_path, f"[retention]\nmin_free_percent = 10\n{ROOT}")).retention
+    assert not alert.deletes
+    text = f'[retention]\nmin_free_percent = 10\non_low_disk = "prune"\n{ROOT}'
+    assert load(write(tmp_path, text)).retention.deletes
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('spool_days = 3\nmove_to = "spool/old"', "must be outside spool.path"),
+        ('spool_days = 3\nmove_to = "."', "must be outside spool.path"),
+        ('move_to = "archive"', "no rule removes anything"),
+    ],
+)
+def test_move_to_must_be_outside_the_spool_and_used(tmp_path: Path, text: str, says: str) -> None:
+    path = write(tmp_path, f'[spool]\npath = "spool"\n[retention]\n{text}\n{ROOT}')
+    assert says in config_error(path)
 
 
 # --- spool.patterns -------------------------------------------------------------------

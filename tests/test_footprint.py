@@ -94,5 +94,5 @@ def test_the_state_counts_are_a_group_bys(site: Site) -> None:
     grouped = dict(store.conn.execute("SELECT state, count(*) FROM recordings GROUP BY state"))
     counts = summary(store, site.config(), 0)["counts"]
     store.close()
-    assert counts == {"uploading": 0, "waiting_cdr": 0, "quarantined": 0} | grouped
+    assert counts == {"uploading": 0, "waiting_cdr": 0, "quarantined": 0, "expired": 0} | grouped
     assert counts["done"] == 5

@@ -3,6 +3,7 @@ classified at the adapter, the headers a page needs, keys that need encoding."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -20,7 +21,13 @@ from agent.config import from_dict
 from agent.daemon import Agent
 from agent.errors import ConfigError, DestinationDown, PermanentError, TransientError
 from agent.transport import open_transport
-from agent.transport.s3 import META_VALUE_MAX, S3Transport, meta_headers, retry_after
+from agent.transport.s3 import (
+    META_VALUE_MAX,
+    S3Transport,
+    meta_headers,
+    object_sha256,
+    retry_after,
+)
 from agent.transport.s3client import Credentials, Response, S3Client
 from tests.conftest import Site
 from tests.support.daemon import recsync
@@ -414,3 +421,22 @@ def test_state_rebuild_from_the_buckets_manifests_uploads_nothing_again(
     assert len(recordings) == 3
     assert {k: after[k] for k in recordings} == {k: before[k] for k in recordings}
     assert sorted(k for k in after if k.endswith(".wav")) == sorted(recordings)
+
+
+SHA = hashlib.sha256(b"recording").hexdigest()
+CHECKSUM = base64.b64encode(bytes.fromhex(SHA)).decode()
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-amz-checksum-sha256": CHECKSUM, "x-amz-meta-sha256": "0" * 64}, SHA),  # the server's
+        ({"x-amz-checksum-sha256": f"{CHECKSUM}-3", "x-amz-meta-sha256": SHA}, SHA),  # parts
+        ({"x-amz-meta-sha256": SHA.upper()}, SHA),
+        ({"x-amz-checksum-sha256": "not base64!"}, None),
+        ({"x-amz-meta-sha256": "../" + SHA}, None),
+        ({}, None),
+    ],
+)
+def test_the_sha256_retention_reads_from_a_head(headers: dict[str, str], expected: str) -> None:
+    assert object_sha256(Response(200, headers, b"")) == expected

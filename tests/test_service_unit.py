@@ -110,6 +110,28 @@ def test_the_drop_in_for_the_shipped_config_opens_its_destination(tmp_path: Path
     assert again is not None and drop_in(config, again) == (text, [])
 
 
+def test_retention_opens_the_spool_and_move_to_only_when_it_deletes(tmp_path: Path) -> None:
+    config_path = tmp_path / "config.toml"
+    example = (REPO / "config.example.toml").read_text()
+    config_path.write_text(example)
+    sandbox = Sandbox.load([packaged(tmp_path)])
+    assert sandbox is not None
+    text, _ = drop_in(load(config_path), sandbox)
+    assert text is not None and "monitor" not in text  # off by default: the spool stays read-only
+    config_path.write_text(
+        example.replace("spool_days = 0 ", "spool_days = 30 ").replace(
+            '# move_to = "/mnt/archive/monitor"', 'move_to = "/mnt/archive/monitor"'
+        )
+    )
+    text, problems = drop_in(load(config_path), sandbox)
+    assert problems == []
+    assert text is not None and text.splitlines()[-3:] == [
+        "ReadWritePaths=-/srv/recordings",
+        "ReadWritePaths=-/var/spool/asterisk/monitor",
+        "ReadWritePaths=-/mnt/archive/monitor",
+    ]
+
+
 def test_systemd_accepts_the_drop_in(tmp_path: Path) -> None:
     """systemd-analyze verify on the unit with a drop-in for awkward folder names."""
     tool = shutil.which("systemd-analyze")

@@ -92,6 +92,9 @@ def test_open_creates_a_wal_database_with_its_migration(store: Store, db_path: P
         ("recsync", "0005_path_index"),
         ("recsync", "0006_events_by_name"),
         ("recsync", "0007_multipart"),
+        ("recsync", "0008_retention"),
+        ("recsync", "0009_expiry"),
+        ("recsync", "0010_erasures"),
     ]
 
 
@@ -105,7 +108,7 @@ def test_opening_again_keeps_rows_and_applies_nothing(db_path: Path) -> None:
         count = again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()
     finally:
         again.close()
-    assert count == (7,)  # one record per migration, not one per open
+    assert count == (10,)  # one record per migration, not one per open
 
 
 # --- transitions ----------------------------------------------------------------------
@@ -387,3 +390,28 @@ def test_prune_keeps_recordings_and_recent_history(store: Store) -> None:
     assert {rid for (rid, _) in history} == {new, None}
     assert (None, "pruned") in history
     assert store.webhooks.due(NOW) == []
+
+
+def test_in_spool_pages_through_every_row_oldest_first(store: Store) -> None:
+    """Retention's candidates, a page at a time, while the pass changes rows between pages."""
+    ids = []
+    for n in range(7):
+        rid = add(store, f"r{n}")
+        store.claim(
+            rid,
+            identity=Identity(1, 1, 1),
+            sha256="0" * 64,
+            size=1,
+            now=0.0,
+            candidates=[f"{DAY}/r{n}.wav"],
+        )
+        store.mark_done(rid, day=DAY, now=100.0 - n)  # the last added shipped first
+        ids.append(rid)
+    seen = []
+    for row in store.in_spool(page=2):
+        seen.append(row.id)
+        store.spool_removed(row.id, event="spool-deleted", detail="test", now=200.0)
+    assert seen == list(reversed(ids))
+    assert list(store.in_spool(page=2)) == []
+    with pytest.raises(ValueError):
+        next(store.in_spool(oldest="id; DROP TABLE recordings"))

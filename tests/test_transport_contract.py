@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import DestinationDown, Interrupted, PermanentError, TransientError
-from agent.transport import Features, Transport
+from agent.transport import Features, RemoteFile, Transport
 from agent.transport.local import LocalTransport
 from agent.transport.retry import RetryingTransport
 from tests.support.s3 import RadosGateway
@@ -304,3 +304,30 @@ def test_create_bytes_writes_only_a_new_name(target: Target) -> None:
     assert target.files() == ["status.json"]  # no temporary left by the refused one
     target.transport.write_bytes("status.json", b"{}")
     assert target.read("status.json") == b"{}"
+
+
+def test_stat_remote_tells_the_size_and_sha256_of_what_is_there(
+    target: Target, tmp_path: Path
+) -> None:
+    """What retention checks again before an original leaves the spool."""
+    data = b"shipped recording" * 5000
+    path, sha = local_file(tmp_path, data)
+    assert target.transport.stat_remote("2024/03/15/a.wav") is None
+    target.transport.put(path, "2024/03/15/a.wav", sha256=sha, metadata={"sha256": sha})
+    assert target.transport.stat_remote("2024/03/15/a.wav") == RemoteFile(len(data), sha)
+    assert target.transport.stat_remote("2024/03/15") is None  # a folder is no file
+    assert target.files() == ["2024/03/15/a.wav"]  # nothing left by the check
+
+
+def test_stat_remote_sees_a_copy_changed_behind_its_back(target: Target, tmp_path: Path) -> None:
+    data = b"0123456789" * 1000
+    path, sha = local_file(tmp_path, data)
+    target.transport.put(path, "2024/03/15/a.wav", sha256=sha, metadata={"sha256": sha})
+    target.plant("2024/03/15/a.wav", data[:-1] + b"X")  # same size, other bytes
+    altered = target.transport.stat_remote("2024/03/15/a.wav")
+    assert altered is not None and altered.size == len(data) and altered.sha256 != sha
+    target.plant("2024/03/15/a.wav", data[:100])
+    truncated = target.transport.stat_remote("2024/03/15/a.wav")
+    assert truncated is not None and truncated.size == 100
+    with pytest.raises(PermanentError, match="unsafe remote path"):
+        target.transport.stat_remote("../a.wav")

@@ -35,6 +35,12 @@ def publish_dirty(store: Store, transport: Transport, now: float, pages: IndexCo
             transport.write_bytes(name, content)
         store.set_meta("static_version", _STATIC_VERSION, now=now)
     for day in days:
+        if next(manifest.day_rows(store, day), None) is None:  # all of it expired
+            transport.remove(f"{day}/manifest.json")
+            transport.remove(f"{day}/index.html")
+            store.days.emptied(day, now=now)
+            log.info(kv("day-emptied", day=day))
+            continue
         # Two passes over the day's rows, each holding one row at a time: a call centre's
         # day of 15,000 calls as objects would cost tens of MB the allocator then keeps.
         totals = index.DayTotals()

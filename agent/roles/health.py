@@ -33,6 +33,12 @@ class NoMetrics:
     def destination(self, state: str) -> None:
         pass
 
+    def retired(self, *, rule: str, size: int) -> None:
+        pass
+
+    def spool_disk(self, *, free_bytes: int, free_percent: float) -> None:
+        pass
+
     def loop_alive(self, now: float) -> None:
         pass
 
@@ -55,6 +61,7 @@ class Health:
         metrics: Metrics | NoMetrics,
         notifier: Notifier,
         paused_reason: Callable[[], str | None],
+        retention_problem: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.store = store
         self.summary = summary
@@ -62,6 +69,7 @@ class Health:
         self.metrics = metrics
         self.notifier = notifier
         self.paused_reason = paused_reason
+        self.retention_problem = retention_problem  # low spool disk, re-queued copies
         self.failures_in_a_row = 0
 
     def upload_ended(
@@ -91,6 +99,7 @@ class Health:
             oldest_pending_seconds=status["oldest_pending_seconds"],
             destination=destination["state"],
             reason=destination.get("reason") or self.paused_reason(),
+            retention=self.retention_problem(),
         )
 
     def record_cdr(

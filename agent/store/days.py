@@ -35,6 +35,21 @@ class Days:
             set_count(tx, day, count)
             tx.event(None, now, "published", f"{day} {count}")
 
+    def older_than(self, day: str) -> list[str]:
+        """Published days before `day` (both YYYY/MM/DD)."""
+        return [
+            d
+            for (d,) in self.conn.execute("SELECT day FROM days WHERE day < ? ORDER BY day", (day,))
+        ]
+
+    def emptied(self, day: str, *, now: float) -> None:
+        """The day holds nothing any more: its manifest and page are gone, the root
+        page no longer lists it."""
+        with transaction(self.conn) as tx:
+            tx.execute("DELETE FROM dirty_days WHERE day = ?", (day,))
+            tx.execute("DELETE FROM days WHERE day = ?", (day,))
+            tx.event(None, now, "day-emptied", day)
+
     def mark_all_dirty(self, *, now: float) -> int:
         """`index rebuild`: every day that holds a shipped recording; returns how many."""
         with transaction(self.conn) as tx:

@@ -146,3 +146,51 @@ def _multipart(db: Database) -> None:
         )
         """
     )
+
+
+@migrations(name="0008_retention")
+def _retention(db: Database) -> None:
+    # When a retention rule took the original out of the spool (deleted or moved to
+    # retention.move_to) after its remote copy was checked again; NULL: still there.
+    db.execute("ALTER TABLE recordings ADD COLUMN spool_removed_at REAL")
+    # Retention looks for shipped originals still in the spool, oldest first.
+    db.execute(
+        "CREATE INDEX recordings_in_spool ON recordings (state, uploaded_at)"
+        " WHERE spool_removed_at IS NULL"
+    )
+    # Legal holds: what no rule may delete. `value` is normalised: a number's digits, a
+    # uniqueid as given, a day as YYYY-MM-DD.
+    db.execute(
+        """
+        CREATE TABLE holds (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,             -- number, uniqueid, day
+            value TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (kind, value)
+        )
+        """
+    )
+
+
+@migrations(name="0009_expiry")
+def _expiry(db: Database) -> None:
+    # An expired recording's files at the destination are removed after its row says
+    # expired; NULL until they are, so a pass cut between the two finishes the removal.
+    db.execute("ALTER TABLE recordings ADD COLUMN remote_removed_at REAL")
+
+
+@migrations(name="0010_erasures")
+def _erasures(db: Database) -> None:
+    # `recsync forget`: who was erased (a hash of the number, never the number) and
+    # which calls, so backfill and state rebuild never bring them back.
+    db.execute(
+        """
+        CREATE TABLE erasures (
+            id INTEGER PRIMARY KEY,
+            number_sha256 TEXT NOT NULL,
+            uniqueids TEXT NOT NULL,        -- JSON list
+            at REAL NOT NULL
+        )
+        """
+    )

@@ -12,13 +12,30 @@ from typing import Any
 
 from agent.errors import AgentError
 from agent.model import CallInfo, Identity, Recording, RecordingState
-from agent.store import days, webhooks
+from agent.store import days, holds, webhooks
 from agent.store.days import Days
+from agent.store.erasure import Erasure
+from agent.store.holds import Holds
 from agent.store.tx import Transaction, transaction
 from agent.store.webhooks import Webhooks
 
 BUSY_TIMEOUT_MS = 10_000
 FULL_DISK_BYTES = 1 << 20  # less free space than this next to an error: say why
+# Events kept however old: what left the spool, why a copy was shipped again, the holds.
+AUDIT_EVENTS = (
+    "spool-deleted",
+    "spool-moved",
+    "spool-absent",
+    "spool-restored",
+    "requeued",
+    "hold-added",
+    "hold-removed",
+    "expired",
+    "remote-removed",
+    "erased",
+    "erasure",
+    "scrubbed",
+)
 # States a worker may pick up when their next_attempt_at has come.
 ACTIVE_STATES = (RecordingState.PENDING, RecordingState.WAITING_CDR, RecordingState.FAILED)
 
@@ -76,6 +93,8 @@ class Row:
     duration: int | None
     billsec: int | None
     disposition: str | None
+    spool_removed_at: float | None  # a retention rule took the original out of the spool
+    remote_removed_at: float | None  # destination retention removed its shipped files
 
     @property
     def identity(self) -> Identity:
@@ -130,6 +149,9 @@ class Store:
         self.conn = conn
         self.webhooks = Webhooks(conn)  # the CRM outbox
         self.days = Days(conn)  # which day pages to rewrite
+        holds.register(conn)
+        self.holds = Holds(conn)  # legal holds: what retention never deletes
+        self.erasure = Erasure(conn)  # `recsync forget` and its ledger
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> Store:
@@ -290,6 +312,44 @@ class Store:
             names,
         ).fetchone()
         return None if value is None else float(value)
+
+    def in_spool(
+        self, *, shipped_before: float | None = None, oldest: str = "uploaded_at", page: int = 500
+    ) -> Iterator[Row]:
+        """Shipped recordings whose original retention has not taken out of the spool and
+        no hold covers: those shipped before `shipped_before` (None: any), by `oldest`
+        ("uploaded_at" or "mtime_ns"). A page at a time, each after the last row seen:
+        the pass writes between its reads, and years of rows need not be in memory."""
+        if oldest not in ("uploaded_at", "mtime_ns"):  # a column name in the SQL text
+            raise ValueError(f"not an order: {oldest!r}")
+        where = (
+            "state = ? AND spool_removed_at IS NULL AND remote_path IS NOT NULL"
+            f" AND sha256 IS NOT NULL AND shipped_size IS NOT NULL AND NOT {holds.HELD}"
+        )
+        params: list[Any] = [RecordingState.DONE.value]
+        if shipped_before is not None:
+            where += " AND uploaded_at <= ?"
+            params.append(shipped_before)
+        after: list[Any] = []
+        while True:
+            rows = self.rows(
+                where + (f" AND ({oldest}, id) > (?, ?)" if after else ""),
+                params + after,
+                order=f"{oldest}, id",
+                limit=page,
+            )
+            yield from rows
+            if len(rows) < page:
+                return
+            after = [getattr(rows[-1], oldest), rows[-1].id]
+
+    def spool_bytes_removed(self) -> tuple[int, int]:
+        """(recordings, bytes) retention took out of the spool, for status and metrics."""
+        count, size = self.conn.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM recordings"
+            " WHERE spool_removed_at IS NOT NULL"
+        ).fetchone()
+        return int(count), int(size)
 
     def meta(self, key: str) -> str | None:
         found = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -514,7 +574,7 @@ class Store:
                 webhooks.enqueue(conn, rid, "recording.shipped", now)
             conn.execute(
                 "UPDATE recordings SET state = ?, reason = NULL, attempts = 0, uploaded_at = ?,"
-                " version = version + 1, updated_at = ? WHERE id = ?",
+                " version = version + 1, updated_at = ?, spool_removed_at = NULL WHERE id = ?",
                 (RecordingState.DONE.value, now, now, rid),
             )
             days.mark_dirty(conn, day)
@@ -532,6 +592,52 @@ class Store:
                 (RecordingState.FAILED.value, error, retry_at, now, rid),
             )
             conn.event(rid, now, "failed-staging" if local else "failed", error)
+
+    def spool_removed(self, rid: int, *, event: str, detail: str, now: float) -> None:
+        """Retention took the original out of the spool (`event`: spool-deleted,
+        spool-moved, or spool-absent for one found gone): the audit trail's entry."""
+        self._set(rid, now, event, detail, spool_removed_at=now)
+
+    def spool_restored(self, rid: int, *, identity: Identity, now: float) -> None:
+        """An original retention took out is back in the spool, unchanged (size, mtime)."""
+        self._set(rid, now, "spool-restored", None, spool_removed_at=None, inode=identity.inode)
+
+    def expire(self, rids: Iterable[int], *, day: str, reason: str, now: float) -> None:
+        """Destination retention: these recordings of `day` leave the destination and
+        are never shipped again; the day's manifest and page are rewritten without them.
+        Their files are removed after this (`remote_removed`)."""
+        with self._write() as conn:
+            for rid in rids:
+                conn.execute(
+                    "UPDATE recordings SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+                    (RecordingState.EXPIRED.value, reason, now, rid),
+                )
+                conn.event(rid, now, "expired", reason)
+            days.mark_dirty(conn, day)
+
+    def remote_removed(self, rid: int, *, now: float) -> None:
+        self._set(rid, now, "remote-removed", None, remote_removed_at=now)
+
+    def expiring(self) -> list[Row]:
+        """Expired rows whose files may still be at the destination (a pass was cut)."""
+        return self.rows(
+            "state = ? AND remote_removed_at IS NULL AND remote_path IS NOT NULL",
+            [RecordingState.EXPIRED.value],
+        )
+
+    def requeue(self, rid: int, *, reason: str, now: float) -> None:
+        """The remote copy is missing or differs: ship the original again (to the same
+        remote path, fixed once), now."""
+        self._set(
+            rid,
+            now,
+            "requeued",
+            reason,
+            state=RecordingState.PENDING.value,
+            reason=reason,
+            attempts=0,
+            next_attempt_at=now,
+        )
 
     def release(self, rid: int, *, why: str, now: float) -> None:
         """Give a claimed row back untouched (agent stopping, destination paused)."""
@@ -572,9 +678,10 @@ class Store:
                 conn.event(rid, now, "retry")
         return len(targets)
 
-    def restore(self, rows: list[dict[str, Any]], *, day: str, now: float) -> None:
+    def restore(self, rows: list[dict[str, Any]], *, day: str | None, now: float) -> None:
         """`state rebuild`: one day's shipped recordings read back from its manifest, as
-        done rows (column -> value), and the day as published, in one transaction."""
+        done rows (column -> value), and the day as published, in one transaction (day
+        None: the expired recordings of the destination's ledger, no day)."""
         with self._write() as conn:
             for values in rows:
                 if unknown := values.keys() - _ROW_FIELDS:  # names go into the SQL text
@@ -584,14 +691,20 @@ class Store:
                     f" VALUES ({', '.join('?' * len(values))})",
                     list(values.values()),
                 )
-                conn.event(int(cursor.lastrowid or 0), now, "restored", day)
-            days.set_count(conn, day, len(rows))
+                conn.event(int(cursor.lastrowid or 0), now, "restored", day or "expired")
+            if day is not None:
+                days.set_count(conn, day, len(rows))
 
     def prune(self, before: float, *, now: float) -> int:
         """Housekeeping: drop history older than `before` (events, settled webhooks) so
-        the database stays bounded; recordings themselves are kept."""
+        the database stays bounded; recordings themselves are kept, and so is the audit
+        trail of what retention removed and of the holds."""
         with self._write() as conn:
-            events = conn.execute("DELETE FROM events WHERE at < ?", (before,)).rowcount
+            marks = ",".join("?" * len(AUDIT_EVENTS))
+            events = conn.execute(
+                f"DELETE FROM events WHERE at < ? AND event NOT IN ({marks})",
+                (before, *AUDIT_EVENTS),
+            ).rowcount
             hooks = webhooks.prune(conn, before)
             conn.event(None, now, "pruned", f"{events} events, {hooks} webhooks")
         return int(events) + hooks

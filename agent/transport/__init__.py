@@ -6,7 +6,7 @@ import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from agent.config import DestinationConfig
 from agent.errors import PermanentError
@@ -47,6 +47,14 @@ class Features:
             f"{self.parallel} at once, {replace}, {synced}, verifies {self.verify},"
             f" sha256 by {self.sha256_by}"
         )
+
+
+class RemoteFile(NamedTuple):
+    """A file at the destination as it is now: retention checks a copy again before the
+    original leaves the spool."""
+
+    size: int
+    sha256: str | None  # None where the destination cannot tell (then size alone)
 
 
 class Transport(Protocol):
@@ -90,6 +98,11 @@ class Transport(Protocol):
 
     def listdir(self, folder: str = "") -> list[str]:
         """The names in `folder` ("" is the root), sorted; [] when it does not exist."""
+
+    def stat_remote(self, remote: str) -> RemoteFile | None:
+        """`remote`'s size and sha256 as the destination has it now (computed there, read
+        back, or the checksum stored with the object), None when it is not there. Costs
+        a read of the file on some destinations: for re-verification, not for listings."""
 
     def remove(self, remote: str) -> None:
         """Delete `remote`; a missing file is not an error."""

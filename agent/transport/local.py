@@ -6,13 +6,14 @@ import errno
 import hashlib
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from agent.errors import DestinationDown, Interrupted, PermanentError, TransientError
 from agent.testhooks import crash_point
-from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, check_remote
+from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, RemoteFile, check_remote
 
 CHUNK = 1 << 20
 # Errors of the whole destination: every other file would fail the same way.
@@ -189,6 +190,24 @@ class LocalTransport:
             return []
         except OSError as exc:
             raise _classify(exc, folder or ".") from exc
+
+    def stat_remote(self, remote: str) -> RemoteFile | None:
+        if not self.root.is_dir():  # a lost mount: the copies are not known to be gone
+            raise DestinationDown(f"destination root {self.root} does not exist")
+        digest = hashlib.sha256()
+        try:
+            with self._target(remote).open("rb") as file:
+                if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                    return None
+                size = 0
+                while chunk := file.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        except OSError as exc:
+            raise _classify(exc, remote) from exc
+        return RemoteFile(size, digest.hexdigest())
 
     def remove(self, remote: str) -> None:
         try:

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from agent.backoff import backoff
 from agent.errors import Interrupted, TransientError
-from agent.transport import Features, Transport
+from agent.transport import Features, RemoteFile, Transport
 
 T = TypeVar("T")
 
@@ -103,6 +103,9 @@ class RetryingTransport:
 
     def listdir(self, folder: str = "") -> list[str]:
         return self._retry(lambda: self.inner.listdir(folder))
+
+    def stat_remote(self, remote: str) -> RemoteFile | None:
+        return self._retry(lambda: self.inner.stat_remote(remote))
 
     def remove(self, remote: str) -> None:
         self._retry(lambda: self.inner.remove(remote))

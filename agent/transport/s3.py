@@ -16,6 +16,7 @@ import http.client
 import logging
 import mimetypes
 import posixpath
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -29,7 +30,7 @@ from agent.errors import DestinationDown, Interrupted, PermanentError, Transient
 from agent.log import kv
 from agent.model import Part, PartUpload
 from agent.testhooks import crash_point
-from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, check_remote
+from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, RemoteFile, check_remote
 from agent.transport.ratelimit import RateLimit
 from agent.transport.s3client import (
     BLOCK,
@@ -73,6 +74,7 @@ _REFUSED = {
 # Codes of one object: its name or size is not acceptable to the server.
 _OBJECT_FAULTS = {"KeyTooLongError", "InvalidObjectName", "EntityTooLarge", "InvalidArgument"}
 _NO_CACHE = (".html", ".json")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 MULTIPART_THRESHOLD = 512 * 10**6  # destination.multipart_threshold_mb's default
 
 
@@ -122,6 +124,20 @@ def _small_file_headers(remote: str, data: bytes) -> dict[str, str]:
     if remote.endswith(_NO_CACHE):
         headers["cache-control"] = "no-cache"
     return headers
+
+
+def object_sha256(head: Response) -> str | None:
+    """The object's sha256 as its HEAD tells it (hex), None when it cannot."""
+    checksum = head.headers.get("x-amz-checksum-sha256", "")
+    if checksum and "-" not in checksum:  # "…-N": a checksum of the parts' checksums
+        try:
+            digest = base64.b64decode(checksum, validate=True)
+        except ValueError:
+            digest = b""
+        if len(digest) == 32:
+            return digest.hex()
+    meta = head.headers.get("x-amz-meta-sha256", "").lower()
+    return meta if _SHA256.fullmatch(meta) else None
 
 
 def content_type(remote: str) -> str:
@@ -514,6 +530,24 @@ class S3Transport:
         if answer.status != 200:
             raise self._fault(f"read {remote}", answer)
         return answer.body
+
+    def stat_remote(self, remote: str) -> RemoteFile | None:
+        """HEAD: the stored size, and the sha256 — the server's own checksum of a single
+        PUT where it keeps one (x-amz-checksum-sha256, asked with checksum mode), else
+        the one the recording was put with (x-amz-meta-sha256, which the server checked
+        as x-amz-content-sha256 on the PUT). An object with neither: size only."""
+        head = self._send(
+            f"check {remote}",
+            "HEAD",
+            self.key(remote),
+            headers={"x-amz-checksum-mode": "ENABLED"},
+        )
+        if head.status == 404:
+            return None
+        if head.status != 200:
+            raise self._fault(f"check {remote}", head)
+        size = int(head.headers.get("content-length", "-1"))
+        return RemoteFile(size, object_sha256(head))
 
     def listdir(self, folder: str = "") -> list[str]:
         prefix = self.prefix + (check_remote(folder) + "/" if folder else "")

@@ -30,7 +30,7 @@ import asyncssh
 from agent.errors import AgentError, DestinationDown, Interrupted, PermanentError, TransientError
 from agent.log import kv
 from agent.testhooks import crash_point
-from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, check_remote
+from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, RemoteFile, check_remote
 from agent.transport.ratelimit import RateLimit
 from agent.transport.sftp_login import Login
 from agent.transport.sftp_session import (
@@ -186,6 +186,10 @@ class SftpTransport:
     def listdir(self, folder: str = "") -> list[str]:
         target = self._path(folder) if folder else self.root
         return self._call(target, lambda s: self._list(s, target))
+
+    def stat_remote(self, remote: str) -> RemoteFile | None:
+        target = self._path(remote)
+        return self._call(target, lambda s: self._stat_remote(s, target))
 
     def sweep(self, folders: Iterable[str]) -> int:
         paths = [self._path(folder) for folder in folders]
@@ -509,6 +513,21 @@ class SftpTransport:
             return data
         finally:
             await file.close()
+
+    async def _stat_remote(self, session: Session, target: str) -> RemoteFile | None:
+        """The size from the server, the sha256 by `sha256sum` over ssh where the account
+        runs commands, else by reading the file back."""
+        try:
+            attrs = await self._op(session.sftp.stat(target))
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        if not stat.S_ISREG(attrs.permissions or 0) or attrs.size is None:
+            return None
+        try:
+            digest = await self._remote_sha256(session, target)
+        except asyncssh.SFTPNoSuchFile:  # removed between the stat and the read
+            return None
+        return RemoteFile(attrs.size, digest)
 
     async def _list(self, session: Session, target: str) -> list[str]:
         try:

@@ -11,5 +11,6 @@ STATUS_FIELDS = {
     "last_error",
     "destination",
     "cdr",
+    "retention",
     "generated_at",
 }

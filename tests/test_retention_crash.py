@@ -1,0 +1,132 @@
+"""SIGKILL in the middle of retention passes, at the crash points around the remote check
+and the removal: every recording still exists in at least one place (the spool, move_to,
+and always the destination), and once a pass runs to its end the state agrees with disk.
+
+Three passes to cut: the age rule deleting, the age rule moving to another file system
+(a tmpfs: copy, check, rename, unlink), and a low-disk prune of a spool on a tmpfs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Site
+from tests.support.files import sha
+from tests.support.mixmonitor import write_recording
+
+COUNT = 20
+TIMEOUT = 120.0
+
+
+def rels() -> list[str]:
+    days = [13 + n % 3 for n in range(COUNT)]
+    return [
+        f"2024/03/{d}/in-600-21255{n:05d}-202403{d}-1000{n:02d}-1710497702.{n}.wav"
+        for n, d in enumerate(days)
+    ]
+
+
+def recsync(config: Path, *args: str, crash_at: str | None = None) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "RECSYNC_CRASH_AT"}
+    if crash_at is not None:
+        env["RECSYNC_CRASH_AT"] = crash_at
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(config), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode in (0, -signal.SIGKILL), done.stderr
+    return done.returncode
+
+
+def rows(site: Site) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"file:{site.state / 'state.db'}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "SELECT path, remote_path, state, spool_removed_at FROM recordings ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+class Pass:
+    """One setup: where the spool is, where moved originals go, its retention table."""
+
+    def __init__(self, spool: Path, move_to: Path | None, retention: dict[str, Any]) -> None:
+        self.spool, self.move_to, self.retention = spool, move_to, retention
+
+
+@pytest.fixture(params=["delete", "move", "prune"])
+def setup(request: pytest.FixtureRequest, site: Site) -> Pass:
+    if request.param == "delete":
+        return Pass(site.spool, None, {"spool_days": 1e-9})
+    disk: Path = request.getfixturevalue("small_disk")
+    if request.param == "move":
+        return Pass(site.spool, disk, {"spool_days": 1e-9, "move_to": str(disk)})
+    return Pass(disk, None, {"min_free_percent": 80, "on_low_disk": "prune"})
+
+
+KILLS = [
+    ("retention:verified", 1),
+    ("retention:removed", 1),
+    ("retention:copied", 1),
+    ("retention:verified", 3),
+    ("retention:removed", 2),
+    ("retention:copied", 2),
+    ("retention:removed", 4),
+]
+
+
+def test_sigkill_mid_pass_loses_nothing(site: Site, setup: Pass) -> None:
+    originals = {}
+    for n, rel in enumerate(rels()):
+        path = setup.spool / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_recording(path, seconds=2, seed=n)
+        originals[rel] = sha(path)
+    spool = {"path": str(setup.spool), "backfill_days": 100_000}
+    assert recsync(site.write_config(spool=spool), "run", "--once") == 0  # shipped, kept
+    assert {state for _, _, state, _ in rows(site)} == {"done"}
+    remote = {path: site.dest / r for path, r, _, _ in rows(site)}
+    config = site.write_config(spool=spool, retention=setup.retention)
+
+    def everything_somewhere() -> None:
+        for rel, digest in originals.items():
+            assert sha(remote[rel]) == digest, rel  # the destination's copy is never touched
+            places = [setup.spool / rel] + ([setup.move_to / rel] if setup.move_to else [])
+            if setup.move_to is not None:  # moved originals: here or there, whole
+                assert digest in {sha(p) for p in places if p.exists()}, rel
+
+    killed = 0
+    for point, nth in KILLS:
+        if point == "retention:copied" and setup.move_to is None:
+            continue
+        killed += recsync(config, "retention", crash_at=f"{point}@{nth}") != 0
+        everything_somewhere()
+    assert killed >= 3  # the passes really were cut
+
+    assert recsync(config, "retention") == 0  # a pass to its end
+    everything_somewhere()
+    removed = 0
+    for path, _, state, removed_at in rows(site):
+        assert state == "done"
+        assert (setup.spool / path).exists() == (removed_at is None), path  # state = disk
+        removed += removed_at is not None
+    if setup.retention.get("spool_days"):
+        assert removed == COUNT
+    else:
+        assert 0 < removed < COUNT
+        st = os.statvfs(setup.spool)
+        assert 100 * st.f_bavail / st.f_blocks >= 80
+    for folder in filter(None, [setup.spool, setup.move_to]):
+        assert [p.name for p in folder.rglob(".*")] == []  # no temporaries left behind
