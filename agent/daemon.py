@@ -29,7 +29,7 @@ from agent.roles.shipping import Shipping
 from agent.status import summary
 from agent.store.state import Store
 from agent.systemd import Notifier
-from agent.transport import Transport, as_s3
+from agent.transport import Transport, as_s3, root_path
 from agent.wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def download_links(transport: Transport, seconds: int) -> Callable[[str], str] |
     s3 = as_s3(transport)
     if s3 is None:  # the config allows it with s3 only; a test may wire another
         raise ConfigError("webhook.presign_seconds: the destination cannot presign links")
-    return lambda remote: s3.presign(remote, seconds)
+    return lambda remote: s3.presign(root_path(transport, remote), seconds)
 
 
 class Agent:
