@@ -415,12 +415,12 @@ def _bool(key: str, value: Any, _base: Path) -> bool:
 # A site is one folder name under a shared root, in URLs and in S3 keys: plain letters,
 # digits, "-" and "_" need no escaping anywhere, and no dot rules out ".", ".." and the
 # agent's temporary ".recsync-" names. "static" is the root page's own folder.
-_SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 RESERVED_SITES = frozenset({"static"})
 
 
 def _site(key: str, value: Any, _base: Path) -> str:
-    if not isinstance(value, str) or not _SITE.fullmatch(value):
+    if not isinstance(value, str) or not SITE_NAME.fullmatch(value):
         raise ConfigError(
             f"{key}: expected a folder name of letters, digits, '-' and '_' (at most 63,"
             f" starting with a letter or digit), got {value!r}"

@@ -97,7 +97,11 @@ class Agent:
             return summary(store, config, now)
 
         self.destination = Destination(
-            transport=transport, store=store, summary=status, on_state=self.metrics.destination
+            transport=transport,
+            store=store,
+            summary=status,
+            on_state=self.metrics.destination,
+            site=config.destination.site,
         )
         self.health = Health(
             store=store,
@@ -124,7 +128,9 @@ class Agent:
         self.outbox = None
         if webhook is not None:
             links = download_links(transport, config.webhook.presign_seconds)
-            self.outbox = Outbox(store=store, webhook=webhook, download_url=links)
+            self.outbox = Outbox(
+                store=store, webhook=webhook, download_url=links, site=config.destination.site
+            )
         self.retention = Retention(
             config=config.retention,
             spool=config.spool.path,
@@ -273,7 +279,7 @@ class Agent:
             if not waits:
                 break
             self.wakeup.wait(min(waits) - self.clock())
-        self.destination.write_status(self.clock())
+        self.publisher.heartbeat(self.clock())
 
     def run_forever(self) -> None:
         """`run`: until stop(); inotify and due times wake the loop, reconcile runs on a timer."""
@@ -282,9 +288,7 @@ class Agent:
             lambda: self.housekeeping(self.clock())
         )
         scheduler.every(LATE_CDR_SWEEP_SECONDS).seconds.do(lambda: self.fill_late_cdr(self.clock()))
-        scheduler.every(STATUS_SECONDS).seconds.do(
-            lambda: self.destination.write_status(self.clock())
-        )
+        scheduler.every(STATUS_SECONDS).seconds.do(lambda: self.publisher.heartbeat(self.clock()))
         scheduler.every(HEALTH_SECONDS).seconds.do(lambda: self.health.check(self.clock()))
         self.start(self.clock())
         self.health.check(self.clock())

@@ -31,9 +31,11 @@ class Destination:
         summary: Callable[[float], dict[str, Any]],
         on_state: Callable[[str], None] = lambda state: None,
         host: str | None = None,
+        site: str | None = None,
     ) -> None:
         self.transport = transport
         self.host = host or socket.gethostname()  # what status.json's "host" says of us
+        self.site = site  # the folder of a shared root this agent owns; None: the root
         self.store = store
         self.summary = summary  # the status document, as `status --json` shows it
         self.on_state = on_state  # the metrics gauge
@@ -93,7 +95,8 @@ class Destination:
             self._recorded = value
 
     def _check_owner(self, now: float) -> None:
-        """One agent owns one root: another host's status.json there stops this one. A
+        """One agent owns one root (or, in a shared root, one site folder: the transport
+        is the folder's): another host's status.json there stops this one. A
         root without one is claimed by creating it where the destination can refuse an
         existing name (S3's If-None-Match: *), so of two agents starting at once one
         loses; elsewhere (and where a server ignores the condition) the read is the check."""
@@ -101,6 +104,13 @@ class Destination:
         create = self.transport.features.create_bytes
         if not found and create is not None and not create(STATUS_FILE, self._document(now)):
             _, owner = self._read_owner()  # another's claim won, or a retry found our own
+        if owner and owner != self.host and self.site is not None:
+            raise AgentError(
+                f"the site {self.site!r} at the destination already belongs to the agent on"
+                f" {owner!r} (its {self.site}/{STATUS_FILE}); one agent per site: set another"
+                f" agent.site, or delete {self.site}/{STATUS_FILE} there if that agent is gone"
+                " for good"
+            )
         if owner and owner != self.host:
             raise AgentError(
                 f"the destination root already belongs to the agent on {owner!r} (its"
