@@ -24,6 +24,7 @@ from agent.transport import Transport
 SILENT_SECONDS = 600  # a heartbeat older than this marks its site silent
 STATUS_FILE = "status.json"
 MAX_DAYS = 31  # the rows of the calls-per-day table
+CONVERGE_TRIES = 3  # writes of the page in one heartbeat, while the listing still moves
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +122,22 @@ def render(sites: Iterable[SiteStatus], *, title: str, generated_at: str) -> byt
 
 def publish(root: Transport, now: float, *, title: str) -> int:
     """Write the root page (and the static files it uses) from every site's status.json;
-    returns how many sites it lists."""
-    sites = collect(root, now)
+    returns how many sites it lists.
+
+    Agents write it with no lock, so a page made from an older listing may land after a
+    newer one. Each writer therefore lists again after writing, and writes again when a
+    site appeared or changed meanwhile: whichever write lands last was followed by a
+    listing that matched it, so it shows every site whose status.json came before it."""
     generated = datetime.fromtimestamp(now, UTC).astimezone().isoformat(timespec="seconds")
     for name, content in index.STATIC.items():
         root.write_bytes(name, content)
-    root.write_bytes("index.html", render(sites, title=title, generated_at=generated))
+    sites = collect(root, now)
+    for _ in range(CONVERGE_TRIES):
+        root.write_bytes("index.html", render(sites, title=title, generated_at=generated))
+        again = collect(root, now)
+        if again == sites:
+            break
+        sites = again
     return len(sites)
 
 
