@@ -29,7 +29,7 @@ from agent.roles.shipping import Shipping
 from agent.status import summary
 from agent.store.state import Store
 from agent.systemd import Notifier
-from agent.transport import Transport, as_s3, root_path
+from agent.transport import Transport, as_s3, root_path, shared_root
 from agent.wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -96,12 +96,14 @@ class Agent:
         def status(now: float) -> dict[str, Any]:
             return summary(store, config, now)
 
+        shared = shared_root(transport)
         self.destination = Destination(
             transport=transport,
             store=store,
             summary=status,
             on_state=self.metrics.destination,
             site=config.destination.site,
+            root=None if shared is None else shared[0],
         )
         self.health = Health(
             store=store,

@@ -11,7 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.daemon import Agent
+from agent.errors import AgentError
 from agent.publish import sites
 from agent.rebuild import rebuild
 from agent.transport import open_transport
@@ -212,3 +215,15 @@ def test_a_single_root_moved_under_a_site_is_not_shipped_again(
     assert len(manifest["recordings"]) == 3 and {e["site"] for e in manifest["recordings"]} == {
         "north"
     }
+
+
+def test_a_root_owned_by_a_single_layout_agent_is_refused(
+    site: Site, make_agent: Callable[..., Agent]
+) -> None:
+    plant(site.dest, "status.json", status_of(NOW, host="pbx-alone"))
+    record(site, 1)
+    config = sites_config(site)
+    agent = make_agent(config, transport=open_transport(config.destination))
+    with pytest.raises(AgentError, match="belongs to one agent alone"):
+        agent.start(NOW)
+    assert sorted(p.name for p in site.dest.iterdir()) == ["status.json"]

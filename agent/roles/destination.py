@@ -32,10 +32,12 @@ class Destination:
         on_state: Callable[[str], None] = lambda state: None,
         host: str | None = None,
         site: str | None = None,
+        root: Transport | None = None,
     ) -> None:
         self.transport = transport
         self.host = host or socket.gethostname()  # what status.json's "host" says of us
         self.site = site  # the folder of a shared root this agent owns; None: the root
+        self.root = root  # the whole shared root (the site's transport is its folder)
         self.store = store
         self.summary = summary  # the status document, as `status --json` shows it
         self.on_state = on_state  # the metrics gauge
@@ -100,6 +102,7 @@ class Destination:
         root without one is claimed by creating it where the destination can refuse an
         existing name (S3's If-None-Match: *), so of two agents starting at once one
         loses; elsewhere (and where a server ignores the condition) the read is the check."""
+        self._check_root_is_shared()
         found, owner = self._read_owner()
         create = self.transport.features.create_bytes
         if not found and create is not None and not create(STATUS_FILE, self._document(now)):
@@ -118,6 +121,19 @@ class Destination:
                 f" delete {STATUS_FILE} there if that agent is gone for good"
             )
         self.owner_checked = True
+
+    def _check_root_is_shared(self) -> None:
+        """A root that one agent owns alone (its status.json at the root, layout "single")
+        is not shared: a site there would be overwritten by its root page, and it ours."""
+        if self.root is None:
+            return
+        data = self.root.read_bytes(STATUS_FILE)
+        if data is not None:
+            raise AgentError(
+                f"the destination root belongs to one agent alone ({STATUS_FILE} at the root,"
+                ' destination.layout = "single"); move its files under a site folder first'
+                ' (README "Several PBXs into one root") or choose another destination.root'
+            )
 
     def _read_owner(self) -> tuple[bool, str | None]:
         """Whether status.json exists, and the host it names (None when it names none)."""
