@@ -16,11 +16,15 @@ import pytest
 from agent.daemon import Agent
 from agent.errors import AgentError
 from agent.publish import sites
+from agent.publish.webhook import Webhook
 from agent.rebuild import rebuild
-from agent.transport import open_transport
+from agent.transport import as_s3, open_transport, root_path
 from agent.transport.local import LocalTransport
+from agent.transport.retry import RetryingTransport
+from agent.transport.scoped import SiteTransport
 from tests.conftest import Site
 from tests.support.browser import chromium_page, served
+from tests.support.crm import CrmServer
 from tests.support.mixmonitor import write_recording
 
 DAY = "2024/03/15"
@@ -227,3 +231,26 @@ def test_a_root_owned_by_a_single_layout_agent_is_refused(
     with pytest.raises(AgentError, match="belongs to one agent alone"):
         agent.start(NOW)
     assert sorted(p.name for p in site.dest.iterdir()) == ["status.json"]
+
+
+def test_webhooks_say_which_site(
+    site: Site, crm: CrmServer, make_agent: Callable[..., Agent]
+) -> None:
+    record(site, 2)
+    config = sites_config(site)
+    agent = make_agent(
+        config,
+        transport=open_transport(config.destination),
+        webhook=Webhook(url=f"{crm.base}/hooks", secret=None, timeout=2),
+    )
+    agent.run_until_idle()
+    sent = [json.loads(r.body)["recording"] for r in crm.wait_for(2)]
+    assert [e["site"] for e in sent] == ["north", "north"]
+    assert all(e["file"].startswith(f"{DAY}/") for e in sent)
+
+
+def test_paths_under_a_site_are_signed_as_the_root_names_them(site: Site) -> None:
+    wrapped = SiteTransport(RetryingTransport(LocalTransport(root=site.dest)), site="north")
+    assert root_path(wrapped, f"{DAY}/x.wav") == f"north/{DAY}/x.wav"
+    assert root_path(LocalTransport(root=site.dest), f"{DAY}/x.wav") == f"{DAY}/x.wav"
+    assert as_s3(wrapped) is None
