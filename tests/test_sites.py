@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,11 +118,16 @@ def test_single_layout_keeps_the_root_and_says_no_site(
 def test_a_heartbeat_older_than_ten_minutes_is_silent(
     site: Site, make_agent: Callable[..., Agent]
 ) -> None:
-    plant(site.dest, "south/status.json", status_of(NOW - 601, site="south", host="pbx-s"))
-    plant(site.dest, "east/status.json", status_of(NOW - 599, site="east", host="pbx-e"))
+    now = float(int(time.time()))  # the browser's clock must agree (the page's script)
+    plant(site.dest, "south/status.json", status_of(now - 601, site="south", host="pbx-s"))
+    plant(site.dest, "east/status.json", status_of(now - 300, site="east", host="pbx-e"))
+    listed = {s.folder: s for s in sites.collect(LocalTransport(root=site.dest), now - 299)}
+    assert listed["east"].silent is False and listed["east"].age == "1 s ago"
+    listed = {s.folder: s for s in sites.collect(LocalTransport(root=site.dest), now + 301)}
+    assert listed["east"].silent is True  # 601 s at that now
     record(site, 1)
-    ship(make_agent, sites_config(site))
-    listed = {s.folder: s for s in sites.collect(LocalTransport(root=site.dest), NOW)}
+    ship(make_agent, sites_config(site), now)
+    listed = {s.folder: s for s in sites.collect(LocalTransport(root=site.dest), now)}
     assert {name: s.silent for name, s in listed.items()} == {
         "east": False,
         "north": False,
@@ -159,10 +165,14 @@ def test_another_sites_hostile_status_is_text(site: Site, make_agent: Callable[.
     ship(make_agent, sites_config(site))
     page_bytes = (site.dest / "index.html").read_bytes()
     assert b"<img" not in page_bytes and b"<script>" not in page_bytes
+    assert b'class="site" data-folder="evil"' in page_bytes  # not silent at the page's now
     with served(site.dest) as url, chromium_page() as (page, problems):
         page.goto(url)
         assert page.evaluate("() => window.pwned === undefined")
         evil = page.locator("#sites tr[data-folder=evil]")
+        # Years old by the browser's clock: the script marks it (nobody rewrote the page).
+        page.wait_for_function("() => document.querySelector('tr[data-folder=evil].silent')")
+        assert evil.locator(".badge").inner_text() == "silent"
         assert evil.locator(".name a").inner_text() == HOSTILE_IMG
         assert evil.locator(".host").inner_text() == HOSTILE_SCRIPT
         assert evil.locator(".backlog").inner_text() == "unknown"

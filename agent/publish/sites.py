@@ -116,6 +116,7 @@ def render(sites: Iterable[SiteStatus], *, title: str, generated_at: str) -> byt
         static="static/",
         summary=summary,
         sites=[(s, quote(s.folder)) for s in shown],
+        silent_seconds=SILENT_SECONDS,
         rows=rows,
     )
 
