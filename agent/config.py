@@ -193,12 +193,13 @@ class DestinationConfig:
 
     @property
     def where(self) -> str:
-        """The destination as an admin names it."""
+        """The destination as an admin names it (and the site this agent owns there)."""
+        site = "" if self.site is None else f" (site {self.site})"
         if self.type == "s3":
-            return f"s3://{self.bucket}/{self.prefix}"
+            return f"s3://{self.bucket}/{self.prefix}{site}"
         if self.type == "sftp":
-            return f"{self.user}@{self.host}:{self.root}"
-        return str(self.root)
+            return f"{self.user}@{self.host}:{self.root}{site}"
+        return f"{self.root}{site}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,6 +25,7 @@ def test_sites_puts_the_agent_under_its_site() -> None:
     }
     config = from_dict(data, base=Path("/etc"))
     assert (config.destination.layout, config.destination.site) == ("sites", "pbx-north_2")
+    assert config.destination.where == "/srv/rec (site pbx-north_2)"
 
 
 @pytest.mark.parametrize(
