@@ -264,3 +264,16 @@ def test_paths_under_a_site_are_signed_as_the_root_names_them(site: Site) -> Non
     assert root_path(wrapped, f"{DAY}/x.wav") == f"north/{DAY}/x.wav"
     assert root_path(LocalTransport(root=site.dest), f"{DAY}/x.wav") == f"{DAY}/x.wav"
     assert as_s3(wrapped) is None
+
+
+def test_a_single_layout_agent_refuses_a_root_of_sites(
+    site: Site, make_agent: Callable[..., Agent]
+) -> None:
+    plant(site.dest, "south/status.json", status_of(NOW, site="south", host="pbx-s"))
+    plant(site.dest, "index.html", b"the sites' page")
+    record(site, 1)
+    config = sites_config(site, layout="single")
+    agent = make_agent(config, transport=open_transport(config.destination))
+    with pytest.raises(AgentError, match="shared by several sites"):
+        agent.start(NOW)
+    assert sorted(p.name for p in site.dest.iterdir()) == ["index.html", "south"]

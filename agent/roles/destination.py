@@ -8,7 +8,8 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agent.errors import AgentError, DestinationDown, TransientError
+from agent.config import RESERVED_SITES, SITE_NAME
+from agent.errors import AgentError, DestinationDown, PermanentError, TransientError
 from agent.log import kv
 from agent.store.state import Store
 from agent.transport import Transport
@@ -104,6 +105,8 @@ class Destination:
         loses; elsewhere (and where a server ignores the condition) the read is the check."""
         self._check_root_is_shared()
         found, owner = self._read_owner()
+        if not found and self.site is None:
+            self._check_root_is_not_shared()
         create = self.transport.features.create_bytes
         if not found and create is not None and not create(STATUS_FILE, self._document(now)):
             _, owner = self._read_owner()  # another's claim won, or a retry found our own
@@ -134,6 +137,23 @@ class Destination:
                 ' destination.layout = "single"); move its files under a site folder first'
                 ' (README "Several PBXs into one root") or choose another destination.root'
             )
+
+    def _check_root_is_not_shared(self) -> None:
+        """A root of several sites (a site folder with its status.json) is not one agent's:
+        claimed, its root page would be this agent's and the sites' pages lost from it."""
+        for name in self.transport.listdir():
+            if not SITE_NAME.fullmatch(name) or name.lower() in RESERVED_SITES:
+                continue
+            try:
+                found = self.transport.read_bytes(f"{name}/{STATUS_FILE}") is not None
+            except PermanentError:
+                continue  # a file, not a folder
+            if found:
+                raise AgentError(
+                    f"the destination root is shared by several sites ({name}/{STATUS_FILE}"
+                    ' there); set destination.layout = "sites" and agent.site, or choose'
+                    " another destination.root"
+                )
 
     def _read_owner(self) -> tuple[bool, str | None]:
         """Whether status.json exists, and the host it names (None when it names none)."""
