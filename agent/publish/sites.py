@@ -121,16 +121,16 @@ def render(sites: Iterable[SiteStatus], *, title: str, generated_at: str) -> byt
     )
 
 
-def publish(root: Transport, now: float, *, title: str) -> int:
-    """Write the root page (and the static files it uses) from every site's status.json;
-    returns how many sites it lists.
+def publish(root: Transport, now: float, *, title: str, static: bool = True) -> int:
+    """Write the root page (and, with `static`, the static files it uses) from every
+    site's status.json; returns how many sites it lists.
 
     Agents write it with no lock, so a page made from an older listing may land after a
     newer one. Each writer therefore lists again after writing, and writes again when a
     site appeared or changed meanwhile: whichever write lands last was followed by a
     listing that matched it, so it shows every site whose status.json came before it."""
     generated = datetime.fromtimestamp(now, UTC).astimezone().isoformat(timespec="seconds")
-    for name, content in index.STATIC.items():
+    for name, content in index.STATIC.items() if static else ():
         root.write_bytes(name, content)
     sites = collect(root, now)
     for _ in range(CONVERGE_TRIES):

@@ -45,6 +45,8 @@ class Publisher:
         shared = shared_root(transport)
         self.root: Transport | None = shared[0] if shared else None
         self.site: str | None = shared[1] if shared else None
+        self._root_static = False  # the root's static files, once per process (all agents
+        # write the same bytes; a newer release's land at its first heartbeat)
         self._published_at = float("-inf")
         self._took = 0.0
 
@@ -76,6 +78,7 @@ class Publisher:
         if self.root is None or not self.pages.enabled or not self.destination.owner_checked:
             return
         try:
-            sites.publish(self.root, now, title=self.pages.title)
+            sites.publish(self.root, now, title=self.pages.title, static=not self._root_static)
+            self._root_static = True
         except (DestinationDown, TransientError) as exc:  # the next heartbeat tries again
             log.warning(kv("root-page-failed", error=str(exc)))
