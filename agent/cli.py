@@ -301,7 +301,7 @@ def url(ctx: Context, ref: str, expires: int) -> None:
     """A presigned download link for one shipped recording (s3 destinations), for a CRM
     or an e-mail: by its call's uniqueid, or by its path under the destination root (a
     value with a "/"). Signed here, with no request to the server."""
-    from agent.transport import as_s3, check_remote, open_transport
+    from agent.transport import as_s3, check_remote, open_transport, root_path
 
     destination = ctx.config.destination
     if destination.type != "s3":
@@ -313,7 +313,7 @@ def url(ctx: Context, ref: str, expires: int) -> None:
     try:
         s3 = as_s3(transport)
         assert s3 is not None  # the registry's "s3"
-        click.echo(s3.presign(remote, expires))
+        click.echo(s3.presign(root_path(transport, remote), expires))
     finally:
         transport.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ CDR_KEYS = {
     "none": set(),
 }
 DESTINATION_TYPES = ("local", "sftp", "s3")
-# Keys each destination.type accepts besides type.
+LAYOUTS = ("single", "sites")
+# Keys each destination.type accepts besides type (and layout, which every type has).
 DESTINATION_KEYS = {
     "local": {"root"},
     "sftp": {
@@ -159,6 +161,8 @@ class MetricsConfig:
 @dataclass(frozen=True, kw_only=True)
 class DestinationConfig:
     type: str
+    layout: str  # "single": this agent owns the root; "sites": it owns <root>/<site>/
+    site: str | None  # the folder under the root this agent owns; None with layout "single"
     root: Path  # local: resolved; sftp: the path on the server, as written
     host: str | None
     port: int
@@ -189,12 +193,13 @@ class DestinationConfig:
 
     @property
     def where(self) -> str:
-        """The destination as an admin names it."""
+        """The destination as an admin names it (and the site this agent owns there)."""
+        site = "" if self.site is None else f" (site {self.site})"
         if self.type == "s3":
-            return f"s3://{self.bucket}/{self.prefix}"
+            return f"s3://{self.bucket}/{self.prefix}{site}"
         if self.type == "sftp":
-            return f"{self.user}@{self.host}:{self.root}"
-        return str(self.root)
+            return f"{self.user}@{self.host}:{self.root}{site}"
+        return f"{self.root}{site}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,7 +224,13 @@ class LogConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentConfig:
+    site: str  # this PBX's name at a shared destination (destination.layout = "sites")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
+    agent: AgentConfig
     spool: SpoolConfig
     state: StateConfig
     cdr: CdrConfig
@@ -402,6 +413,31 @@ def _bool(key: str, value: Any, _base: Path) -> bool:
     return value
 
 
+# A site is one folder name under a shared root, in URLs and in S3 keys: plain letters,
+# digits, "-" and "_" need no escaping anywhere, and no dot rules out ".", ".." and the
+# agent's temporary ".recsync-" names. "static" is the root page's own folder.
+SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+RESERVED_SITES = frozenset({"static"})
+
+
+def _site(key: str, value: Any, _base: Path) -> str:
+    if not isinstance(value, str) or not SITE_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{key}: expected a folder name of letters, digits, '-' and '_' (at most 63,"
+            f" starting with a letter or digit), got {value!r}"
+        )
+    if value.lower() in RESERVED_SITES:
+        raise ConfigError(f"{key}: {value!r} is the root page's own folder; choose another name")
+    return value
+
+
+def default_site(hostname: str | None = None) -> str:
+    """The host's short name made a safe site name: "PBX-1.example.com" -> "pbx-1"."""
+    short = (hostname if hostname is not None else socket.gethostname()).split(".")[0].lower()
+    name = re.sub(r"[^a-z0-9_-]+", "-", short).strip("-_")[:63] or "pbx"
+    return f"{name}-pbx" if name in RESERVED_SITES else name
+
+
 def _template(key: str, value: Any, _base: Path) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -484,8 +520,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "format": ("none", _choice(TRANSCODE_FORMATS)),
         "bitrate": (16, _integer(8, 320, "a bitrate in kbit/s")),
     },
+    "agent": {
+        "site": (None, _site),  # None: the host's short name, made safe (default_site)
+    },
     "destination": {
         "type": ("local", _choice(DESTINATION_TYPES)),
+        "layout": ("single", _choice(LAYOUTS)),
         "root": (None, _text),  # local and sftp: required; made a Path in _destination()
         "host": (None, _text),
         "port": (22, _PORT),
@@ -570,9 +610,12 @@ class NotForType(ConfigError):
         self.key = key
 
 
-def _destination(raw: Mapping[str, Any], values: dict[str, Any], base: Path) -> DestinationConfig:
+def _destination(
+    raw: Mapping[str, Any], values: dict[str, Any], base: Path, site: str
+) -> DestinationConfig:
     kind = values["type"]
-    refused = sorted(set(raw) - ({"type"} | DESTINATION_KEYS[kind]))
+    values["site"] = site if values["layout"] == "sites" else None
+    refused = sorted(set(raw) - ({"type", "layout"} | DESTINATION_KEYS[kind]))
     if refused:
         raise NotForType(
             "destination",
@@ -636,13 +679,15 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
             raise ConfigError(f"{name}: expected a table, got {raw!r}")
         sections[name] = _section(name, raw, base)
     _check_cdr_keys(data.get("cdr", {}), sections["cdr"]["type"])
-    destination = _destination(data.get("destination", {}), sections["destination"], base)
+    site = sections["agent"]["site"] or default_site()
+    destination = _destination(data.get("destination", {}), sections["destination"], base, site)
     if sections["webhook"]["presign_seconds"] and destination.type != "s3":
         raise ConfigError(
             "webhook.presign_seconds: presigned links need destination.type = 's3'"
             f" (it is {destination.type!r}); set it to 0"
         )
     return Config(
+        agent=AgentConfig(site=site),
         spool=SpoolConfig(**sections["spool"]),
         state=StateConfig(**sections["state"]),
         cdr=CdrConfig(**sections["cdr"]),

@@ -29,7 +29,7 @@ from agent.roles.shipping import Shipping
 from agent.status import summary
 from agent.store.state import Store
 from agent.systemd import Notifier
-from agent.transport import Transport, as_s3
+from agent.transport import Transport, as_s3, root_path, shared_root
 from agent.wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def download_links(transport: Transport, seconds: int) -> Callable[[str], str] |
     s3 = as_s3(transport)
     if s3 is None:  # the config allows it with s3 only; a test may wire another
         raise ConfigError("webhook.presign_seconds: the destination cannot presign links")
-    return lambda remote: s3.presign(remote, seconds)
+    return lambda remote: s3.presign(root_path(transport, remote), seconds)
 
 
 class Agent:
@@ -96,8 +96,14 @@ class Agent:
         def status(now: float) -> dict[str, Any]:
             return summary(store, config, now)
 
+        shared = shared_root(transport)
         self.destination = Destination(
-            transport=transport, store=store, summary=status, on_state=self.metrics.destination
+            transport=transport,
+            store=store,
+            summary=status,
+            on_state=self.metrics.destination,
+            site=config.destination.site,
+            root=None if shared is None else shared[0],
         )
         self.health = Health(
             store=store,
@@ -124,7 +130,9 @@ class Agent:
         self.outbox = None
         if webhook is not None:
             links = download_links(transport, config.webhook.presign_seconds)
-            self.outbox = Outbox(store=store, webhook=webhook, download_url=links)
+            self.outbox = Outbox(
+                store=store, webhook=webhook, download_url=links, site=config.destination.site
+            )
         self.retention = Retention(
             config=config.retention,
             spool=config.spool.path,
@@ -273,7 +281,7 @@ class Agent:
             if not waits:
                 break
             self.wakeup.wait(min(waits) - self.clock())
-        self.destination.write_status(self.clock())
+        self.publisher.heartbeat(self.clock())
 
     def run_forever(self) -> None:
         """`run`: until stop(); inotify and due times wake the loop, reconcile runs on a timer."""
@@ -282,9 +290,7 @@ class Agent:
             lambda: self.housekeeping(self.clock())
         )
         scheduler.every(LATE_CDR_SWEEP_SECONDS).seconds.do(lambda: self.fill_late_cdr(self.clock()))
-        scheduler.every(STATUS_SECONDS).seconds.do(
-            lambda: self.destination.write_status(self.clock())
-        )
+        scheduler.every(STATUS_SECONDS).seconds.do(lambda: self.publisher.heartbeat(self.clock()))
         scheduler.every(HEALTH_SECONDS).seconds.do(lambda: self.health.check(self.clock()))
         self.start(self.clock())
         self.health.check(self.clock())

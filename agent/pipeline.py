@@ -441,7 +441,8 @@ class Pipeline:
         """The manifest entry beside a file that cannot hold tags (gsm, u-law ...)."""
         row = self.store.get(rid)
         assert row is not None and row.remote_path is not None
-        self.transport.write_bytes(sidecar_of(row.remote_path), sidecar(entry(row)))
+        fields = entry(row, site=self.config.destination.site)  # as the day's manifest
+        self.transport.write_bytes(sidecar_of(row.remote_path), sidecar(fields))
 
     def _fail(
         self, row: Row, error: str, now: float, *, local: bool = False, at_least: float = 0.0

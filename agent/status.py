@@ -16,6 +16,8 @@ from agent.store.state import Row, Store
 if TYPE_CHECKING:
     from agent.config import Config
 
+SITE_DAYS = 31  # the days a site's status.json counts, for the shared root page
+
 BACKLOG_STATES = (
     RecordingState.PENDING,
     RecordingState.WAITING_CDR,
@@ -45,7 +47,7 @@ def summary(store: Store, config: Config, now: float) -> dict[str, Any]:
         backlog,
     )
     last_error = _latest_event(store, ("failed", "failed-staging", "quarantined"))
-    return {
+    document = {
         "version": __version__,
         "host": socket.gethostname(),
         "counts": counts,
@@ -66,6 +68,11 @@ def summary(store: Store, config: Config, now: float) -> dict[str, Any]:
         "retention": _retention(store, config),
         "generated_at": iso(now),
     }
+    site = config.destination.site
+    if site is not None:  # a shared root: its page lists this site's calls per day
+        recent = sorted(store.days.counts(), reverse=True)[:SITE_DAYS]
+        document |= {"site": site, "days": dict(recent)}
+    return document
 
 
 def _retention(store: Store, config: Config) -> dict[str, Any]:

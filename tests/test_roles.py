@@ -52,6 +52,9 @@ class FakeTransport:
     def write_bytes(self, remote: str, data: bytes) -> None:
         self.written[remote] = data
 
+    def listdir(self, folder: str = "") -> list[str]:
+        return []  # a root without site folders (the owner check looks for them)
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:

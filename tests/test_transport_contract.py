@@ -15,6 +15,7 @@ from agent.errors import DestinationDown, Interrupted, PermanentError, Transient
 from agent.transport import Features, RemoteFile, Transport
 from agent.transport.local import LocalTransport
 from agent.transport.retry import RetryingTransport
+from agent.transport.scoped import SiteTransport
 from tests.support.s3 import RadosGateway
 from tests.support.sshd import Sshd
 
@@ -89,7 +90,23 @@ class BucketTarget(Target):
             client.close()
 
 
-KINDS = ["local", "sftp", "s3", "local+retry", "sftp+retry", "s3+retry"]
+class SiteTarget(Target):
+    """One site's folder of a shared root (destination.layout = "sites"): the files the
+    suite sees are the site folder's, and nothing may appear beside it."""
+
+    def __init__(self, root: Path, make: Callable[[Path], Transport]) -> None:
+        super().__init__(make(root), root / SITE, make)
+        self.root = root
+
+    def missing(self) -> Transport:
+        return self.make(self.root / "missing")
+
+    def missing_was_made(self) -> bool:
+        return (self.root / "missing").exists()
+
+
+SITE = "north"
+KINDS = ["local", "sftp", "s3", "local+retry", "sftp+retry", "s3+retry", "local+site", "sftp+site"]
 
 
 @pytest.fixture(params=KINDS)
@@ -100,6 +117,8 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     def wrap(transport: Transport) -> Transport:
         if wrapped:
             transport = RetryingTransport(transport, max_elapsed=1.0)  # one quick retry
+        if wrapped == "site":
+            transport = SiteTransport(transport, site=SITE)
         made.append(transport)
         return transport
 
@@ -125,7 +144,11 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         def make(root: Path) -> Transport:
             return sshd.transport(root, connections=4, verify="sha256")
 
-    yield Target(wrap(make(folder)), folder, lambda root: wrap(make(root)))
+    if wrapped == "site":
+        yield SiteTarget(folder, lambda root: wrap(make(root)))
+        assert sorted(p.name for p in folder.iterdir()) in ([], [SITE]), "wrote outside its site"
+    else:
+        yield Target(wrap(make(folder)), folder, lambda root: wrap(make(root)))
     for transport in made:
         transport.close()
 

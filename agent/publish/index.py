@@ -121,16 +121,16 @@ def render_day(
     Given the day's `totals`, `entries` is read once, as the page is written: a busy day
     need not be in memory as objects.
     """
-    when = _parse_day(day)
+    when = parse_day(day)
     if totals is None:
         entries = list(entries)
         totals = DayTotals()
         for entry in entries:
             totals.add(entry)
-    summary = _plural(totals.count, "recording")
+    summary = plural(totals.count, "recording")
     if totals.seconds:
         summary += f", {_hours(totals.seconds)} in all"
-    return _render(
+    return render(
         _templates()[0],
         title=title,
         generated_at=generated_at,
@@ -148,7 +148,7 @@ def render_root(days: Sequence[tuple[str, int]], *, title: str, generated_at: st
     month, each linking to its `YYYY/MM/DD/index.html`."""
     months: list[_Month] = []
     for day, count in sorted(days, reverse=True):
-        when = _parse_day(day)
+        when = parse_day(day)
         label = f"{_MONTHS[when.month - 1]} {when.year}"
         if not months or months[-1].label != label:
             months.append(_Month(label))
@@ -158,12 +158,12 @@ def render_root(days: Sequence[tuple[str, int]], *, title: str, generated_at: st
             _DayLink(
                 href=f"{day}/index.html",  # digits and slashes only: nothing to encode
                 label=f"{_WEEKDAYS[when.weekday()][:3]} {when.day}",
-                count=_plural(count, "call"),
+                count=plural(count, "call"),
             )
         )
     total = sum(count for _, count in days)
-    summary = f"{_plural(total, 'recording')} on {_plural(len(days), 'day')}"
-    return _render(
+    summary = f"{plural(total, 'recording')} on {plural(len(days), 'day')}"
+    return render(
         _templates()[1],
         title=title,
         generated_at=generated_at,
@@ -211,12 +211,23 @@ class _Month:
 
     @property
     def count(self) -> str:
-        return _plural(self.total, "call")
+        return plural(self.total, "call")
+
+
+def _templates() -> tuple[jinja2.Template, jinja2.Template]:
+    """The day and root templates."""
+    return template("day.html"), template("root.html")
 
 
 @cache
-def _templates() -> tuple[jinja2.Template, jinja2.Template]:
-    """The day and root templates, compiled once per process."""
+def template(name: str) -> jinja2.Template:
+    """A page template of this package, compiled once per process; autoescaped, with the
+    Content-Security-Policy every page carries."""
+    return _environment().get_template(name)
+
+
+@cache
+def _environment() -> jinja2.Environment:
     import jinja2
     from markupsafe import Markup
 
@@ -229,7 +240,7 @@ def _templates() -> tuple[jinja2.Template, jinja2.Template]:
         keep_trailing_newline=True,
     )
     env.globals["csp"] = Markup(CSP)  # noqa: S704 (our constant: its quotes stay readable)
-    return env.get_template("day.html"), env.get_template("root.html")
+    return env
 
 
 def _row(entry: Mapping[str, object]) -> _Row:
@@ -279,7 +290,7 @@ def _talk_seconds(entry: Mapping[str, object]) -> int | None:
     return billsec if billsec is not None else _seconds(entry.get("duration"))
 
 
-def _render(template: jinja2.Template, **context: object) -> bytes:
+def render(template: jinja2.Template, **context: object) -> bytes:
     """The page as UTF-8, encoded piece by piece: one "…" would make a whole str of a busy
     day two bytes a character, and `render` first lists its hundreds of thousands of
     pieces. A lone surrogate (text that was not UTF-8 at its source) shows as "?"."""
@@ -289,7 +300,7 @@ def _render(template: jinja2.Template, **context: object) -> bytes:
     return page.getvalue()
 
 
-def _parse_day(day: str) -> date:
+def parse_day(day: str) -> date:
     """ "2024/03/15" -> date; ValueError for anything else (it becomes a path and links)."""
     if not _DAY.fullmatch(day):
         raise ValueError(f"not a YYYY/MM/DD day: {day!r}")
@@ -350,5 +361,5 @@ def _size(value: object) -> str:
     return f"{size:.1f} {unit}" if size < 10 else f"{size:.0f} {unit}"
 
 
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"

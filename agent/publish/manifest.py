@@ -39,12 +39,15 @@ def call_fields(row: Row) -> dict[str, Any]:
     }
 
 
-def entry(row: Row) -> dict[str, Any]:
-    """The DESIGN.md manifest entry of a shipped recording."""
+def entry(row: Row, *, site: str | None = None) -> dict[str, Any]:
+    """The DESIGN.md manifest entry of a shipped recording; with `site` (a shared root),
+    which PBX's it is. `file` stays relative to the site's folder in both layouts."""
     assert row.remote_path is not None
     fields = call_fields(row)
     cdr = fields.pop("cdr")
+    where = {} if site is None else {"site": site}
     return {
+        **where,
         "file": row.remote_path,
         **fields,
         "size": row.shipped_size,

@@ -24,8 +24,11 @@ _STATIC_VERSION = hashlib.sha256(
 ).hexdigest()
 
 
-def publish_dirty(store: Store, transport: Transport, now: float, pages: IndexConfig) -> int:
-    """Publish every day touched since the last time, then the root; return how many days."""
+def publish_dirty(
+    store: Store, transport: Transport, now: float, pages: IndexConfig, *, site: str | None = None
+) -> int:
+    """Publish every day touched since the last time, then the root; return how many days.
+    `site`: the manifests say whose recordings they list (a shared root's site folder)."""
     days = store.days.dirty()
     if not days:
         return 0
@@ -44,12 +47,16 @@ def publish_dirty(store: Store, transport: Transport, now: float, pages: IndexCo
         # Two passes over the day's rows, each holding one row at a time: a call centre's
         # day of 15,000 calls as objects would cost tens of MB the allocator then keeps.
         totals = index.DayTotals()
-        entries = _counted(_entries(store, day), totals)
+        entries = _counted(_entries(store, day, site), totals)
         transport.write_bytes(f"{day}/manifest.json", manifest.render(day, entries, now))
         crash_point("manifest:written")
         if pages.enabled:
             page = index.render_day(
-                day, _entries(store, day), title=pages.title, generated_at=generated, totals=totals
+                day,
+                _entries(store, day, site),
+                title=pages.title,
+                generated_at=generated,
+                totals=totals,
             )
             transport.write_bytes(f"{day}/index.html", page)
         store.days.published(day, totals.count, now=now)
@@ -60,8 +67,8 @@ def publish_dirty(store: Store, transport: Transport, now: float, pages: IndexCo
     return len(days)
 
 
-def _entries(store: Store, day: str) -> Iterator[dict[str, Any]]:
-    return (manifest.entry(row) for row in manifest.day_rows(store, day))
+def _entries(store: Store, day: str, site: str | None) -> Iterator[dict[str, Any]]:
+    return (manifest.entry(row, site=site) for row in manifest.day_rows(store, day))
 
 
 def _counted(

@@ -8,7 +8,8 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agent.errors import AgentError, DestinationDown, TransientError
+from agent.config import RESERVED_SITES, SITE_NAME
+from agent.errors import AgentError, DestinationDown, PermanentError, TransientError
 from agent.log import kv
 from agent.store.state import Store
 from agent.transport import Transport
@@ -31,9 +32,13 @@ class Destination:
         summary: Callable[[float], dict[str, Any]],
         on_state: Callable[[str], None] = lambda state: None,
         host: str | None = None,
+        site: str | None = None,
+        root: Transport | None = None,
     ) -> None:
         self.transport = transport
         self.host = host or socket.gethostname()  # what status.json's "host" says of us
+        self.site = site  # the folder of a shared root this agent owns; None: the root
+        self.root = root  # the whole shared root (the site's transport is its folder)
         self.store = store
         self.summary = summary  # the status document, as `status --json` shows it
         self.on_state = on_state  # the metrics gauge
@@ -93,14 +98,25 @@ class Destination:
             self._recorded = value
 
     def _check_owner(self, now: float) -> None:
-        """One agent owns one root: another host's status.json there stops this one. A
+        """One agent owns one root (or, in a shared root, one site folder: the transport
+        is the folder's): another host's status.json there stops this one. A
         root without one is claimed by creating it where the destination can refuse an
         existing name (S3's If-None-Match: *), so of two agents starting at once one
         loses; elsewhere (and where a server ignores the condition) the read is the check."""
+        self._check_root_is_shared()
         found, owner = self._read_owner()
+        if not found and self.site is None:
+            self._check_root_is_not_shared()
         create = self.transport.features.create_bytes
         if not found and create is not None and not create(STATUS_FILE, self._document(now)):
             _, owner = self._read_owner()  # another's claim won, or a retry found our own
+        if owner and owner != self.host and self.site is not None:
+            raise AgentError(
+                f"the site {self.site!r} at the destination already belongs to the agent on"
+                f" {owner!r} (its {self.site}/{STATUS_FILE}); one agent per site: set another"
+                f" agent.site, or delete {self.site}/{STATUS_FILE} there if that agent is gone"
+                " for good"
+            )
         if owner and owner != self.host:
             raise AgentError(
                 f"the destination root already belongs to the agent on {owner!r} (its"
@@ -108,6 +124,36 @@ class Destination:
                 f" delete {STATUS_FILE} there if that agent is gone for good"
             )
         self.owner_checked = True
+
+    def _check_root_is_shared(self) -> None:
+        """A root that one agent owns alone (its status.json at the root, layout "single")
+        is not shared: a site there would be overwritten by its root page, and it ours."""
+        if self.root is None:
+            return
+        data = self.root.read_bytes(STATUS_FILE)
+        if data is not None:
+            raise AgentError(
+                f"the destination root belongs to one agent alone ({STATUS_FILE} at the root,"
+                ' destination.layout = "single"); move its files under a site folder first'
+                ' (README "Several PBXs into one root") or choose another destination.root'
+            )
+
+    def _check_root_is_not_shared(self) -> None:
+        """A root of several sites (a site folder with its status.json) is not one agent's:
+        claimed, its root page would be this agent's and the sites' pages lost from it."""
+        for name in self.transport.listdir():
+            if not SITE_NAME.fullmatch(name) or name.lower() in RESERVED_SITES:
+                continue
+            try:
+                found = self.transport.read_bytes(f"{name}/{STATUS_FILE}") is not None
+            except PermanentError:
+                continue  # a file, not a folder
+            if found:
+                raise AgentError(
+                    f"the destination root is shared by several sites ({name}/{STATUS_FILE}"
+                    ' there); set destination.layout = "sites" and agent.site, or choose'
+                    " another destination.root"
+                )
 
     def _read_owner(self) -> tuple[bool, str | None]:
         """Whether status.json exists, and the host it names (None when it names none)."""

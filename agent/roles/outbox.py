@@ -24,8 +24,10 @@ class Outbox:
         store: Store,
         webhook: Webhook,
         download_url: Callable[[str], str] | None = None,
+        site: str | None = None,
     ) -> None:
         self.store = store
+        self.site = site  # told to the CRM with each recording when the root is shared
         self.webhook = webhook
         self.download_url = download_url  # remote path -> a presigned link, signed per send
 
@@ -39,7 +41,9 @@ class Outbox:
                 continue
             key = f"{rid}.{wid}"  # stable across retries: the CRM dedupes on it
             try:
-                payload = body(event, key, entry(row), download_url=self._link(row.remote_path))
+                payload = body(
+                    event, key, entry(row, site=self.site), download_url=self._link(row.remote_path)
+                )
                 self.webhook.send(payload, event=event, key=key)
             except TransientError as exc:
                 retry_at = now + retry_delay(attempts + 1)

@@ -195,17 +195,50 @@ REGISTRY: dict[str, Callable[[DestinationConfig, PartLedger | None], Transport]]
 
 
 def as_s3(transport: Transport) -> S3Transport | None:
-    """The S3 destination under the retry wrapper, None for another: presigned links are
+    """The S3 destination under the wrappers, None for another: presigned links are
     S3's alone, so they stay off the Transport protocol."""
     from agent.transport.s3 import S3Transport
 
-    inner = getattr(transport, "inner", transport)  # RetryingTransport's
-    return inner if isinstance(inner, S3Transport) else None
+    while not isinstance(transport, S3Transport):
+        inner = getattr(transport, "inner", None)  # RetryingTransport's, SiteTransport's
+        if inner is None:
+            return None
+        transport = inner
+    return transport
+
+
+def root_path(transport: Transport, remote: str) -> str:
+    """`remote` as the destination's root names it: under the site folder when the
+    transport is one site's (what a presigned link must sign)."""
+    from agent.transport.scoped import SiteTransport
+
+    while True:
+        if isinstance(transport, SiteTransport):
+            remote = transport.path(remote)
+        inner = getattr(transport, "inner", None)
+        if inner is None:
+            return remote
+        transport = inner
+
+
+def shared_root(transport: Transport) -> tuple[Transport, str] | None:
+    """(the whole root, this agent's site) when `transport` is one site's folder of a
+    shared root; None when the agent owns the root alone."""
+    from agent.transport.scoped import SiteTransport
+
+    if isinstance(transport, SiteTransport):
+        return transport.shared_root, transport.site
+    return None
 
 
 def open_transport(config: DestinationConfig, *, uploads: PartLedger | None = None) -> Transport:
-    """The configured destination, wrapped so a passing fault is retried within the call.
+    """The configured destination, wrapped so a passing fault is retried within the call,
+    and seen from this agent's site folder with destination.layout = "sites".
     `uploads`: the agent's ledger of multipart uploads (object storage resumes them)."""
     from agent.transport.retry import RetryingTransport
+    from agent.transport.scoped import SiteTransport
 
-    return RetryingTransport(REGISTRY[config.type](config, uploads))
+    transport: Transport = RetryingTransport(REGISTRY[config.type](config, uploads))
+    if config.site is not None:
+        transport = SiteTransport(transport, site=config.site)
+    return transport

@@ -50,3 +50,30 @@
     apply(); // the browser kept the text when coming back to the page
   }
 })();
+
+// The shared root page of several sites: it is static, written by whichever agent had a
+// heartbeat last, so a site that fell silent since then (or every site, when all agents
+// stopped) is marked here, by the reader's clock, as the page itself would have.
+(function () {
+  var table = document.getElementById("sites");
+  if (!table) {
+    return;
+  }
+  var silentAfter = Number(table.getAttribute("data-silent-seconds")) * 1000;
+  var rows = table.tBodies[0].rows;
+  for (var i = 0; i < rows.length; i++) {
+    var row = rows[i];
+    var seen = row.querySelector("time[datetime]");
+    var at = seen ? Date.parse(seen.getAttribute("datetime")) : NaN;
+    if (row.classList.contains("silent") || isNaN(at) || Date.now() - at <= silentAfter) {
+      continue;
+    }
+    row.classList.add("silent");
+    var badge = document.createElement("span");
+    badge.className = "badge d-failed";
+    badge.textContent = "silent";
+    var name = row.querySelector(".name");
+    name.appendChild(document.createTextNode(" "));
+    name.appendChild(badge);
+  }
+})();
