@@ -23,7 +23,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.publish.index import CSP, STATIC, DayTotals, playable, render_day, render_root
+from agent.publish.index import (
+    CSP,
+    STATIC,
+    DayTotals,
+    playable,
+    render_day,
+    render_root,
+    render_search,
+)
 from agent.sample import tone
 from agent.spool.wavheader import wav_header
 from tests.support.cdr import call_fields
@@ -206,7 +214,8 @@ def test_a_name_that_is_not_utf8_links_to_its_bytes() -> None:
 def test_every_page_has_the_strict_csp_and_no_inline_code() -> None:
     day = day_html([*hostile_entries(), entry("2024/03/15/c.gsm")])
     root = render_root([("2024/03/15", 3)], title=TITLE, generated_at=GENERATED).decode()
-    for html in (day, root):
+    search = render_search(title=TITLE).decode()
+    for html in (day, root, search):
         metas = [m for m in parse(html).all("meta") if m.get("http-equiv")]
         assert metas == [{"http-equiv": "Content-Security-Policy", "content": CSP}]
         assert "default-src 'none'" in CSP and "script-src 'self'" in CSP
@@ -304,7 +313,12 @@ def test_day_page_links_its_assets_relatively() -> None:
             assert asset is not None and "//" not in asset and not asset.startswith("/")
             resolved = urlsplit(urljoin(f"http://h/{base}", asset)).path.lstrip("/")
             assert resolved in STATIC
-    assert set(STATIC) == {"static/recsync.css", "static/recsync.js", "static/favicon.svg"}
+    assert set(STATIC) == {
+        "static/recsync.css",
+        "static/recsync.js",
+        "static/search.js",
+        "static/favicon.svg",
+    }
     assert all(content for content in STATIC.values())
     assert b"http" not in STATIC["static/recsync.css"]  # no external fonts or imports
 
@@ -318,6 +332,7 @@ def test_root_lists_days_newest_first_with_counts() -> None:
     parsed = parse(html)
     assert [a["href"] for a in parsed.all("a")] == [
         "index.html",
+        "search.html",
         "2024/03/15/index.html",
         "2024/03/14/index.html",
         "2023/12/31/index.html",
@@ -632,7 +647,7 @@ def test_chromium_root_page_lists_days_and_links_resolve(site: Site, tab: Tab) -
         "Sun 31 1 call",
     ]
     assert page.locator("h2").all_inner_texts() == ["March 2024 7 calls", "December 2023 1 call"]
-    hrefs = page.eval_on_selector_all("a", "links => links.map(a => a.href)")
+    hrefs = page.eval_on_selector_all("a:not([href$='search.html'])", "ls => ls.map(a => a.href)")
     assert len(hrefs) == 4
     for href in hrefs:
         assert href.startswith(site.url) and status(href) == 200
