@@ -23,9 +23,9 @@ from urllib.parse import quote
 if TYPE_CHECKING:  # Jinja2 loads with the first page rendered
     import jinja2
 
-CSP = (
+CSP = (  # connect-src: the search page fetches the month files beside it
     "default-src 'none'; style-src 'self'; script-src 'self'; media-src 'self'; "
-    "img-src 'self'; base-uri 'none'; form-action 'none'"
+    "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'"
 )
 
 _PACKAGE = "agent.publish"
