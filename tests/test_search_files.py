@@ -98,14 +98,21 @@ def test_search_files_follow_the_manifests_after_a_late_cdr_fill(
     assert rows["2024/03/15"][0][2] == "12125550100"  # digits only, what a search compares
     assert (site.dest / "search.html").is_file()
     assert 'href="search.html"' in (site.dest / "index.html").read_text()
+    day14 = rows["2024/03/14"]
     march = site.dest / "search/2024-03.json"
     before = march.read_bytes()
 
+    # A day published before the search files existed (its part is NULL) is made again
+    # from its rows when its month is next written.
+    with agent.store.conn:
+        agent.store.conn.execute("UPDATE days SET search = NULL WHERE day = '2024/03/14'")
     cdr_file.insert(cdr_row("1710497702.152", cnam="Came Later", billsec=42))
     assert agent.fill_late_cdr(now + WAIT + 60) == 1
     rows = consistent(site.dest)
     assert [(r[3], r[7]) for r in rows["2024/03/15"]] == [("Also On Time", 90), ("Came Later", 42)]
     assert march.read_bytes() != before
+    assert rows["2024/03/14"] == day14  # the same, made from its rows
+    assert agent.store.days.searches("2024/03")[0][1] is not None
     entry = json.loads((site.dest / "2024/03/15/manifest.json").read_text())["recordings"][1]
     assert entry["link"] == "2024/03/15/index.html#1710497702.152"
     page = (site.dest / "2024/03/15/index.html").read_text()

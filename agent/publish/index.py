@@ -108,6 +108,11 @@ def kind_label(kind: object) -> tuple[str, str]:
     return _KINDS.get(text, (text or "Unknown", "int"))
 
 
+def kind_table() -> dict[str, tuple[str, str]]:
+    """Every known kind -> (label, direction class), for the search page."""
+    return dict(_KINDS)
+
+
 def playable(fmt: str) -> bool:
     """True for formats a browser plays: PCM wav, mp3, ogg, opus, flac.
 

@@ -2,17 +2,19 @@
 search page (`search.html`) filters in the browser, and `search/months.json`, which months
 exist, so a search fetches only those of the dates asked.
 
-Pure rendering: manifest entries in, bytes out. A month file is rebuilt whole from the
-state database when one of its days is published (the remote is never read back).
+Pure rendering: manifest entries in, bytes out. A month file is rewritten whole when one of its
+days is published, from each day's part as the state database keeps it (the remote is
+never read back).
 
 A month file, one day per line::
 
-    {"v":1,"month":"2024-03","kinds":[["Incoming","in"],...],"days":[
+    {"v":1,"month":"2024-03","kinds":{"in":["Incoming","in"],...},"days":[
     ["2024/03/15",[[seconds,caller,dst,name,extension,kind,disposition,talk,href,uniqueid,playable],...]],
     ...]}
 
 `seconds` is the time of day (-1 unknown), `caller` and `dst` are digits only (what a number
-search compares), `kind` an index into `kinds` (label, direction class), `talk` the seconds
+search compares), `kind` the recording's kind (`kinds` gives its label and direction class:
+in, out or int; a kind not there is "int"), `talk` the seconds
 the day page shows (-1 unknown), `href` the URL-encoded file name beside the day page,
 `uniqueid` the row's id on it ("" when it has none), `playable` 1 when a browser plays it.
 """
@@ -26,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from urllib.parse import quote
 
-from agent.publish.index import anchor, kind_label, playable, talk_seconds
+from agent.publish.index import anchor, kind_table, playable, talk_seconds
 
 FORMAT = 1
 FIELDS = (
@@ -56,39 +58,43 @@ def month_range(month: str) -> tuple[str, str]:
     return f"{prefix}/", f"{prefix}0"
 
 
-def render_month(month: str, entries: Iterable[tuple[Mapping[str, object], str | None]]) -> bytes:
-    """The month file from its manifest entries, each with its extension (which the
-    manifest does not carry), in day order as the state db gives them. `entries` is read
-    once: a busy month need not be in memory as objects."""
-    kinds: dict[tuple[str, str], int] = {}
-    days = io.StringIO()
-    day, separator = None, ""
-    for entry, extension in entries:
-        file = str(entry.get("file") or "")
-        this = file.rsplit("/", 1)[0]
-        if this != day:
-            if day is not None:
-                days.write("]]")
-            days.write(f"{separator}\n[{json.dumps(this)},[")
-            day, separator, row_separator = this, ",", ""
-        label = kind_label(entry.get("kind"))
-        kind = kinds.setdefault(label, len(kinds))
-        days.write(row_separator)
-        days.write(
-            json.dumps(
-                _row(entry, extension, file, kind), ensure_ascii=False, separators=(",", ":")
-            )
-        )
-        row_separator = ","
-    if day is not None:
-        days.write("]]")
+class DayPart:
+    """One day's line of its month file, made as the day's entries pass (each with its
+    extension, which the manifest does not carry), kept in the state database with the
+    day so a month file is put together without reading the month's recordings."""
+
+    def __init__(self, day: str) -> None:
+        self.day = day
+        self._rows = io.StringIO()
+        self._separator = ""
+
+    def add(self, entry: Mapping[str, object], extension: str | None) -> None:
+        row = _row(entry, extension, str(entry.get("file") or ""))
+        self._rows.write(self._separator)
+        self._rows.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+        self._separator = ","
+
+    def text(self) -> str:
+        return f"[{json.dumps(self.day)},[{self._rows.getvalue()}]]"
+
+
+def render_month(month: str, parts: Iterable[str]) -> bytes:
+    """The month file from its days' parts (`DayPart.text`), in day order."""
     head = json.dumps(
-        {"v": FORMAT, "month": month, "kinds": [list(k) for k in kinds]},
+        {"v": FORMAT, "month": month, "kinds": kind_table()},
         ensure_ascii=False,
         separators=(",", ":"),
     )
+    document = io.StringIO()
+    document.write(f'{head[:-1]},"days":[')
+    separator = "\n"
+    for part in parts:
+        document.write(separator)
+        document.write(part)
+        separator = ",\n"
+    document.write("\n]}\n")
     # A lone surrogate (a name that was not UTF-8) cannot be UTF-8: shown as "?".
-    return f'{head[:-1]},"days":[{days.getvalue()}\n]}}\n'.encode("utf-8", "replace")
+    return document.getvalue().encode("utf-8", "replace")
 
 
 def render_months(counts: Sequence[tuple[str, int]]) -> bytes:
@@ -106,7 +112,7 @@ def render_months(counts: Sequence[tuple[str, int]]) -> bytes:
     return (json.dumps({"v": FORMAT, "months": listed}, separators=(",", ":")) + "\n").encode()
 
 
-def _row(entry: Mapping[str, object], extension: str | None, file: str, kind: int) -> list[object]:
+def _row(entry: Mapping[str, object], extension: str | None, file: str) -> list[object]:
     name = file.rsplit("/", 1)[-1]
     talk = talk_seconds(entry)
     return [
@@ -115,7 +121,7 @@ def _row(entry: Mapping[str, object], extension: str | None, file: str, kind: in
         _digits(entry.get("dst")),
         _text(entry.get("caller_name")),
         _text(extension),
-        kind,
+        _text(entry.get("kind")),
         _text(entry.get("disposition")),
         -1 if talk is None else talk,
         # surrogateescape: a name that is not UTF-8 links to its own bytes, as on the page

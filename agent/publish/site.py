@@ -5,6 +5,7 @@ Incremental: only the days touched since the last publish, then the root."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from typing import Any
 from agent.config import IndexConfig
 from agent.log import kv
 from agent.publish import index, manifest, search
-from agent.store.state import Row, Store
+from agent.store.state import Store
 from agent.testhooks import crash_point
 from agent.transport import Transport
 
@@ -36,33 +37,59 @@ def publish_dirty(
     generated = datetime.fromtimestamp(now, UTC).astimezone().isoformat(timespec="seconds")
     if pages.enabled:
         _publish_static(store, transport, now, pages, searchable=searchable)
-    for day in days:
-        if next(manifest.day_rows(store, day), None) is None:  # all of it expired
-            transport.remove(f"{day}/manifest.json")
-            transport.remove(f"{day}/index.html")
-            store.days.emptied(day, now=now)
-            log.info(kv("day-emptied", day=day))
-            continue
-        # Two passes over the day's rows, each holding one row at a time: a call centre's
-        # day of 15,000 calls as objects would cost tens of MB the allocator then keeps.
-        totals = index.DayTotals()
-        entries = _counted(_entries(store, day), totals)
-        transport.write_bytes(f"{day}/manifest.json", manifest.render(day, entries, now))
-        crash_point("manifest:written")
-        if pages.enabled:
-            page = index.render_day(
-                day, _entries(store, day), title=pages.title, generated_at=generated, totals=totals
-            )
-            transport.write_bytes(f"{day}/index.html", page)
-        store.days.published(day, totals.count, now=now)
-        log.info(kv("published", day=day, recordings=totals.count))
+    searching = pages.enabled and searchable
+    for month, month_days in itertools.groupby(days, key=search.month_of):
+        # The days' files, then their month's search file, and only then the days marked
+        # published: a pass cut anywhere leaves them dirty, to be written again.
+        published: dict[str, tuple[int, str | None]] = {}
+        for day in month_days:
+            published[day] = _publish_day(store, transport, day, now, pages, generated, searching)
+        if searching:
+            _publish_month(store, transport, month, published, now)
+        for day, (count, part) in published.items():
+            if count:
+                store.days.published(day, count, now=now, search=part)
+                log.info(kv("published", day=day, recordings=count))
+            else:
+                store.days.emptied(day, now=now)
+                log.info(kv("day-emptied", day=day))
     if pages.enabled:
         counts = store.days.counts()
         if searchable:
-            _publish_search(store, transport, {search.month_of(day) for day in days}, counts)
+            transport.write_bytes("search/months.json", search.render_months(counts))
         root = index.render_root(counts, title=pages.title, generated_at=generated)
         transport.write_bytes("index.html", root)
     return len(days)
+
+
+def _publish_day(
+    store: Store,
+    transport: Transport,
+    day: str,
+    now: float,
+    pages: IndexConfig,
+    generated: str,
+    searching: bool,
+) -> tuple[int, str | None]:
+    """Write one day's manifest and page; return how many recordings it holds and, when
+    `searching`, its part of the month's search file."""
+    if next(manifest.day_rows(store, day), None) is None:  # all of it expired
+        transport.remove(f"{day}/manifest.json")
+        transport.remove(f"{day}/index.html")
+        return 0, None
+    # Two passes over the day's rows, each holding one row at a time: a call centre's
+    # day of 15,000 calls as objects would cost tens of MB the allocator then keeps.
+    totals = index.DayTotals()
+    part = search.DayPart(day) if searching else None
+    entries = _counted(_entries(store, day, part), totals)
+    transport.write_bytes(f"{day}/manifest.json", manifest.render(day, entries, now))
+    crash_point("manifest:written")
+    if pages.enabled:
+        page = index.render_day(
+            day, _entries(store, day), title=pages.title, generated_at=generated, totals=totals
+        )
+        transport.write_bytes(f"{day}/index.html", page)
+    return totals.count, None if part is None else part.text()
 
 
 def _publish_static(
@@ -81,34 +108,44 @@ def _publish_static(
     store.set_meta("static_version", version, now=now)
 
 
-def _publish_search(
-    store: Store, transport: Transport, months: set[str], counts: list[tuple[str, int]]
+def _publish_month(
+    store: Store,
+    transport: Transport,
+    month: str,
+    fresh: dict[str, tuple[int, str | None]],
+    now: float,
 ) -> None:
-    """Rewrite the search file of each month a published day is in, whole, from the state
-    database (the months not touched stay as they are), then the list of months."""
-    for month in sorted(months):
-        rows = _month_rows(store, month)
-        first = next(rows, None)
-        if first is None:  # all of it expired or erased
-            transport.remove(search.path_of(month))
-            continue
-        entries = ((manifest.entry(row), row.extension) for row in _chain(first, rows))
-        transport.write_bytes(search.path_of(month), search.render_month(month, entries))
-    transport.write_bytes("search/months.json", search.render_months(counts))
+    """Rewrite a month's search file from its days' parts: `fresh` (count, part) for the
+    days just written, the stored ones for the others (made again from the rows when
+    missing)."""
+    parts = dict(store.days.searches(month.replace("-", "/")))
+    for day, (count, part) in fresh.items():
+        if count:
+            parts[day] = part
+        else:  # emptied in this same pass
+            parts.pop(day, None)
+    for day, part in parts.items():
+        if part is None:  # published before the search files, or rebuilt
+            day_part = search.DayPart(day)
+            for _ in _entries(store, day, day_part):
+                pass
+            parts[day] = day_part.text()
+            store.days.set_search(day, parts[day] or "", now=now)
+    if not parts:  # all of it expired or erased
+        transport.remove(search.path_of(month))
+        return
+    texts = (parts[day] or "" for day in sorted(parts))
+    transport.write_bytes(search.path_of(month), search.render_month(month, texts))
 
 
-def _month_rows(store: Store, month: str) -> Iterator[Row]:
-    low, high = search.month_range(month)
-    return manifest.rows_between(store, low, high)
-
-
-def _chain(first: Row, rest: Iterator[Row]) -> Iterator[Row]:
-    yield first
-    yield from rest
-
-
-def _entries(store: Store, day: str) -> Iterator[dict[str, Any]]:
-    return (manifest.entry(row) for row in manifest.day_rows(store, day))
+def _entries(
+    store: Store, day: str, part: search.DayPart | None = None
+) -> Iterator[dict[str, Any]]:
+    for row in manifest.day_rows(store, day):
+        entry = manifest.entry(row)
+        if part is not None:
+            part.add(entry, row.extension)
+        yield entry
 
 
 def _counted(

@@ -67,7 +67,7 @@
       if (query.ext && row[4] !== query.ext && row[1] !== query.ext && row[2] !== query.ext) {
         return false;
       }
-      if (query.dir && kinds[row[5]][1] !== query.dir) {
+      if (query.dir && kindOf(row, kinds)[1] !== query.dir) {
         return false;
       }
       if (query.disp && row[6].toUpperCase() !== query.disp) {
@@ -75,6 +75,11 @@
       }
       return !(min >= 0 && row[7] < min);
     };
+  }
+
+  function kindOf(row, kinds) {
+    return Object.prototype.hasOwnProperty.call(kinds, row[5]) ? kinds[row[5]]
+      : [row[5] || "Unknown", "int"];
   }
 
   function text(tag, value, className) {
@@ -124,7 +129,7 @@
         ":" + two(row[0] % 60);
     }
     tr.appendChild(td);
-    var kind = kinds[row[5]] || ["Unknown", "int"];
+    var kind = kindOf(row, kinds);
     td = cell("kind");
     td.appendChild(text("span", kind[0], "badge k-" + kind[1]));
     tr.appendChild(td);
