@@ -97,10 +97,9 @@ def _publish_static(
 ) -> None:
     """The static files and search.html (which changes only with them or the title),
     written when they differ from what was published last."""
-    files = dict(index.STATIC)
-    if searchable:
-        files["search.html"] = index.render_search(title=pages.title)
-    version = hashlib.sha256(_STATIC_VERSION.encode() + files.get("search.html", b"")).hexdigest()
+    page = index.render_search(title=pages.title)
+    files = dict(index.STATIC) | ({"search.html": page} if searchable else {})
+    version = hashlib.sha256(_STATIC_VERSION.encode() + page).hexdigest()
     if store.meta("static_version") == version:
         return
     for name, content in files.items():
