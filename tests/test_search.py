@@ -299,3 +299,19 @@ def test_the_uniqueid_link_highlights_the_call(site: Site, tab: Tab) -> None:
     )
     assert uid in row.inner_text() or row.locator("audio").get_attribute("src")
     assert tab.problems == []
+
+
+@pytest.mark.parametrize("width", [375, 1280])
+def test_the_search_page_fits_the_screen(site: Site, browser: Any, width: int) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 740}, is_mobile=width < 500)
+    try:
+        page = context.new_page()
+        page.goto(site.search(number="2125550142"))
+        assert results(page)
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0
+        assert page.locator("#results thead").is_visible() is (width > 900)
+    finally:
+        context.close()
