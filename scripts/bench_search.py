@@ -159,8 +159,8 @@ def write_site(root: Path, days: list[date], per_day: int) -> None:
         parts.setdefault(search.month_of(key), []).append(part.text())
         (root / key).mkdir(parents=True)
         (root / key / "manifest.json").write_bytes(manifest.render(key, iter(entries), 0.0))
-    for month, texts in parts.items():
-        (root / search.path_of(month)).write_bytes(search.render_month(month, texts))
+    for month, texts in parts.items():  # newest day first, as the agent writes them
+        (root / search.path_of(month)).write_bytes(search.render_month(month, texts[::-1]))
     counts = [(d.strftime("%Y/%m/%d"), per_day) for d in days]
     (root / "search/months.json").write_bytes(search.render_months(counts))
 

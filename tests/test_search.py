@@ -142,7 +142,7 @@ def build(root: Path, calls: list[Call]) -> None:
         write(f"{day}/index.html", render_day(day, entries, title=TITLE, generated_at=GENERATED))
     for month in sorted({search.month_of(day) for day in by_day}):
         parts = []
-        for day in sorted(d for d in by_day if search.month_of(d) == month):
+        for day in sorted((d for d in by_day if search.month_of(d) == month), reverse=True):
             part = search.DayPart(day)
             for call in by_day[day]:
                 part.add(call.entry, call.extension)

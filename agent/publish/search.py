@@ -6,7 +6,7 @@ Pure rendering: manifest entries in, bytes out. A month file is rewritten whole 
 days is published, from each day's part as the state database keeps it (the remote is
 never read back).
 
-A month file, one day per line::
+A month file, one day per line, newest day first (each day's calls in the day page's order)::
 
     {"v":1,"month":"2024-03","kinds":{"in":["Incoming","in"],...},"days":[
     ["2024/03/15",[[seconds,caller,dst,name,extension,kind,disposition,talk,href,uniqueid,playable],...]],
@@ -79,7 +79,8 @@ class DayPart:
 
 
 def render_month(month: str, parts: Iterable[str]) -> bytes:
-    """The month file from its days' parts (`DayPart.text`), in day order."""
+    """The month file from its days' parts (`DayPart.text`), newest day first: the page
+    reads it a line at a time as it arrives, and shows results newest first."""
     head = json.dumps(
         {"v": FORMAT, "month": month, "kinds": kind_table()},
         ensure_ascii=False,

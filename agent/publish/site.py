@@ -133,7 +133,7 @@ def _publish_month(
     if not parts:  # all of it expired or erased
         transport.remove(search.path_of(month))
         return
-    texts = (parts[day] or "" for day in sorted(parts))
+    texts = (parts[day] or "" for day in sorted(parts, reverse=True))  # newest first
     transport.write_bytes(search.path_of(month), search.render_month(month, texts))
 
 

@@ -174,6 +174,45 @@
     });
   }
 
+  // A month file, line by line as it arrives: the head (with its kinds), then one day a
+  // line (agent/publish/search.py); JSON escapes every newline inside a value.
+  function readMonth(response, onDay) {
+    if (!response.ok) {
+      throw new Error(response.url + ": " + response.status);
+    }
+    var kinds = null;
+    var rest = "";
+    function lines(text, last) {
+      var parts = (rest + text).split("\n");
+      rest = last ? "" : parts.pop();
+      parts.forEach(function (line) {
+        if (kinds === null) {
+          kinds = JSON.parse(line + "]}").kinds;
+        } else if (line.charAt(0) === "[") {
+          onDay(kinds, JSON.parse(line.charAt(line.length - 1) === "," ? line.slice(0, -1) : line));
+        }
+      });
+    }
+    if (!response.body || !window.TextDecoder) {
+      return response.text().then(function (text) {
+        lines(text, true);
+      });
+    }
+    var reader = response.body.getReader();
+    var decoder = new TextDecoder();
+    function next() {
+      return reader.read().then(function (chunk) {
+        if (chunk.done) {
+          lines(decoder.decode(), true);
+          return undefined;
+        }
+        lines(decoder.decode(chunk.value, { stream: true }), false);
+        return next();
+      });
+    }
+    return next();
+  }
+
   function search(query) {
     var mine = ++run;
     var matches = matcher(query);
@@ -192,26 +231,23 @@
         (done ? "" : " so far…");
     }
 
-    function add(month) {
-      if (mine !== run) {
+    function addDay(kinds, line) {
+      var day = line[0];
+      if (mine !== run || (from && day < from) || (to && day > to)) {
         return;
       }
-      for (var d = month.days.length - 1; d >= 0; d--) { // newest first
-        var day = month.days[d][0];
-        if ((from && day < from) || (to && day > to)) {
-          continue;
-        }
-        var rows = month.days[d][1];
-        for (var r = rows.length - 1; r >= 0; r--) {
-          if (matches(rows[r], month.kinds)) {
-            count++;
-            if (count <= LIMIT) {
-              body.appendChild(rowOf(day, rows[r], month.kinds));
-            }
+      var rows = line[1];
+      for (var r = rows.length - 1; r >= 0; r--) { // newest first
+        if (matches(rows[r], kinds)) {
+          count++;
+          if (count <= LIMIT) {
+            body.appendChild(rowOf(day, rows[r], kinds));
           }
         }
       }
-      table.hidden = count === 0;
+      if (count) {
+        table.hidden = false;
+      }
       summary(false);
     }
 
@@ -219,13 +255,22 @@
       var months = index.months.filter(function (m) {
         return (!from || m.last >= from) && (!to || m.first <= to);
       });
-      // fetched together, shown in order, newest month first
-      var loads = months.map(function (m) {
-        return getJson("search/" + m.month + ".json");
-      });
-      return loads.reduce(function (chain, load) {
+      // Newest month first, two fetched at a time; each read as it arrives, a day a line
+      // (newest day first), so the first results show before a month is all there.
+      var loads = [];
+      function load(i) {
+        if (i < months.length && !loads[i]) {
+          loads[i] = fetch("search/" + months[i].month + ".json", { cache: "no-cache" });
+        }
+        return loads[i];
+      }
+      load(0);
+      return months.reduce(function (chain, month, i) {
         return chain.then(function () {
-          return load.then(add);
+          load(i + 1);
+          return load(i).then(function (response) {
+            return readMonth(response, addDay);
+          });
         });
       }, Promise.resolve());
     }).then(function () {
