@@ -156,7 +156,7 @@ def write_site(root: Path, days: list[date], per_day: int) -> None:
             entry = _entry(row)
             part.add(entry, row["extension"])
             entries.append(entry)
-        parts.setdefault(search.month_of(key), []).append(part.text())
+        parts.setdefault(search.month_of(key), []).append(part.data())
         (root / key).mkdir(parents=True)
         (root / key / "manifest.json").write_bytes(manifest.render(key, iter(entries), 0.0))
     for month, texts in parts.items():  # newest day first, as the agent writes them

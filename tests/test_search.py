@@ -146,7 +146,7 @@ def build(root: Path, calls: list[Call]) -> None:
             part = search.DayPart(day)
             for call in by_day[day]:
                 part.add(call.entry, call.extension)
-            parts.append(part.text())
+            parts.append(part.data())
         write(search.path_of(month), search.render_month(month, parts))
     counts = [(day, len(day_calls)) for day, day_calls in by_day.items()]
     write("search/months.json", search.render_months(counts))

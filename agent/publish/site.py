@@ -41,7 +41,7 @@ def publish_dirty(
     for month, month_days in itertools.groupby(days, key=search.month_of):
         # The days' files, then their month's search file, and only then the days marked
         # published: a pass cut anywhere leaves them dirty, to be written again.
-        published: dict[str, tuple[int, str | None]] = {}
+        published: dict[str, tuple[int, bytes | None]] = {}
         for day in month_days:
             published[day] = _publish_day(store, transport, day, now, pages, generated, searching)
         if searching:
@@ -70,7 +70,7 @@ def _publish_day(
     pages: IndexConfig,
     generated: str,
     searching: bool,
-) -> tuple[int, str | None]:
+) -> tuple[int, bytes | None]:
     """Write one day's manifest and page; return how many recordings it holds and, when
     `searching`, its part of the month's search file."""
     if next(manifest.day_rows(store, day), None) is None:  # all of it expired
@@ -89,7 +89,7 @@ def _publish_day(
             day, _entries(store, day), title=pages.title, generated_at=generated, totals=totals
         )
         transport.write_bytes(f"{day}/index.html", page)
-    return totals.count, None if part is None else part.text()
+    return totals.count, None if part is None else part.data()
 
 
 def _publish_static(
@@ -111,7 +111,7 @@ def _publish_month(
     store: Store,
     transport: Transport,
     month: str,
-    fresh: dict[str, tuple[int, str | None]],
+    fresh: dict[str, tuple[int, bytes | None]],
     now: float,
 ) -> None:
     """Rewrite a month's search file from its days' parts: `fresh` (count, part) for the
@@ -128,12 +128,12 @@ def _publish_month(
             day_part = search.DayPart(day)
             for _ in _entries(store, day, day_part):
                 pass
-            parts[day] = day_part.text()
-            store.days.set_search(day, parts[day] or "", now=now)
+            parts[day] = day_part.data()
+            store.days.set_search(day, parts[day] or b"", now=now)
     if not parts:  # all of it expired or erased
         transport.remove(search.path_of(month))
         return
-    texts = (parts[day] or "" for day in sorted(parts, reverse=True))  # newest first
+    texts = (parts[day] or b"" for day in sorted(parts, reverse=True))  # newest first
     transport.write_bytes(search.path_of(month), search.render_month(month, texts))
 
 

@@ -28,7 +28,7 @@ class Days:
     def counts(self) -> list[tuple[str, int]]:
         return [(str(d), int(n)) for d, n in self.conn.execute("SELECT day, count FROM days")]
 
-    def published(self, day: str, count: int, *, now: float, search: str | None = None) -> None:
+    def published(self, day: str, count: int, *, now: float, search: bytes | None = None) -> None:
         """The day's manifest and page are written: no longer dirty, `count` recordings,
         `search` its part of its month's search file."""
         with transaction(self.conn) as tx:
@@ -39,7 +39,7 @@ class Days:
             )
             tx.event(None, now, "published", f"{day} {count}")
 
-    def searches(self, month: str) -> list[tuple[str, str | None]]:
+    def searches(self, month: str) -> list[tuple[str, bytes | None]]:
         """The published days of `month` ("2024/03") with their search parts, in order."""
         return [
             (str(d), s)
@@ -49,7 +49,7 @@ class Days:
             )
         ]
 
-    def set_search(self, day: str, search: str, *, now: float) -> None:
+    def set_search(self, day: str, search: bytes, *, now: float) -> None:
         """A day's search part, made again for a day published without one."""
         with transaction(self.conn) as tx:
             tx.execute("UPDATE days SET search = ? WHERE day = ?", (search, day))
