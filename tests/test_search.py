@@ -181,6 +181,41 @@ def submit(page: Any, **fields: str) -> None:
     page.locator("#search button[type=submit]").click()
 
 
+@pytest.mark.parametrize(
+    ("uniqueid", "link"),
+    [
+        ("1710497702.42", "2024/03/15/index.html#1710497702.42"),
+        ('"><script>x()</script>', "2024/03/15/index.html"),
+        ("a b", "2024/03/15/index.html"),
+        (None, "2024/03/15/index.html"),
+    ],
+)
+def test_only_a_plain_uniqueid_becomes_a_row_id(uniqueid: str | None, link: str) -> None:
+    from agent.publish.index import link as link_of
+
+    assert link_of("2024/03/15", uniqueid) == link
+    entry = {"file": "2024/03/15/a.wav", "uniqueid": uniqueid}
+    page = render_day("2024/03/15", [entry], title=TITLE, generated_at=GENERATED).decode()
+    ids = re.findall(r'<tr id="([^"]*)"', page)
+    assert ids == ([uniqueid] if "#" in link else [])
+
+
+def test_a_month_file_is_one_day_a_line_whatever_the_names() -> None:
+    """The page reads a month file a line at a time: no value may break a line."""
+    part = search.DayPart("2024/03/15")
+    for name in ("line\nbreak", "carriage\rreturn", "sep\u2028arator", "para\u2029graph"):
+        part.add({"file": "2024/03/15/a\nb.wav", "caller_name": name}, "201")
+    other = search.DayPart("2024/03/14")
+    other.add({"file": "2024/03/14/c.wav", "caller_name": "x"}, None)
+    data = search.render_month("2024-03", [part.data(), other.data()])
+    lines = data.decode().split("\n")
+    assert len(lines) == 5 and lines[-1] == ""  # head, two days, the end
+    assert json.loads(lines[0] + "]}")["month"] == "2024-03"
+    day, rows = json.loads(lines[1].rstrip(","))
+    assert day == "2024/03/15" and rows[0][3] == "line\nbreak"
+    assert json.loads(data)["days"][1][0] == "2024/03/14"
+
+
 def test_the_month_files_are_compact(site: Site) -> None:
     sizes = sum(p.stat().st_size for p in (site.root / "search").glob("2024-*.json"))
     assert sizes / len(site.calls) < 160  # bytes per call, the file name half of it
