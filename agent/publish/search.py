@@ -2,21 +2,23 @@
 search page (`search.html`) filters in the browser, and `search/months.json`, which months
 exist, so a search fetches only those of the dates asked.
 
-Pure rendering: manifest entries in, bytes out. A month file is rewritten whole when one of its
-days is published, from each day's part as the state database keeps it (the remote is
-never read back).
+Pure rendering: manifest entries in, bytes out. A month file is rewritten whole when one
+of its days is published, from each day's part as the state database keeps it (the
+remote is never read back).
 
-A month file, one day per line, newest day first (each day's calls in the day page's order)::
+A month file, one day a line, newest day first (a day's calls in its page's order)::
 
     {"v":1,"month":"2024-03","kinds":{"in":["Incoming","in"],...},"days":[
-    ["2024/03/15",[[seconds,caller,dst,name,extension,kind,disposition,talk,href,uniqueid,playable],...]],
+    ["2024/03/15",[[seconds,caller,dst,name,extension,kind,disposition,talk,href,uid,
+    playable],...]],
     ...]}
 
-`seconds` is the time of day (-1 unknown), `caller` and `dst` are digits only (what a number
-search compares), `kind` the recording's kind (`kinds` gives its label and direction class:
-in, out or int; a kind not there is "int"), `talk` the seconds
-the day page shows (-1 unknown), `href` the URL-encoded file name beside the day page,
-`uniqueid` the row's id on it ("" when it has none), `playable` 1 when a browser plays it.
+(a row is on one line; FIELDS names its columns). `seconds` is the time of day (-1
+unknown); `caller` and `dst` are digits only (what a number search compares); `kind` the
+recording's kind (`kinds` gives its label and direction class: in, out or int; a kind not
+there is "int"); `talk` the seconds the day page shows (-1 unknown); `href` the URL-encoded
+file name beside the day page; `uid` the row's id there ("" when it has none); `playable`
+1 when a browser plays the format.
 """
 
 from __future__ import annotations
