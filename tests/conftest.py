@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.support.s3",
     "tests.support.metadata",
     "tests.support.moto",
+    "tests.support.chromium",
 ]
 
 

@@ -18,13 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from agent.cli import cli
-from tests import test_index
 from tests.conftest import Site
+from tests.support.chromium import Tab  # its fixtures, browser and tab, are shared
 from tests.support.crm import CrmServer
 from tests.support.mixmonitor import write_recording
-from tests.test_index import Tab
-
-browser, tab = test_index.browser, test_index.tab  # its Chromium fixtures, shared
 
 NUMBER = "18005551234"
 ERASE = [  # to the number, and from it

@@ -6,15 +6,12 @@ Set RECSYNC_SCREENSHOT=1 to write docs/day-page.png from the day page."""
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -23,23 +20,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.publish.index import CSP, STATIC, DayTotals, playable, render_day, render_root
+from agent.publish.index import (
+    CSP,
+    STATIC,
+    DayTotals,
+    playable,
+    render_day,
+    render_root,
+    render_search,
+)
 from agent.sample import tone
 from agent.spool.wavheader import wav_header
 from tests.support.cdr import call_fields
-from tests.support.servers import require
+from tests.support.chromium import Tab, serving, wait_until
 
 RATE = 8000
 TITLE = "Call recordings"
 GENERATED = "2024-03-15T23:59:00+00:00"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [  # DESIGN.md "Testing on this machine" (Playwright adds --headless)
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HOSTILE_IMG = '<img src=x onerror="window.pwned=1">'
 HOSTILE_SCRIPT = "<script>window.pwned=2</script>"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -206,7 +203,8 @@ def test_a_name_that_is_not_utf8_links_to_its_bytes() -> None:
 def test_every_page_has_the_strict_csp_and_no_inline_code() -> None:
     day = day_html([*hostile_entries(), entry("2024/03/15/c.gsm")])
     root = render_root([("2024/03/15", 3)], title=TITLE, generated_at=GENERATED).decode()
-    for html in (day, root):
+    search = render_search(title=TITLE).decode()
+    for html in (day, root, search):
         metas = [m for m in parse(html).all("meta") if m.get("http-equiv")]
         assert metas == [{"http-equiv": "Content-Security-Policy", "content": CSP}]
         assert "default-src 'none'" in CSP and "script-src 'self'" in CSP
@@ -304,7 +302,12 @@ def test_day_page_links_its_assets_relatively() -> None:
             assert asset is not None and "//" not in asset and not asset.startswith("/")
             resolved = urlsplit(urljoin(f"http://h/{base}", asset)).path.lstrip("/")
             assert resolved in STATIC
-    assert set(STATIC) == {"static/recsync.css", "static/recsync.js", "static/favicon.svg"}
+    assert set(STATIC) == {
+        "static/recsync.css",
+        "static/recsync.js",
+        "static/search.js",
+        "static/favicon.svg",
+    }
     assert all(content for content in STATIC.values())
     assert b"http" not in STATIC["static/recsync.css"]  # no external fonts or imports
 
@@ -318,6 +321,7 @@ def test_root_lists_days_newest_first_with_counts() -> None:
     parsed = parse(html)
     assert [a["href"] for a in parsed.all("a")] == [
         "index.html",
+        "search.html",
         "2024/03/15/index.html",
         "2024/03/14/index.html",
         "2023/12/31/index.html",
@@ -337,13 +341,6 @@ def test_bad_days_are_refused(day: str) -> None:
 
 
 # ---------------------------------------------------------------- in headless Chromium
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    timeout = 10  # an idle keep-alive or preconnect socket never holds a thread for long
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @dataclass
@@ -431,54 +428,8 @@ def build_site(root: Path) -> tuple[dict[str, float], list[tuple[str, int]]]:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("www")
     lengths, _ = build_site(root)
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
+    with serving(root) as url:
         yield Site(root, url, f"{url}2024/03/15/index.html", f"{url}2024/03/14/index.html", lengths)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's Chromium through Playwright: a skip without it, a failure in CI."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(["playwright"], "Playwright", "pip install -e '.[test]'")
-        raise
-    if not os.access(CHROMIUM, os.X_OK):
-        require([CHROMIUM], "Chromium", "Debian package chromium; scripts/test installs it as root")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@dataclass
-class Tab:
-    page: Any  # playwright.sync_api.Page
-    problems: list[str]  # console errors and uncaught page errors
-
-
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Tab]:
-    context = browser.new_context(viewport={"width": 1200, "height": 700})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"))
-    page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
-    try:
-        yield Tab(page, problems)
-    finally:
-        context.close()
 
 
 def status(url: str) -> int:
@@ -489,10 +440,6 @@ def status(url: str) -> int:
 
 def visible_names(page: Any) -> list[str]:
     return [str(t) for t in page.locator("#calls tbody tr:visible .name").all_inner_texts()]
-
-
-def wait_until(page: Any, script: str, arg: object = None) -> None:
-    page.wait_for_function(script, arg=arg, timeout=10_000)
 
 
 def test_chromium_day_page_lists_calls_and_filters_as_you_type(site: Site, tab: Tab) -> None:
@@ -632,7 +579,7 @@ def test_chromium_root_page_lists_days_and_links_resolve(site: Site, tab: Tab) -
         "Sun 31 1 call",
     ]
     assert page.locator("h2").all_inner_texts() == ["March 2024 7 calls", "December 2023 1 call"]
-    hrefs = page.eval_on_selector_all("a", "links => links.map(a => a.href)")
+    hrefs = page.eval_on_selector_all("a:not([href$='search.html'])", "ls => ls.map(a => a.href)")
     assert len(hrefs) == 4
     for href in hrefs:
         assert href.startswith(site.url) and status(href) == 200

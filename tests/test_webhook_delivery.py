@@ -62,6 +62,12 @@ def test_one_signed_post_per_recording(
     assert sorted(e["recording"]["file"] for e in sent) == sorted(  # type: ignore[index]
         m["file"] for m in manifest["recordings"]
     )
+    # the link to the call's row on its day page, as the manifest has it
+    links = {m["uniqueid"]: m["link"] for m in manifest["recordings"]}
+    for e in sent:
+        recording: dict[str, str] = e["recording"]  # type: ignore[assignment]
+        assert recording["link"] == links[recording["uniqueid"]]
+        assert recording["link"] == f"{DAY}/index.html#{recording['uniqueid']}"
 
 
 def test_failing_crm_gets_everything_later_and_never_blocks_shipping(

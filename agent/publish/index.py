@@ -23,13 +23,13 @@ from urllib.parse import quote
 if TYPE_CHECKING:  # Jinja2 loads with the first page rendered
     import jinja2
 
-CSP = (
+CSP = (  # connect-src: the search page fetches the month files beside it
     "default-src 'none'; style-src 'self'; script-src 'self'; media-src 'self'; "
-    "img-src 'self'; base-uri 'none'; form-action 'none'"
+    "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'"
 )
 
 _PACKAGE = "agent.publish"
-_STATIC_NAMES = ("recsync.css", "recsync.js", "favicon.svg")
+_STATIC_NAMES = ("recsync.css", "recsync.js", "search.js", "favicon.svg")
 
 
 def _read_static() -> dict[str, bytes]:
@@ -83,6 +83,36 @@ _DISPOSITIONS = {
 }
 
 
+_ANCHOR = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def anchor(uniqueid: object) -> str | None:
+    """The day page row's id for a call: its uniqueid as is, when it is a plain token
+    (Asterisk's are "1710497702.42"), so `index.html#<uniqueid>` is the link a CRM builds
+    from what it already has; None for anything else (no id, nothing to escape)."""
+    if isinstance(uniqueid, str) and _ANCHOR.fullmatch(uniqueid):
+        return uniqueid
+    return None
+
+
+def link(day: str, uniqueid: object) -> str:
+    """The stable link to a call, relative to the root: `2024/03/15/index.html#<uid>`
+    (the day page alone when the uniqueid cannot be an id)."""
+    target = anchor(uniqueid)
+    return f"{day}/index.html#{target}" if target else f"{day}/index.html"
+
+
+def kind_label(kind: object) -> tuple[str, str]:
+    """A DESIGN.md kind -> (label, direction class: in, out or int)."""
+    text = _text(kind)
+    return _KINDS.get(text, (text or "Unknown", "int"))
+
+
+def kind_table() -> dict[str, tuple[str, str]]:
+    """Every known kind -> (label, direction class), for the search page."""
+    return dict(_KINDS)
+
+
 def playable(fmt: str) -> bool:
     """True for formats a browser plays: PCM wav, mp3, ogg, opus, flac.
 
@@ -103,7 +133,7 @@ class DayTotals:
 
     def add(self, entry: Mapping[str, object]) -> None:
         self.count += 1
-        self.seconds += _talk_seconds(entry) or 0
+        self.seconds += talk_seconds(entry) or 0
 
 
 def render_day(
@@ -174,10 +204,20 @@ def render_root(days: Sequence[tuple[str, int]], *, title: str, generated_at: st
     )
 
 
+def render_search(*, title: str) -> bytes:
+    """The root `search.html`: a form, and the results its script (static/search.js)
+    finds in the month files under `search/` (agent/publish/search.py). The same page for
+    the same title: written with the static files, not at every publish."""
+    return render(
+        _templates()[2], title=title, generated_at="", home="index.html", static="static/"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Row:
     """One call as the day page shows it: display strings, no markup (autoescaped)."""
 
+    id: str | None  # the uniqueid, the target of `index.html#<uniqueid>`
     started_at: str
     time: str
     kind: str
@@ -214,9 +254,9 @@ class _Month:
         return plural(self.total, "call")
 
 
-def _templates() -> tuple[jinja2.Template, jinja2.Template]:
-    """The day and root templates."""
-    return template("day.html"), template("root.html")
+def _templates() -> tuple[jinja2.Template, jinja2.Template, jinja2.Template]:
+    """The day, root and search templates."""
+    return template("day.html"), template("root.html"), template("search.html")
 
 
 @cache
@@ -248,8 +288,7 @@ def _row(entry: Mapping[str, object]) -> _Row:
     name = file.rsplit("/", 1)[-1]
     ext = name.rsplit(".", 1)[-1] if "." in name else _text(entry.get("format"))
     started_at = _text(entry.get("started_at"))
-    kind = _text(entry.get("kind"))
-    kind_label, kind_class = _KINDS.get(kind, (kind or "Unknown", "int"))
+    label, kind_class = kind_label(entry.get("kind"))
     caller_name = _text(entry.get("caller_name"))
     caller_number = _text(entry.get("caller_number"))
     if not caller_name and not caller_number:
@@ -258,15 +297,16 @@ def _row(entry: Mapping[str, object]) -> _Row:
     did = _text(entry.get("did"))
     duration = _seconds(entry.get("duration"))
     billsec = _seconds(entry.get("billsec"))
-    shown = _talk_seconds(entry)
+    shown = talk_seconds(entry)
     title = ""
     if billsec is not None and duration is not None and duration != billsec:
         title = f"{_clock(duration)} with ringing"
     disposition = _text(entry.get("disposition"))
     return _Row(
+        id=anchor(entry.get("uniqueid")),
         started_at=started_at,
         time=_time_of(started_at),
-        kind=kind_label,
+        kind=label,
         kind_class=kind_class,
         caller_name=caller_name,
         caller_number=caller_number,
@@ -284,7 +324,7 @@ def _row(entry: Mapping[str, object]) -> _Row:
     )
 
 
-def _talk_seconds(entry: Mapping[str, object]) -> int | None:
+def talk_seconds(entry: Mapping[str, object]) -> int | None:
     """The talk time, which is what the recording holds (else the whole call's)."""
     billsec = _seconds(entry.get("billsec"))
     return billsec if billsec is not None else _seconds(entry.get("duration"))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.model import RecordingState
+from agent.publish.index import link
 from agent.store.state import Row, Store
 
 
@@ -54,16 +55,24 @@ def entry(row: Row, *, site: str | None = None) -> dict[str, Any]:
         "sha256": row.sha256,
         "format": row.remote_path.rsplit(".", 1)[-1].lower(),
         "cdr": cdr,
+        # the call's row on its day page, relative to the root (README: "A link per call")
+        "link": link(day_of(row.remote_path), row.uniqueid),
     }
 
 
 def day_rows(store: Store, day: str) -> Iterator[Row]:
+    return rows_between(store, f"{day}/", f"{day}0")
+
+
+def rows_between(store: Store, low: str, high: str) -> Iterator[Row]:
+    """The shipped recordings whose remote path is in [low, high): a day's, a month's,
+    in day order and, within a day, the day page's order."""
     # A range on the unique remote_path index: cheap even with years of rows. The "+"
     # keeps SQLite from choosing the (state, ...) index, which would read every done row.
     return store.iter_rows(
         "+state = ? AND remote_path >= ? AND remote_path < ?",
-        [RecordingState.DONE.value, f"{day}/", f"{day}0"],
-        order="started_at, id",
+        [RecordingState.DONE.value, low, high],
+        order="substr(remote_path, 1, 10), started_at, id",
     )
 
 

@@ -194,3 +194,11 @@ def _erasures(db: Database) -> None:
         )
         """
     )
+
+
+@migrations(name="0011_day_search")
+def _day_search(db: Database) -> None:
+    # Each published day's lines of its month's search file (publish/search.py), so a
+    # month file is put together from its days without reading the month's recordings.
+    # NULL (a day published before, or rebuilt): made again from its rows when needed.
+    db.execute("ALTER TABLE days ADD COLUMN search BLOB")  # UTF-8 JSON

@@ -1,0 +1,313 @@
+// recsync search page: finds calls across days in the month files under search/ (written
+// by the agent, agent/publish/search.py). The query lives in the URL, so a search can be
+// bookmarked or sent; opening such a URL runs it. Loaded as a file (the Content-Security-
+// Policy allows no inline script); data reaches the page only through textContent.
+"use strict";
+(function () {
+  var form = document.getElementById("search");
+  var table = document.getElementById("results");
+  var found = document.getElementById("found");
+  if (!form || !table || !found) {
+    return;
+  }
+  var body = table.tBodies[0];
+  var FIELDS = ["number", "name", "ext", "from", "to", "dir", "disp", "min"];
+  var LIMIT = 500; // rows shown at most: each has a player
+  var DISPOSITIONS = {
+    "ANSWERED": "answered", "NO ANSWER": "missed", "BUSY": "missed",
+    "CONGESTION": "failed", "FAILED": "failed"
+  };
+  var WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+    "Nov", "Dec"];
+  var run = 0; // the newest search: an older one still fetching stops adding rows
+
+  function queryOf(search) {
+    var params = new URLSearchParams(search);
+    var query = {};
+    FIELDS.forEach(function (name) {
+      query[name] = (params.get(name) || "").trim();
+    });
+    return query;
+  }
+
+  function fill(query) {
+    FIELDS.forEach(function (name) {
+      form.elements[name].value = query[name];
+    });
+  }
+
+  function urlOf(query) {
+    var params = new URLSearchParams();
+    FIELDS.forEach(function (name) {
+      if (query[name]) {
+        params.set(name, query[name]);
+      }
+    });
+    var text = params.toString();
+    return "search.html" + (text ? "?" + text : "");
+  }
+
+  function matcher(query) {
+    var digits = query.number.replace(/[^0-9]/g, "");
+    var noDigits = query.number !== "" && digits === "";
+    var name = query.name.toLowerCase();
+    var min = query.min === "" ? -1 : Number(query.min);
+    return function (row, kinds) {
+      if (noDigits) {
+        return false;
+      }
+      if (digits && row[1].indexOf(digits) === -1 && row[2].indexOf(digits) === -1) {
+        return false;
+      }
+      if (name && row[3].toLowerCase().indexOf(name) === -1) {
+        return false;
+      }
+      // the extension took part: the calling one, or the one called
+      if (query.ext && row[4] !== query.ext && row[1] !== query.ext && row[2] !== query.ext) {
+        return false;
+      }
+      if (query.dir && kindOf(row, kinds)[1] !== query.dir) {
+        return false;
+      }
+      if (query.disp && row[6].toUpperCase() !== query.disp) {
+        return false;
+      }
+      return !(min >= 0 && row[7] < min);
+    };
+  }
+
+  function kindOf(row, kinds) {
+    return Object.prototype.hasOwnProperty.call(kinds, row[5]) ? kinds[row[5]]
+      : [row[5] || "Unknown", "int"];
+  }
+
+  function text(tag, value, className) {
+    var element = document.createElement(tag);
+    element.textContent = value;
+    if (className) {
+      element.className = className;
+    }
+    return element;
+  }
+
+  function cell(className) {
+    var td = document.createElement("td");
+    td.className = className;
+    return td;
+  }
+
+  function two(n) {
+    return (n < 10 ? "0" : "") + n;
+  }
+
+  function clock(seconds) {
+    var h = Math.floor(seconds / 3600);
+    var m = Math.floor(seconds / 60) % 60;
+    var s = seconds % 60;
+    return h ? h + ":" + two(m) + ":" + two(s) : m + ":" + two(s);
+  }
+
+  function dayLabel(day) {
+    var parts = day.split("/").map(Number);
+    var when = new Date(Date.UTC(parts[0], parts[1] - 1, parts[2]));
+    return WEEKDAYS[when.getUTCDay()] + " " + parts[2] + " " + MONTHS[parts[1] - 1] + " " +
+      parts[0];
+  }
+
+  function rowOf(day, row, kinds) {
+    var tr = document.createElement("tr");
+    var page = day + "/index.html" + (row[9] ? "#" + encodeURIComponent(row[9]) : "");
+    var link = text("a", dayLabel(day));
+    link.href = page;
+    var td = cell("day");
+    td.appendChild(link);
+    tr.appendChild(td);
+    td = cell("time");
+    if (row[0] >= 0) {
+      td.textContent = two(Math.floor(row[0] / 3600)) + ":" + two(Math.floor(row[0] / 60) % 60) +
+        ":" + two(row[0] % 60);
+    }
+    tr.appendChild(td);
+    var kind = kindOf(row, kinds);
+    td = cell("kind");
+    td.appendChild(text("span", kind[0], "badge k-" + kind[1]));
+    tr.appendChild(td);
+    td = cell("caller");
+    td.appendChild(text("span", row[3], "name"));
+    td.appendChild(document.createTextNode(" "));
+    td.appendChild(text("span", row[1] || (row[3] ? "" : "unknown"), "number"));
+    tr.appendChild(td);
+    td = cell("dst");
+    td.appendChild(text("span", row[2], "number"));
+    tr.appendChild(td);
+    tr.appendChild(text("td", row[7] >= 0 ? clock(row[7]) : "", "dur"));
+    td = cell("disp");
+    td.appendChild(text("span", row[6], "badge d-" + (DISPOSITIONS[row[6].toUpperCase()] || "none")));
+    tr.appendChild(td);
+    td = cell("rec");
+    var file = day + "/" + row[8]; // row[8] is URL-encoded already
+    if (row[10]) {
+      var audio = document.createElement("audio");
+      audio.controls = true;
+      audio.preload = "none";
+      audio.src = file;
+      td.appendChild(audio);
+    } else {
+      td.appendChild(text("span", "download only", "noplay"));
+    }
+    td.appendChild(document.createTextNode(" "));
+    var download = text("a", "Download", "dl");
+    download.href = file;
+    download.setAttribute("download", "");
+    td.appendChild(download);
+    tr.appendChild(td);
+    return tr;
+  }
+
+  function getJson(url) {
+    return fetch(url, { cache: "no-cache" }).then(function (response) {
+      if (!response.ok) {
+        throw new Error(url + ": " + response.status);
+      }
+      return response.json();
+    });
+  }
+
+  // A month file, line by line as it arrives: the head (with its kinds), then one day a
+  // line (agent/publish/search.py); JSON escapes every newline inside a value.
+  function readMonth(response, onDay) {
+    if (!response.ok) {
+      throw new Error(response.url + ": " + response.status);
+    }
+    var kinds = null;
+    var rest = "";
+    function lines(text, last) {
+      var parts = (rest + text).split("\n");
+      rest = last ? "" : parts.pop();
+      parts.forEach(function (line) {
+        if (kinds === null) {
+          kinds = JSON.parse(line + "]}").kinds;
+        } else if (line.charAt(0) === "[") {
+          onDay(kinds, JSON.parse(line.charAt(line.length - 1) === "," ? line.slice(0, -1) : line));
+        }
+      });
+    }
+    if (!response.body || !window.TextDecoder) {
+      return response.text().then(function (text) {
+        lines(text, true);
+      });
+    }
+    var reader = response.body.getReader();
+    var decoder = new TextDecoder();
+    function next() {
+      return reader.read().then(function (chunk) {
+        if (chunk.done) {
+          lines(decoder.decode(), true);
+          return undefined;
+        }
+        lines(decoder.decode(chunk.value, { stream: true }), false);
+        return next();
+      });
+    }
+    return next();
+  }
+
+  function search(query) {
+    var mine = ++run;
+    var matches = matcher(query);
+    var from = query.from.replace(/-/g, "/");
+    var to = query.to.replace(/-/g, "/");
+    var count = 0;
+    while (body.firstChild) {
+      body.removeChild(body.firstChild);
+    }
+    table.hidden = true;
+    found.textContent = "Searching…";
+
+    function summary(done) {
+      var words = count === 1 ? "1 call" : count.toLocaleString("en") + " calls";
+      found.textContent = (count > LIMIT ? "The newest " + LIMIT + " of " : "") + words +
+        (done ? "" : " so far…");
+    }
+
+    function addDay(kinds, line) {
+      var day = line[0];
+      if (mine !== run || (from && day < from) || (to && day > to)) {
+        return;
+      }
+      var rows = line[1];
+      for (var r = rows.length - 1; r >= 0; r--) { // newest first
+        if (matches(rows[r], kinds)) {
+          count++;
+          if (count <= LIMIT) {
+            body.appendChild(rowOf(day, rows[r], kinds));
+          }
+        }
+      }
+      if (count) {
+        table.hidden = false;
+      }
+      summary(false);
+    }
+
+    return getJson("search/months.json").then(function (index) {
+      var months = index.months.filter(function (m) {
+        return (!from || m.last >= from) && (!to || m.first <= to);
+      });
+      // Newest month first, two fetched at a time; each read as it arrives, a day a line
+      // (newest day first), so the first results show before a month is all there.
+      var loads = [];
+      function load(i) {
+        if (i < months.length && !loads[i]) {
+          loads[i] = fetch("search/" + months[i].month + ".json", { cache: "no-cache" });
+        }
+        return loads[i];
+      }
+      load(0);
+      return months.reduce(function (chain, month, i) {
+        return chain.then(function () {
+          load(i + 1);
+          return load(i).then(function (response) {
+            return readMonth(response, addDay);
+          });
+        });
+      }, Promise.resolve());
+    }).then(function () {
+      if (mine === run) {
+        summary(true);
+        if (count === 0) {
+          found.textContent = "No call matches.";
+        }
+        table.setAttribute("data-done", "1");
+      }
+    }, function (error) {
+      if (mine === run) {
+        found.textContent = "Search failed: " + error.message;
+      }
+    });
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault(); // the CSP allows no form action: the script searches
+    var query = {};
+    FIELDS.forEach(function (name) {
+      query[name] = String(form.elements[name].value || "").trim();
+    });
+    history.pushState(null, "", urlOf(query));
+    table.removeAttribute("data-done");
+    search(query);
+  });
+
+  function fromUrl() {
+    var query = queryOf(location.search);
+    fill(query);
+    table.removeAttribute("data-done");
+    if (location.search.length > 1) {
+      search(query);
+    }
+  }
+
+  window.addEventListener("popstate", fromUrl);
+  fromUrl();
+})();

@@ -1,0 +1,352 @@
+"""Search across days (search.html over the month files under search/) and the link per
+call (`YYYY/MM/DD/index.html#<uniqueid>`), in headless Chromium.
+
+The calls are generated: 48 days over two months (February and March 2024), 50 a day, so
+2,400 calls, two month files. A year of 2,000 a day is what `scripts/bench search` times;
+here the point is that the browser finds exactly what a Python filter of the same data
+finds, which a few thousand calls show as well and in seconds."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from agent.publish import search
+from agent.publish.index import anchor, kind_label, render_day, render_root, render_search
+from tests.support.chromium import Tab, serving, wait_until
+
+TITLE = "Call recordings"
+GENERATED = "2024-03-31T23:59:00+00:00"
+FIRST_DAY = date(2024, 2, 12)
+DAYS = 48
+PER_DAY = 50
+HOSTILE_IMG = '<img src=x onerror="window.pwned=1">'
+HOSTILE_SCRIPT = "<script>window.pwned=2</script>"
+NAMES = ["Alice Anders", "Bob Buyer", "Zoë Ørsted", None, HOSTILE_IMG, HOSTILE_SCRIPT]
+KINDS = ["in", "out", "internal", "q"]
+DISPOSITIONS = ["ANSWERED", "ANSWERED", "ANSWERED", "NO ANSWER", "BUSY"]
+# numbers as CDRs write them: with and without "+", spaces and dashes
+FORMS = ["{}", "+1{}", "{0[0]}{0[1]}{0[2]}-{0[3]}{0[4]}{0[5]}-{0[6]}{0[7]}{0[8]}{0[9]}"]
+
+
+@dataclass
+class Call:
+    day: str
+    entry: dict[str, Any]
+    extension: str | None
+    order: int  # position in its day page (the state db's order)
+
+
+def generate() -> list[Call]:
+    rng = random.Random(19)
+    calls: list[Call] = []
+    for d in range(DAYS):
+        when = FIRST_DAY + timedelta(days=d)
+        day = when.strftime("%Y/%m/%d")
+        for i in range(PER_DAY):
+            seconds = 8 * 3600 + i * 600 + rng.randrange(600)
+            hh, mm, ss = seconds // 3600, seconds // 60 % 60, seconds % 60
+            number = f"212555{rng.randrange(100, 300):04}"
+            kind = rng.choice(KINDS)
+            extension = rng.choice(["201", "202", "600"])
+            uid = f"{1707700000 + d * 86400 + seconds}.{d * PER_DAY + i}"
+            file = (
+                f"{day}/{kind}-{extension}-{number}-{when:%Y%m%d}-{hh:02}{mm:02}{ss:02}-{uid}.wav"
+            )
+            caller, dst = (number, extension) if kind in ("in", "q") else (extension, number)
+            billsec = rng.choice([0, 5, 30, 61, 120, 600])
+            entry = {
+                "file": file,
+                "uniqueid": uid,
+                "kind": kind,
+                "caller_number": rng.choice(FORMS).format(caller) if caller == number else caller,
+                "caller_name": rng.choice(NAMES),
+                "dst": dst,
+                "started_at": f"{when:%Y-%m-%d}T{hh:02}:{mm:02}:{ss:02}+01:00",
+                "duration": billsec + 7,
+                "billsec": billsec,
+                "disposition": rng.choice(DISPOSITIONS),
+                "size": 1000,
+                "format": "wav",
+            }
+            calls.append(Call(day, entry, extension, i))
+    return calls
+
+
+def digits(value: object) -> str:
+    return re.sub(r"[^0-9]", "", str(value or ""))
+
+
+def expected(calls: list[Call], **query: str) -> list[str]:
+    """What the search must show, as Python reads the same data: the day page links of the
+    matching calls, newest first."""
+    number, name = digits(query.get("number")), query.get("name", "").lower()
+    first, last = query.get("from", "0000-00-00"), query.get("to", "9999-99-99")
+    matching = []
+    for call in calls:
+        e = call.entry
+        if number and number not in digits(e["caller_number"]) and number not in e["dst"]:
+            continue
+        if name and name not in (e["caller_name"] or "").lower():
+            continue
+        ext = query.get("ext")  # the extension took part: calling, or called
+        if ext and ext not in (call.extension, digits(e["caller_number"]), e["dst"]):
+            continue
+        if "dir" in query and kind_label(e["kind"])[1] != query["dir"]:
+            continue
+        if "disp" in query and e["disposition"] != query["disp"]:
+            continue
+        if "min" in query and e["billsec"] < int(query["min"]):
+            continue
+        if not first <= call.day.replace("/", "-") <= last:
+            continue
+        matching.append(call)
+    matching.sort(key=lambda c: (c.day, c.order), reverse=True)
+    return [f"{c.day}/index.html#{anchor(c.entry['uniqueid'])}" for c in matching]
+
+
+@dataclass
+class Site:
+    root: Path
+    url: str
+    calls: list[Call]
+
+    def search(self, **query: str) -> str:
+        return f"{self.url}search.html?{urlencode(query)}"
+
+
+def build(root: Path, calls: list[Call]) -> None:
+    from agent.publish.index import STATIC
+
+    def write(rel: str, content: bytes) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(content)
+
+    for rel, content in STATIC.items():
+        write(rel, content)
+    write("search.html", render_search(title=TITLE))
+    by_day: dict[str, list[Call]] = {}
+    for call in calls:
+        by_day.setdefault(call.day, []).append(call)
+    for day, day_calls in by_day.items():
+        entries = [c.entry for c in day_calls]
+        write(f"{day}/index.html", render_day(day, entries, title=TITLE, generated_at=GENERATED))
+    for month in sorted({search.month_of(day) for day in by_day}):
+        parts = []
+        for day in sorted((d for d in by_day if search.month_of(d) == month), reverse=True):
+            part = search.DayPart(day)
+            for call in by_day[day]:
+                part.add(call.entry, call.extension)
+            parts.append(part.data())
+        write(search.path_of(month), search.render_month(month, parts))
+    counts = [(day, len(day_calls)) for day, day_calls in by_day.items()]
+    write("search/months.json", search.render_months(counts))
+    write("index.html", render_root(counts, title=TITLE, generated_at=GENERATED))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("www")
+    calls = generate()
+    build(root, calls)
+    with serving(root) as url:
+        yield Site(root, url, calls)
+
+
+def results(page: Any) -> list[str]:
+    """The day page link of every result, in the order shown, once the search is done."""
+    wait_until(page, "() => document.getElementById('results').dataset.done === '1'")
+    links = page.eval_on_selector_all(
+        "#results tbody td.day a", "links => links.map(a => a.getAttribute('href'))"
+    )
+    return [str(link) for link in links]
+
+
+def submit(page: Any, **fields: str) -> None:
+    for name, value in fields.items():
+        control = page.locator(f"#search [name={name}]")
+        if control.evaluate("e => e.tagName") == "SELECT":
+            control.select_option(value)
+        else:
+            control.fill(value)
+    page.locator("#search button[type=submit]").click()
+
+
+@pytest.mark.parametrize(
+    ("uniqueid", "link"),
+    [
+        ("1710497702.42", "2024/03/15/index.html#1710497702.42"),
+        ('"><script>x()</script>', "2024/03/15/index.html"),
+        ("a b", "2024/03/15/index.html"),
+        (None, "2024/03/15/index.html"),
+    ],
+)
+def test_only_a_plain_uniqueid_becomes_a_row_id(uniqueid: str | None, link: str) -> None:
+    from agent.publish.index import link as link_of
+
+    assert link_of("2024/03/15", uniqueid) == link
+    entry = {"file": "2024/03/15/a.wav", "uniqueid": uniqueid}
+    page = render_day("2024/03/15", [entry], title=TITLE, generated_at=GENERATED).decode()
+    ids = re.findall(r'<tr id="([^"]*)"', page)
+    assert ids == ([uniqueid] if "#" in link else [])
+
+
+def test_a_month_file_is_one_day_a_line_whatever_the_names() -> None:
+    """The page reads a month file a line at a time: no value may break a line."""
+    part = search.DayPart("2024/03/15")
+    for name in ("line\nbreak", "carriage\rreturn", "sep\u2028arator", "para\u2029graph"):
+        part.add({"file": "2024/03/15/a\nb.wav", "caller_name": name}, "201")
+    other = search.DayPart("2024/03/14")
+    other.add({"file": "2024/03/14/c.wav", "caller_name": "x"}, None)
+    data = search.render_month("2024-03", [part.data(), other.data()])
+    lines = data.decode().split("\n")
+    assert len(lines) == 5 and lines[-1] == ""  # head, two days, the end
+    assert json.loads(lines[0] + "]}")["month"] == "2024-03"
+    day, rows = json.loads(lines[1].rstrip(","))
+    assert day == "2024/03/15" and rows[0][3] == "line\nbreak"
+    assert json.loads(data)["days"][1][0] == "2024/03/14"
+
+
+def test_the_month_files_are_compact(site: Site) -> None:
+    sizes = sum(p.stat().st_size for p in (site.root / "search").glob("2024-*.json"))
+    assert sizes / len(site.calls) < 160  # bytes per call, the file name half of it
+    months = json.loads((site.root / "search/months.json").read_bytes())["months"]
+    assert [(m["month"], m["count"]) for m in months] == [("2024-03", 1500), ("2024-02", 900)]
+
+
+def test_a_number_search_finds_exactly_the_matching_calls_across_days(site: Site, tab: Tab) -> None:
+    page = tab.page
+    page.goto(f"{site.url}index.html")
+    page.locator("a[href='search.html']").click()
+    page.wait_for_url(f"{site.url}search.html")
+    submit(page, number="999 999")
+    assert results(page) == []
+    assert page.locator("#found").inner_text() == "No call matches."
+    page.locator("#search [name=number]").fill("")
+    submit(page, number="+1 212 555-0142")  # digits compared: only the CDRs with the 1
+    with_country = results(page)
+    assert with_country == expected(site.calls, number="+1 212 555-0142")
+    assert 0 < len(with_country) < len(expected(site.calls, number="2125550142"))
+
+    for typed in ("212 555-0142", "(212) 555 0142", "2125550142", "555014"):
+        page.locator("#search [name=number]").fill("")
+        submit(page, number=typed)
+        found = results(page)
+        assert found == expected(site.calls, number=typed), typed
+        assert len({link[:10] for link in found}) > 5  # across days, and both months
+        assert {link[:7] for link in found} == {"2024/02", "2024/03"}
+    assert page.locator("#found").inner_text() == f"{len(found)} calls"
+    # each result has its player, the recording's URL beside its day page
+    row = page.locator("#results tbody tr").first
+    src = row.locator("audio").get_attribute("src")
+    assert src is not None and src.startswith(found[0][:11]) and src.endswith(".wav")
+    assert row.locator("audio").get_attribute("preload") == "none"
+    assert tab.problems == []
+
+
+def test_every_criterion_narrows_like_the_python_filter(site: Site, tab: Tab) -> None:
+    page = tab.page
+    queries: list[dict[str, str]] = [
+        {"number": "55502", "dir": "in", "min": "60"},
+        {"name": "bob", "disp": "NO ANSWER", "from": "2024-02-20", "to": "2024-03-05"},
+        {"number": "5550", "dir": "out", "from": "2024-03-10"},
+        {"ext": "201", "disp": "ANSWERED", "min": "100", "from": "2024-02-25", "to": "2024-03-02"},
+    ]
+    for query in queries:
+        page.goto(site.search(**query))
+        found = results(page)
+        assert found == expected(site.calls, **query), query
+        assert 0 < len(found) <= 500
+    assert tab.problems == []
+
+
+def test_only_the_months_asked_are_fetched(site: Site, tab: Tab) -> None:
+    page = tab.page
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(site.search(number="2125550142", **{"from": "2024-03-01", "to": "2024-03-31"}))
+    assert results(page) == expected(site.calls, number="2125550142", **{"from": "2024-03-01"})
+    months = sorted(u.rsplit("/", 1)[-1] for u in fetched if "/search/" in u)
+    assert months == ["2024-03.json", "months.json"]
+
+
+def test_a_bookmarked_query_url_gives_the_same_results(site: Site, tab: Tab) -> None:
+    page = tab.page
+    page.goto(f"{site.url}search.html")
+    assert page.locator("#results").is_hidden()
+    submit(page, number="555-0123", dir="in", **{"from": "2024-02-15"})
+    typed = results(page)
+    assert typed == expected(site.calls, number="555-0123", dir="in", **{"from": "2024-02-15"})
+    bookmark = page.url
+    assert "number=555-0123" in bookmark and "dir=in" in bookmark and "from=2024-02-15" in bookmark
+
+    other = page.context.new_page()  # as if opened from a bookmark or a message
+    other.goto(bookmark)
+    assert results(other) == typed
+    assert other.locator("#search [name=number]").input_value() == "555-0123"
+    assert other.locator("#search [name=dir]").input_value() == "in"
+
+    page.go_back()  # the empty query again: the URL holds the state
+    page.wait_for_url(f"{site.url}search.html")
+    page.go_forward()
+    assert results(page) == typed
+    assert tab.problems == []
+
+
+def test_hostile_caller_names_are_shown_as_text(site: Site, tab: Tab) -> None:
+    page = tab.page
+    for name in (HOSTILE_IMG, HOSTILE_SCRIPT):
+        page.goto(site.search(name=name, **{"from": "2024-03-01"}))
+        found = results(page)
+        assert found == expected(site.calls, name=name, **{"from": "2024-03-01"})
+        names = set(page.locator("#results tbody .name").all_inner_texts())
+        assert names == {name}
+    assert page.evaluate("() => typeof window.pwned") == "undefined"
+    assert page.locator("#results img, #results script").count() == 0
+    assert page.locator("script").count() == 1
+    assert tab.problems == []
+
+
+def test_the_uniqueid_link_highlights_the_call(site: Site, tab: Tab) -> None:
+    page = tab.page
+    page.goto(site.search(number="2125550142", **{"to": "2024-02-29"}))
+    found = results(page)
+    target = found[-1]  # the oldest: far down its day, so the page has to scroll to it
+    page.locator(f"#results td.day a[href='{target}']").click()
+    page.wait_for_url(f"{site.url}{target}")
+    uid = target.split("#", 1)[1]
+    row = page.locator(f"#calls tbody tr[id='{uid}']")
+    assert row.evaluate("r => r.matches(':target')")
+    other = page.locator("#calls tbody tr:not(:target)").first
+    background = "r => getComputedStyle(r).backgroundColor"
+    assert row.evaluate(background) != other.evaluate(background)
+    assert row.evaluate(
+        "r => { const b = r.getBoundingClientRect(); return b.top >= 0 && b.bottom <= innerHeight }"
+    )
+    assert uid in row.inner_text() or row.locator("audio").get_attribute("src")
+    assert tab.problems == []
+
+
+@pytest.mark.parametrize("width", [375, 1280])
+def test_the_search_page_fits_the_screen(site: Site, browser: Any, width: int) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 740}, is_mobile=width < 500)
+    try:
+        page = context.new_page()
+        page.goto(site.search(number="2125550142"))
+        assert results(page)
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0
+        assert page.locator("#results thead").is_visible() is (width > 900)
+    finally:
+        context.close()
