@@ -158,6 +158,9 @@ class Agent:
         stranded = self.store.recover(now)
         self.destination.sweep_later(day_of(r.remote_path) for r in stranded if r.remote_path)
         self.destination.sweep_later(self.store.days.dirty())
+        # Where a killed publish or heartbeat may have left a temporary: the root (pages,
+        # status.json) and the folders of the published files.
+        self.destination.sweep_later(["", "search", "static"])
         # Nothing is in flight now, so anything in staging is a leftover.
         shutil.rmtree(self.config.state.staging, ignore_errors=True)
         first_start = self.store.meta("first_start_at")

@@ -107,6 +107,8 @@ def test_single_layout_keeps_the_root_and_says_no_site(
     assert sorted(p.name for p in site.dest.iterdir()) == [
         "2024",
         "index.html",
+        "search",
+        "search.html",
         "static",
         "status.json",
     ]

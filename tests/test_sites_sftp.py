@@ -70,7 +70,8 @@ def own_files(root: Path, name: str, spool: Path) -> None:
             entries = json.loads(path.read_text())["recordings"]
             assert len(entries) == PER_SITE and {e["site"] for e in entries} == {name}
         else:
-            assert rel in ("index.html", f"{DAY}/index.html") or rel.startswith("static/"), rel
+            pages = ("index.html", "search.html", f"{DAY}/index.html")
+            assert rel in pages or rel.startswith(("static/", "search/")), rel
 
 
 def test_three_pbxs_share_one_root_and_a_fourth_cannot_take_a_name(
@@ -97,6 +98,7 @@ def test_three_pbxs_share_one_root_and_a_fourth_cannot_take_a_name(
         "favicon.svg",
         "recsync.css",
         "recsync.js",
+        "search.js",
     ]
     everything = [sha(p) for p in sftp_root.rglob("*.wav")]
     assert len(everything) == len(set(everything)) == PER_SITE * len(SITES)  # each once

@@ -209,6 +209,14 @@ def test_sweep_removes_only_our_temporaries(target: Target) -> None:
     assert target.transport.sweep(["2024/03/15"]) == 0
 
 
+def test_sweep_of_the_root_folder(target: Target) -> None:
+    """ "" is the root: a heartbeat or a root page killed mid-write leaves its temporary there."""
+    target.plant(TEMPORARY, b"partial status.json")
+    target.plant("status.json", b"{}")
+    assert target.transport.sweep([""]) == 1
+    assert target.files() == ["status.json"]
+
+
 @pytest.mark.parametrize(
     "remote", ["../escape.wav", "/etc/passwd", "2024/../../x.wav", "", "2024//x.wav", "a/./b"]
 )

@@ -108,7 +108,8 @@ class Transport(Protocol):
         """Delete `remote`; a missing file is not an error."""
 
     def sweep(self, folders: Iterable[str]) -> int:
-        """Delete this agent's temporary files left in `folders`; return how many."""
+        """Delete this agent's temporary files left in `folders` ("" is the root); return
+        how many."""
 
     def close(self) -> None: ...
 

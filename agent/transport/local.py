@@ -218,7 +218,7 @@ class LocalTransport:
     def sweep(self, folders: Iterable[str]) -> int:
         removed = 0
         for folder in folders:
-            path = self.root / check_remote(folder)
+            path = self.root / check_remote(folder) if folder else self.root
             if not path.is_dir():
                 continue
             for entry in path.iterdir():

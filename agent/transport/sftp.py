@@ -192,7 +192,7 @@ class SftpTransport:
         return self._call(target, lambda s: self._stat_remote(s, target))
 
     def sweep(self, folders: Iterable[str]) -> int:
-        paths = [self._path(folder) for folder in folders]
+        paths = [self._path(folder) if folder else self.root for folder in folders]
         return self._call(self.root, lambda s: self._sweep(s, paths))
 
     def close(self) -> None:
