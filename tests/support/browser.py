@@ -1,49 +1,18 @@
-"""A folder served over HTTP and Debian's Chromium through Playwright, for the page tests
-(the same launch as tests/test_index.py's)."""
+"""One Chromium page as a context manager, for tests that drive the browser between
+steps of their own (tests/support/chromium.py has the fixtures and the HTTP server)."""
 
 from __future__ import annotations
 
-import functools
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
+from tests.support.chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.support.chromium import serving as served
 from tests.support.servers import require
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    timeout = 10
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def served(folder: Path) -> Iterator[str]:
-    """The URL (ending in "/") of `folder` served as a webserver would."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+__all__ = ["chromium_page", "served"]
 
 
 @contextmanager
