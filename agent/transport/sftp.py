@@ -80,7 +80,7 @@ class SftpTransport:
             atomic_replace=self._posix_rename,
             fsync=self._fsync,
             verify=self.verify,
-            sha256_by=shell[self._shell],
+            sha256_by=shell[self._sha256sum],
         )
 
     def __init__(
@@ -136,7 +136,7 @@ class SftpTransport:
         self._said: set[str] = set()
         self._posix_rename = True
         self._fsync = True
-        self._shell: bool | None = None  # does `sha256sum` run over ssh? (learned)
+        self._sha256sum: bool | None = None  # does the `sha256sum` command run over ssh? (learned)
 
     def __repr__(self) -> str:  # never the password or the passphrase
         return f"SftpTransport({self.user}@{self._where}:{self.root})"
@@ -327,11 +327,11 @@ class SftpTransport:
         try:
             file = await self._op(session.sftp.open(probe, "wb"))
             await self._op(file.close())
-            if self._shell is None:  # what the features say, and retention will need
-                self._shell = session.can_exec = (
+            if self._sha256sum is None:  # what the features say, and retention will need
+                self._sha256sum = session.can_exec = (
                     await session.sha256_by_command(probe, self.timeout) is not None
                 )
-                if not self._shell and self.verify == "sha256":
+                if not self._sha256sum and self.verify == "sha256":
                     self._say_once(NO_SHELL, note="no sha256sum over ssh: reading back")
             await self._op(session.sftp.remove(probe))
         except REFUSED as exc:
@@ -481,12 +481,12 @@ class SftpTransport:
             self._say_once("sftp-no-fsync", note="files are not forced to disk before rename")
 
     async def _remote_sha256(self, session: Session, path: str) -> str:
-        if session.can_exec and self._shell is not False:
+        if session.can_exec and self._sha256sum is not False:
             digest = await session.sha256_by_command(path, self.timeout)
             if digest is not None:
-                self._shell = True
+                self._sha256sum = True
                 return digest
-            session.can_exec = self._shell = False
+            session.can_exec = self._sha256sum = False
             self._say_once(NO_SHELL, note="no sha256sum over ssh: reading back")
         return await session.sha256_by_reading(path, self.timeout)
 
