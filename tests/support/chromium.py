@@ -52,6 +52,13 @@ def serving(root: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium through Playwright: a skip without it, a failure in CI."""
+    with launched() as running:
+        yield running
+
+
+@contextmanager
+def launched() -> Iterator[Any]:
+    """A Playwright Browser on Debian's Chromium; a skip without it, a failure in CI."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
