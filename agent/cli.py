@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -9,7 +10,7 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -527,13 +528,20 @@ def backfill(ctx: Context, since: datetime | None, dry_run: bool) -> None:
         _follow(store, ids, step=None)
 
 
-def _ship_backfill(config: config_module.Config, store: Store, ids: list[int]) -> None:
+@contextlib.contextmanager
+def _one_shot(config: config_module.Config, store: Store) -> Iterator[Agent]:
+    """An agent for one command (no watching), closed when the command is done."""
     agent = _agent(config, store, watch=False)
     try:
-        agent.start(time.time())
-        _follow(store, ids, step=lambda: agent.run_once(time.time()))
+        yield agent
     finally:
         agent.close()
+
+
+def _ship_backfill(config: config_module.Config, store: Store, ids: list[int]) -> None:
+    with _one_shot(config, store) as agent:
+        agent.start(time.time())
+        _follow(store, ids, step=lambda: agent.run_once(time.time()))
     if agent.destination.paused_reason:
         raise AgentError(f"destination paused: {agent.destination.paused_reason}")
 
@@ -615,13 +623,8 @@ def index_rebuild(ctx: Context) -> None:
     """Write every day page and manifest, the root page and status.json again from the
     state database (the agent must be stopped; nothing is uploaded again)."""
     config = ctx.config
-    with exclusive(config.state.path):
-        store = ctx.writer()
-        agent = _agent(config, store, watch=False)
-        try:
-            days = agent.rebuild_index(time.time())
-        finally:
-            agent.close()
+    with exclusive(config.state.path), _one_shot(config, ctx.writer()) as agent:
+        days = agent.rebuild_index(time.time())
     if agent.destination.paused_reason:
         raise AgentError(f"destination paused: {agent.destination.paused_reason}")
     click.echo(f"rewrote the pages and manifests of {days} day(s)")
@@ -645,13 +648,8 @@ def retention(ctx: Context, dry_run: bool, as_json: bool) -> None:
         report = _dry_retention(ctx)
     else:
         try:
-            with exclusive(config.state.path):
-                store = ctx.writer()
-                agent = _agent(config, store, watch=False)
-                try:
-                    report = agent.apply_retention(time.time())
-                finally:
-                    agent.close()
+            with exclusive(config.state.path), _one_shot(config, ctx.writer()) as agent:
+                report = agent.apply_retention(time.time())
         except AlreadyRunning:
             raise AgentError(
                 "the agent is running and applies retention itself every few minutes;"
@@ -790,8 +788,7 @@ def forget(ctx: Context, number: str, yes: bool, from_spool: bool) -> None:
                     f"{len(found.erase)} recording(s) would be erased from {where}; --yes does it"
                 )
                 return
-            agent = _agent(config, store, watch=False)
-            try:
+            with _one_shot(config, store) as agent:
                 now = time.time()
                 agent.destination.probe(now)
                 if agent.destination.paused_reason:
@@ -808,8 +805,6 @@ def forget(ctx: Context, number: str, yes: bool, from_spool: bool) -> None:
                 agent.publisher.publish(now)
                 if agent.outbox is not None:
                     agent.outbox.deliver(now)
-            finally:
-                agent.close()
     except AlreadyRunning:
         raise AgentError("stop the agent first (systemctl stop recsync), then forget") from None
     click.echo(f"{count} recording(s) erased from {where}")
