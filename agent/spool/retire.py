@@ -10,23 +10,14 @@ import os
 import shutil
 from pathlib import Path
 
+from agent.durable import TEMP_PREFIX, TEMP_SUFFIX, fsync_dir
 from agent.testhooks import crash_point
 
 CHUNK = 1 << 20
-# A dot-name the spool scan and the watcher ignore (as the transports' temporaries).
-TEMP_PREFIX, TEMP_SUFFIX = ".recsync-", ".tmp"
 
 
 class MoveFailed(OSError):
     """The copy in move_to does not match the original; the original is kept."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def same_disk(spool: Path, move_to: Path) -> bool:
@@ -46,7 +37,7 @@ def retire(spool: Path, rel: str, *, move_to: Path | None) -> str:
     source = spool / rel
     if move_to is None:
         os.unlink(source)
-        _fsync_dir(source.parent)
+        fsync_dir(source.parent)
         return "deleted"
     target = move_to / rel
     _make_folders(target.parent, move_to)
@@ -58,8 +49,8 @@ def retire(spool: Path, rel: str, *, move_to: Path | None) -> str:
         _copy_verified(source, target)
         crash_point("retention:copied")
         os.unlink(source)
-    _fsync_dir(target.parent)
-    _fsync_dir(source.parent)
+    fsync_dir(target.parent)
+    fsync_dir(source.parent)
     return "moved"
 
 

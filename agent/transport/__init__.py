@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from agent.config import DestinationConfig
+from agent.durable import TEMP_PREFIX as TEMP_PREFIX  # re-exported for the transports
+from agent.durable import TEMP_SUFFIX as TEMP_SUFFIX
 from agent.errors import PermanentError
 from agent.secrets import read_secret
 
 if TYPE_CHECKING:
     from agent.transport.s3 import S3Transport
     from agent.transport.s3parts import PartLedger
-
-TEMP_PREFIX = ".recsync-"
-TEMP_SUFFIX = ".tmp"
 
 
 @dataclass(frozen=True)

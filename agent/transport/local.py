@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent.durable import fsync_dir
 from agent.errors import DestinationDown, Interrupted, PermanentError, TransientError
 from agent.testhooks import crash_point
 from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, RemoteFile, check_remote
@@ -40,14 +41,6 @@ def _classify(exc: OSError, what: str) -> Exception:
     if exc.errno in _FILE_ERRNOS:
         return PermanentError(reason)
     return TransientError(reason)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
@@ -94,7 +87,7 @@ class LocalTransport:
             cursor = cursor.parent
         folder.mkdir(parents=True, exist_ok=True)
         for created in reversed(missing):  # make each new folder's entry durable
-            _fsync_dir(created.parent)
+            fsync_dir(created.parent)
 
     @contextmanager
     def _temporary(
@@ -109,7 +102,7 @@ class LocalTransport:
             yield temp
             crash_point("upload:before-rename")
             place(temp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
