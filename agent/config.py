@@ -51,6 +51,7 @@ DESTINATION_KEYS = {
         "timeout_seconds",
         "file_mode",
         "dir_mode",
+        "sftp_client",
     },
     "s3": {
         "endpoint",
@@ -72,6 +73,7 @@ DESTINATION_KEYS = {
     },
 }
 SSE_MODES = ("none", "AES256", "aws:kms")
+SFTP_CLIENTS = ("auto", "openssh", "asyncssh")
 TRANSCODE_FORMATS = ("none", "mp3")
 ON_LOW_DISK = ("alert", "prune")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -177,6 +179,7 @@ class DestinationConfig:
     timeout_seconds: float
     file_mode: int
     dir_mode: int
+    sftp_client: str  # "auto": OpenSSH's sftp pushes the bytes where it can log in alone
     endpoint: str  # s3: "" is AWS
     region: str
     bucket: str | None
@@ -540,6 +543,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         "timeout_seconds": (30, _number(minimum=1)),
         "file_mode": ("0644", _mode),
         "dir_mode": ("0755", _mode),
+        "sftp_client": ("auto", _choice(SFTP_CLIENTS)),
         "endpoint": ("", _endpoint),
         "region": ("us-east-1", _text),
         "bucket": (None, _bucket),
@@ -636,6 +640,12 @@ def _destination(
         values["root"] = Path(values["prefix"] or ".")  # the root inside the bucket
     elif kind == "sftp":
         values["root"] = Path(values["root"])  # a path on the server: not resolved here
+        secret = values["password_file"] or values["key_passphrase_file"]
+        if values["sftp_client"] == "openssh" and secret is not None:
+            raise ConfigError(
+                "destination.sftp_client = 'openssh' logs in with a key without a passphrase"
+                " only: unset password_file and key_passphrase_file, or use 'auto'"
+            )
     else:
         values["root"] = _path("destination.root", values["root"], base)
     return DestinationConfig(**values)

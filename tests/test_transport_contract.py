@@ -106,7 +106,17 @@ class SiteTarget(Target):
 
 
 SITE = "north"
-KINDS = ["local", "sftp", "s3", "local+retry", "sftp+retry", "s3+retry", "local+site", "sftp+site"]
+KINDS = [
+    "local",
+    "sftp",
+    "sftp-asyncssh",  # asyncssh pushing the recordings' bytes too, not OpenSSH's sftp
+    "s3",
+    "local+retry",
+    "sftp+retry",
+    "s3+retry",
+    "local+site",
+    "sftp+site",
+]
 
 
 @pytest.fixture(params=KINDS)
@@ -141,8 +151,10 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         sshd: Sshd = request.getfixturevalue("sshd")
         folder = request.getfixturevalue("sftp_root")
 
+        client = "asyncssh" if kind == "sftp-asyncssh" else "openssh"
+
         def make(root: Path) -> Transport:
-            return sshd.transport(root, connections=4, verify="sha256")
+            return sshd.transport(root, connections=4, verify="sha256", client=client)
 
     if wrapped == "site":
         yield SiteTarget(folder, lambda root: wrap(make(root)))

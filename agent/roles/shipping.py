@@ -59,8 +59,11 @@ class Shipping:
         store = self.pipeline.store
         while not self._halted():
             rows = [r for r in store.due(now) if r.id not in processed]
-            if not rows:
+            if not rows and not (self._staging or self._uploads):
                 break
+            if not rows:  # the due ones are all in flight: the next outcome may add more
+                self._one_outcome(now)
+                continue
             if not scanned:  # one /proc scan per pass, not per file
                 open_paths, scanned = self.open_files(self.pipeline.spool), True
             for row in rows:
@@ -70,7 +73,7 @@ class Shipping:
                 job = self.pipeline.process(row, now, open_paths)
                 if job is not None:
                     self._submit(job, now)
-            self._wait_all(now)
+            # No draining between batches: the uploads in flight go on meanwhile.
             between_batches()
         self._wait_all(now)
         return len(processed)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from agent.config import DestinationConfig
 from agent.durable import TEMP_PREFIX as TEMP_PREFIX  # re-exported for the transports
 from agent.durable import TEMP_SUFFIX as TEMP_SUFFIX
-from agent.errors import PermanentError
+from agent.errors import ConfigError, PermanentError
 from agent.secrets import read_secret
 
 if TYPE_CHECKING:
@@ -151,7 +151,26 @@ def _sftp(config: DestinationConfig, uploads: PartLedger | None = None) -> Trans
         timeout=config.timeout_seconds,
         file_mode=config.file_mode,
         dir_mode=config.dir_mode,
+        client=sftp_client(config, use_key=use_key),
     )
+
+
+def sftp_client(config: DestinationConfig, *, use_key: bool) -> str:
+    """Which client pushes the recordings' bytes: OpenSSH's `sftp` (much less CPU per
+    file) wherever it can log in on its own, with a key that needs no passphrase."""
+    from agent.transport import sftp_openssh
+
+    alone = use_key and config.password_file is None and config.key_passphrase_file is None
+    if config.sftp_client == "asyncssh" or (config.sftp_client == "auto" and not alone):
+        return "asyncssh"
+    if not sftp_openssh.available():
+        if config.sftp_client == "openssh":
+            raise ConfigError(
+                "destination.sftp_client = 'openssh': no `sftp` command on this host"
+                " (install openssh-client, or use 'auto')"
+            )
+        return "asyncssh"
+    return "openssh"
 
 
 def _local(config: DestinationConfig, uploads: PartLedger | None = None) -> Transport:

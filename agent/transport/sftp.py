@@ -32,7 +32,9 @@ from agent.log import kv
 from agent.testhooks import crash_point
 from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, RemoteFile, check_remote
 from agent.transport.ratelimit import RateLimit
+from agent.transport.sftp_bulk import BulkUploads, Hooks, can_send
 from agent.transport.sftp_login import Login
+from agent.transport.sftp_openssh import Options
 from agent.transport.sftp_session import (
     BAD_NAME,
     BLOCK,
@@ -100,6 +102,7 @@ class SftpTransport:
         timeout: float = 30,
         file_mode: int = 0o644,
         dir_mode: int = 0o755,
+        client: str = "asyncssh",
     ) -> None:
         if verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
@@ -137,9 +140,56 @@ class SftpTransport:
         self._posix_rename = True
         self._fsync = True
         self._sha256sum: bool | None = None  # does the `sha256sum` command run over ssh? (learned)
+        self.client = client
+        self._bulk = self._bulk_uploads() if client == "openssh" else None
 
     def __repr__(self) -> str:  # never the password or the passphrase
         return f"SftpTransport({self.user}@{self._where}:{self.root})"
+
+    def _bulk_uploads(self) -> BulkUploads:
+        """Recordings' bytes through OpenSSH's `sftp`; the rest stays on asyncssh."""
+        if self.key_file is None or self._login.has_secret:
+            raise ValueError("the openssh client logs in with a key without a passphrase only")
+        options = Options(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            key_file=self.key_file,
+            known_hosts=self.known_hosts,
+            timeout=self.timeout,
+            bwlimit_kbps=self.bwlimit_kbps // self.connections,  # sftp -l is per process
+        )
+
+        def ensure_folder(folder: str) -> None:
+            if folder not in self._folders:
+                self._call(folder, lambda s: self._make_folders(s, folder))
+
+        def space_problem() -> str | None:
+            try:
+                return self._call(self.root, self._space_problem)
+            except AgentError:
+                return None
+
+        def sha256_of(path: str) -> str:
+            return self._call(path, lambda s: self._remote_sha256(s, path))
+
+        def remove(path: str) -> None:
+            self._call(path, lambda s: self._remove(s, path))
+
+        hooks = Hooks(
+            where=self._where,
+            ensure_folder=ensure_folder,
+            forget_folder=self._folders.discard,
+            space_problem=space_problem,
+            sha256_of=sha256_of,
+            host_key_problem=self._login.host_key_hint,
+            remove=remove,
+            orphan=self._orphans.add,
+            writing=self._writing,
+        )
+        return BulkUploads(
+            options=options, size=self.connections, file_mode=self.file_mode, hooks=hooks
+        )
 
     # --- the synchronous surface -------------------------------------------------------
 
@@ -158,12 +208,19 @@ class SftpTransport:
         metadata: Mapping[str, str] | None = None,  # kept by object stores only
     ) -> None:
         target = self._path(remote)
+        check = sha256 if self.verify == "sha256" else None
+        if self._bulk is not None and can_send(local):
+            try:
+                size = local.stat().st_size
+            except OSError as exc:
+                raise TransientError(f"cannot read {local}: {exc.strerror}") from exc
+            self._bulk.put(local, target, size=size, check=check, should_stop=should_stop)
+            return
         try:
             source = local.open("rb")
         except OSError as exc:
             raise TransientError(f"cannot read {local}: {exc.strerror}") from exc
         with source:
-            check = sha256 if self.verify == "sha256" else None
             self._call(
                 target,
                 lambda s: self._upload(s, source, target, sha256, check, should_stop),
@@ -196,6 +253,8 @@ class SftpTransport:
         return self._call(self.root, lambda s: self._sweep(s, paths))
 
     def close(self) -> None:
+        if self._bulk is not None:
+            self._bulk.close()
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None

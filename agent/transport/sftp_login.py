@@ -56,10 +56,15 @@ class Login:
     def __repr__(self) -> str:  # never the password or the passphrase
         return f"Login({self.user}@{self.where})"
 
+    @property
+    def has_secret(self) -> bool:
+        """A password or a key passphrase: what OpenSSH's client cannot be given."""
+        return self._password is not None or self._passphrase is not None
+
     async def connect(self, root: str) -> Session:
         """A new session; errors already classified (`root` names the place in them)."""
         if not self.known_hosts.is_file():
-            raise DestinationDown(self._host_key_hint() + " (the file does not exist)")
+            raise DestinationDown(self.host_key_hint() + " (the file does not exist)")
         try:
             conn = await asyncssh.connect(
                 self.host,
@@ -98,7 +103,7 @@ class Login:
     def error(self, exc: BaseException, path: str) -> AgentError:
         """Our error for a failure to connect, or for a connection lost while on `path`."""
         if isinstance(exc, asyncssh.HostKeyNotVerifiable):
-            return DestinationDown(self._host_key_hint())
+            return DestinationDown(self.host_key_hint())
         if isinstance(exc, asyncssh.PermissionDenied):
             return DestinationDown(
                 f"{self.where} refused the login of {self.user}: check key_file (or the "
@@ -121,7 +126,7 @@ class Login:
                 raise DestinationDown(f"cannot load the client key {self.key_file}: {exc}") from exc
         return [self._key]
 
-    def _host_key_hint(self) -> str:
+    def host_key_hint(self) -> str:
         name = host_pattern(self.host, self.port)
         if known_keys(self.known_hosts, self.host, self.port):
             return (

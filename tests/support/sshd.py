@@ -335,7 +335,8 @@ class Sshd(PrivateServer):
         }
 
     def transport(self, root: Path, **options: Any) -> SftpTransport:
-        """An SftpTransport on `root` here, which the caller closes; `options` override."""
+        """An SftpTransport on `root` here, which the caller closes; `options` override
+        (`client="asyncssh"`: asyncssh pushes the bytes too)."""
         from agent.transport.sftp import SftpTransport
 
         settings: dict[str, Any] = {
@@ -346,6 +347,7 @@ class Sshd(PrivateServer):
             "known_hosts": self.known_hosts,
             "key_file": self.client_key,
             "timeout": 10,
+            "client": "openssh",  # what open_transport picks for a key login ("auto")
             **options,
         }
         return SftpTransport(**settings)
