@@ -51,8 +51,9 @@ def row(label: str, count: int, megabytes: float, seconds: float, baseline: floa
     )
 
 
-def openssh(sshd: Sshd, spool: Path, remote: Path, work: Path) -> float:
-    """`sftp -b`: one connection, put to a temporary name, rename into place."""
+def openssh(sshd: Sshd, spool: Path, remote: Path, work: Path, fsync: bool = False) -> float:
+    """`sftp -b`: one connection, put to a temporary name (with `fsync`: forced to disk,
+    as recsync does), rename into place."""
     batch = work / "batch"
     files = sorted(spool.rglob("*.wav"))
     lines = [
@@ -63,7 +64,8 @@ def openssh(sshd: Sshd, spool: Path, remote: Path, work: Path) -> float:
     for path in files:
         final = f"{remote}/2024/03/15/{path.name}"
         temp = f"{remote}/2024/03/15/.{path.name}.tmp"
-        lines += [f'put "{path}" "{temp}"', f'rename "{temp}" "{final}"']
+        put = "put -f" if fsync else "put"
+        lines += [f'{put} "{path}" "{temp}"', f'rename "{temp}" "{final}"']
     batch.write_text("\n".join(lines) + "\n")
     command = sshd.sftp_command(batch)
     began = time.perf_counter()
@@ -71,7 +73,9 @@ def openssh(sshd: Sshd, spool: Path, remote: Path, work: Path) -> float:
     return time.perf_counter() - began
 
 
-def recsync(sshd: Sshd, spool: Path, remote: Path, work: Path, connections: int) -> float:
+def recsync(
+    sshd: Sshd, spool: Path, remote: Path, work: Path, connections: int, client: str
+) -> float:
     config = work / "config.toml"
     config.write_text(
         f'[spool]\npath = "{spool}"\nbackfill_days = 100000\n'
@@ -80,6 +84,7 @@ def recsync(sshd: Sshd, spool: Path, remote: Path, work: Path, connections: int)
         f'[destination]\ntype = "sftp"\nroot = "{remote}"\nhost = "{sshd.host}"\n'
         f'port = {sshd.port}\nuser = "{sshd.user}"\nkey_file = "{sshd.client_key}"\n'
         f'known_hosts = "{sshd.known_hosts}"\nconnections = {connections}\n'
+        f'sftp_client = "{client}"\n'
     )
     began = time.perf_counter()
     subprocess.run(
@@ -112,20 +117,21 @@ def main() -> None:
                 figures: dict[str, float] = {}
                 print(f"{count} recordings of {size // 1000} KB ({total:.0f} MB):")
                 runs = (
-                    (BASELINE, 0),
-                    ("recsync run --once, 4 connections", 4),
-                    ("recsync run --once, 1 connection", 1),
-                    ("recsync run --once, 8 connections", 8),
+                    (BASELINE, 0, ""),
+                    ("OpenSSH sftp -b, put -f (fsync)", 0, "fsync"),
+                    ("recsync, 4 connections", 4, "auto"),
+                    ("recsync, 8 connections", 8, "auto"),
+                    ("recsync, 4 connections, asyncssh", 4, "asyncssh"),
                 )
-                for label, connections in runs:
+                for label, connections, client in runs:
                     remote = sshd.new_dir(label.split()[0] + str(len(figures)))
                     scratch = work / f"run{len(figures)}"
                     scratch.mkdir()
                     cpu = children_cpu()
                     if connections:
-                        seconds = recsync(sshd, spool, remote, scratch, connections)
+                        seconds = recsync(sshd, spool, remote, scratch, connections, client)
                     else:
-                        seconds = openssh(sshd, spool, remote, scratch)
+                        seconds = openssh(sshd, spool, remote, scratch, fsync=client == "fsync")
                     per_file_ms = (children_cpu() - cpu) / count * 1000
                     shipped = sum(1 for _ in remote.rglob("*.wav"))
                     assert shipped == count, f"{label}: {shipped} of {count} arrived"

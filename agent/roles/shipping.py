@@ -15,6 +15,9 @@ from agent.roles.destination import Destination
 from agent.roles.health import Health
 from agent.spool.settle import open_files_under
 
+READY_AHEAD = 1  # staged copies kept waiting for an upload slot
+STAGING = 2  # copies made at once (a 2 MB one costs as much as its upload)
+
 
 class Shipping:
     """One pass over the due recordings at `now`. The main thread settles the next
@@ -41,10 +44,13 @@ class Shipping:
         self.open_files = open_files
         self.timer = timer  # how long the pass has run, for the latency metric only
         self._began = 0.0
-        # One more worker than uploads: the next copy is made while they run.
-        self.workers = ThreadPoolExecutor(max_workers=parallel + 1, thread_name_prefix="ship")
+        # The next copies are made while the uploads run.
+        self.workers = ThreadPoolExecutor(max_workers=parallel + STAGING, thread_name_prefix="ship")
         self._staging: dict[Future[Prepared], Stage] = {}
         self._uploads: dict[Future[None], Upload] = {}
+        # Staged and claimed, waiting for an upload slot: when one ends, the next starts
+        # at once instead of after the next copy (a 2 MB copy takes as long as a put).
+        self._ready: list[Upload] = []
 
     def _halted(self) -> bool:
         return self.should_stop() or self.destination.paused
@@ -59,9 +65,9 @@ class Shipping:
         store = self.pipeline.store
         while not self._halted():
             rows = [r for r in store.due(now) if r.id not in processed]
-            if not rows and not (self._staging or self._uploads):
-                break
-            if not rows:  # the due ones are all in flight: the next outcome may add more
+            if not rows:  # the due ones may all be in flight: the next outcome may add more
+                if not (self._staging or self._uploads):
+                    break
                 self._one_outcome(now)
                 continue
             if not scanned:  # one /proc scan per pass, not per file
@@ -81,14 +87,30 @@ class Shipping:
     def close(self) -> None:
         self.workers.shutdown(wait=True)
 
+    def _in_flight(self) -> bool:
+        return bool(self._staging or self._uploads or self._ready)
+
     def _submit(self, job: Stage, now: float) -> None:
         self._staging[self.workers.submit(self.pipeline.stage, job)] = job
-        while len(self._staging) > 1 or len(self._uploads) >= self.parallel:
+        while len(self._staging) >= STAGING or len(self._ready) >= READY_AHEAD:
             self._one_outcome(now)
 
     def _wait_all(self, now: float) -> None:
-        while self._staging or self._uploads:
+        while self._in_flight():
+            if not (self._staging or self._uploads):  # stopped or paused with some ready
+                for upload in self._ready:
+                    self.pipeline.finish(upload, Interrupted("not started"), now, reraise=False)
+                self._ready.clear()
+                return
             self._one_outcome(now)
+
+    def _start_uploads(self, now: float) -> None:
+        while self._ready and len(self._uploads) < self.parallel:
+            upload = self._ready.pop(0)
+            if self._halted():
+                self.pipeline.finish(upload, Interrupted("not started"), now, reraise=False)
+                continue
+            self._uploads[self.workers.submit(self.pipeline.upload, upload)] = upload
 
     def _one_outcome(self, now: float) -> None:
         futures: list[Future[Any]] = [*self._staging, *self._uploads]
@@ -105,10 +127,8 @@ class Shipping:
         upload = self.pipeline.claim(job, prepared, error, now)
         if upload is None:
             return
-        if self._halted():
-            self.pipeline.finish(upload, Interrupted("not started"), now, reraise=False)
-            return
-        self._uploads[self.workers.submit(self.pipeline.upload, upload)] = upload
+        self._ready.append(upload)
+        self._start_uploads(now)
 
     def _uploaded(self, future: Future[None], now: float) -> None:
         job = self._uploads.pop(future)
@@ -127,3 +147,4 @@ class Shipping:
             self.destination.pause(str(exc), now)
         except Interrupted:
             pass  # the agent is stopping; the row was handed back
+        self._start_uploads(now)

@@ -156,8 +156,9 @@ def _sftp(config: DestinationConfig, uploads: PartLedger | None = None) -> Trans
 
 
 def sftp_client(config: DestinationConfig, *, use_key: bool) -> str:
-    """Which client pushes the recordings' bytes: OpenSSH's `sftp` (much less CPU per
-    file) wherever it can log in on its own, with a key that needs no passphrase."""
+    """Which client pushes the recordings' bytes: OpenSSH's `sftp` (the bytes never pass
+    through Python) wherever it can log in on its own, with a key that needs no
+    passphrase; "auto" falls back to asyncssh should OpenSSH's login be refused."""
     from agent.transport import sftp_openssh
 
     alone = use_key and config.password_file is None and config.key_passphrase_file is None
@@ -170,7 +171,7 @@ def sftp_client(config: DestinationConfig, *, use_key: bool) -> str:
                 " (install openssh-client, or use 'auto')"
             )
         return "asyncssh"
-    return "openssh"
+    return config.sftp_client
 
 
 def _local(config: DestinationConfig, uploads: PartLedger | None = None) -> Transport:

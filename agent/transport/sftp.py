@@ -32,7 +32,7 @@ from agent.log import kv
 from agent.testhooks import crash_point
 from agent.transport import TEMP_PREFIX, TEMP_SUFFIX, Features, RemoteFile, check_remote
 from agent.transport.ratelimit import RateLimit
-from agent.transport.sftp_bulk import BulkUploads, Hooks, can_send
+from agent.transport.sftp_bulk import BulkUploads, Hooks, LoginRefused, can_send
 from agent.transport.sftp_login import Login
 from agent.transport.sftp_openssh import Options
 from agent.transport.sftp_session import (
@@ -140,8 +140,9 @@ class SftpTransport:
         self._posix_rename = True
         self._fsync = True
         self._sha256sum: bool | None = None  # does the `sha256sum` command run over ssh? (learned)
-        self.client = client
-        self._bulk = self._bulk_uploads() if client == "openssh" else None
+        self.client = "openssh" if client == "auto" else client
+        self._fall_back = client == "auto"  # to asyncssh, should OpenSSH's client be refused
+        self._bulk = self._bulk_uploads() if self.client == "openssh" else None
 
     def __repr__(self) -> str:  # never the password or the passphrase
         return f"SftpTransport({self.user}@{self._where}:{self.root})"
@@ -209,13 +210,22 @@ class SftpTransport:
     ) -> None:
         target = self._path(remote)
         check = sha256 if self.verify == "sha256" else None
-        if self._bulk is not None and can_send(local):
+        bulk = self._bulk
+        if bulk is not None and can_send(local):
             try:
                 size = local.stat().st_size
             except OSError as exc:
                 raise TransientError(f"cannot read {local}: {exc.strerror}") from exc
-            self._bulk.put(local, target, size=size, check=check, should_stop=should_stop)
-            return
+            try:
+                bulk.put(local, target, size=size, check=check, should_stop=should_stop)
+                return
+            except LoginRefused as exc:
+                if not self._fall_back:
+                    raise
+                self._bulk = None
+                bulk.close()
+                note = "asyncssh pushes the bytes instead"
+                log.warning(kv("sftp-openssh-refused", host=self._where, error=str(exc), note=note))
         try:
             source = local.open("rb")
         except OSError as exc:

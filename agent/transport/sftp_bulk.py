@@ -51,6 +51,11 @@ class Hooks:
     writing: set[str]  # our temporaries in flight, which a sweep leaves alone
 
 
+class LoginRefused(DestinationDown):
+    """OpenSSH's client could not log in (the key file's mode, a key format it cannot
+    read, the account refused it): where it was only preferred, asyncssh takes over."""
+
+
 class BulkUploads:
     """put() for SftpTransport when the `sftp` client does the byte pushing."""
 
@@ -170,9 +175,9 @@ class BulkUploads:
     def _gone(self, exc: ClientGone) -> AgentError:
         text = str(exc)
         if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION" in text:
-            return DestinationDown(self.hooks.host_key_problem())
-        if "Permission denied (" in text:  # the login, not a file
-            return DestinationDown(f"{self.hooks.where} refused the login: {text}")
+            return DestinationDown(self.hooks.host_key_problem())  # asyncssh would agree
+        if "Permission denied (" in text or "Load key" in text or "too open" in text:
+            return LoginRefused(f"{self.hooks.where} refused the login of OpenSSH's sftp: {text}")
         return TransientError(f"{self.hooks.where}: the sftp client ended: {text}")
 
 

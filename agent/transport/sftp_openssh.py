@@ -32,6 +32,8 @@ from subprocess import Popen
 ECHO = "sftp> "  # sftp -b echoes each command it reads, prefixed so
 MARKER = "version"  # local, instant, answers one line: the end of an exchange
 MARKER_ANSWER = "SFTP protocol version"
+# Not -q, which would silence ssh's reasons for a refused login too; so sftp says this:
+CHATTER = ("Uploading ",)
 CLOSE_SECONDS = 10  # how long close() waits for interrupted uploads to clean up
 POLL_SECONDS = 0.2  # how often a long put asks `should_stop`
 BLOCK = 255 * 1024  # one write request, as the asyncssh path
@@ -42,9 +44,10 @@ CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@opens
 class ClientGone(Exception):
     """the sftp process ended (connection lost, login refused) or was stopped"""
 
-    def __init__(self, output: list[str]) -> None:
+    def __init__(self, output: list[str], *, connected: bool) -> None:
         super().__init__(" / ".join(output[-3:]) or "the sftp process ended")
         self.output = output
+        self.connected = connected  # False: it never answered (login, key, host key)
 
 
 def available() -> bool:
@@ -74,7 +77,7 @@ class Options:
     def argv(self) -> list[str]:
         keepalive = max(1, int(self.timeout / 3))
         argv = [
-            "sftp", "-q", "-b", "-", "-F", "/dev/null", "-P", str(self.port),
+            "sftp", "-b", "-", "-F", "/dev/null", "-P", str(self.port),
             "-B", str(BLOCK), "-R", str(REQUESTS),
             "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=yes",
@@ -90,7 +93,6 @@ class Options:
             "-o", "ServerAliveCountMax=3",
             "-o", "Compression=no",
             "-o", f"Ciphers={CIPHERS}",
-            "-o", "LogLevel=ERROR",
             "-o", f"User={self.user}",
         ]  # fmt: skip
         if self.bwlimit_kbps:
@@ -160,6 +162,7 @@ class Client:
         self._process: Popen[bytes] | None = None
         self._pending = b""
         self._killed = False  # by kill(): the transport is closing
+        self._answered = False  # this process has answered once: it logged in
 
     @property
     def alive(self) -> bool:
@@ -171,6 +174,7 @@ class Client:
             env["HOME"] = os.environ["HOME"]
         self._pending = b""
         self._killed = False
+        self._answered = False
         self._process = self.spawner.start(self.options.argv(), env)
         return self._process
 
@@ -184,13 +188,13 @@ class Client:
             process.stdin.write(script.encode())
             process.stdin.flush()
         except OSError:
-            raise ClientGone(self._drain(process)) from None
+            raise ClientGone(self._drain(process), connected=self._answered) from None
         lines = self._read_until_marker(process, should_stop)
         outputs: list[list[str]] = []
         for line in lines:
             if line.startswith(ECHO):
                 outputs.append([])
-            elif outputs:
+            elif outputs and not line.startswith(CHATTER):
                 outputs[-1].append(line)
         return outputs[: len(commands)]
 
@@ -213,11 +217,12 @@ class Client:
                     self.close()
                     if self._killed:
                         raise InterruptedError("the transport was closed while sending")
-                    raise ClientGone(lines)
+                    raise ClientGone(lines, connected=self._answered)
                 *complete, self._pending = (self._pending + chunk).split(b"\n")
                 for raw in complete:
-                    line = raw.decode("utf-8", "replace")
+                    line = raw.decode("utf-8", "replace").rstrip("\r")  # ssh's own: CRLF
                     if line.startswith(MARKER_ANSWER) and lines and lines[-1] == ECHO + MARKER:
+                        self._answered = True
                         return lines[:-1]
                     lines.append(line)
 
@@ -225,7 +230,10 @@ class Client:
         self.close()
         assert process.stdout is not None
         with suppress(OSError, ValueError):
-            return process.stdout.read().decode("utf-8", "replace").splitlines()
+            return [
+                line.rstrip("\r")
+                for line in process.stdout.read().decode("utf-8", "replace").splitlines()
+            ]
         return []
 
     def kill(self) -> None:
