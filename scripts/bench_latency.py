@@ -58,8 +58,11 @@ def wait_ready(notify: socket.socket, process: subprocess.Popen[bytes], timeout:
     raise SystemExit("recsync run sent no READY=1")
 
 
-def recsync_run(sshd: Sshd, db: MariaDB, work: Path, spool: Path, remote: Path) -> list[float]:
-    """Latencies (s) of SECONDS * RATE recordings shipped by a running `recsync run`."""
+def recsync_run(
+    sshd: Sshd, db: MariaDB, work: Path, spool: Path, remote: Path, client: str
+) -> list[float]:
+    """Latencies (s) of SECONDS * RATE recordings shipped by a running `recsync run`,
+    `client` pushing the bytes (destination.sftp_client)."""
     seconds, rate = (int(a) for a in sys.argv[1:3]) if len(sys.argv) > 2 else (30, 10)
     password = work / "cdr-password"
     password.write_text(PASSWORD)
@@ -72,7 +75,7 @@ def recsync_run(sshd: Sshd, db: MariaDB, work: Path, spool: Path, remote: Path) 
         f'user = "recsync"\npassword_file = "{password}"\nwait_seconds = 30\n'
         f'[destination]\ntype = "sftp"\nroot = "{remote}"\nhost = "{sshd.host}"\n'
         f'port = {sshd.port}\nuser = "{sshd.user}"\nkey_file = "{sshd.client_key}"\n'
-        f'known_hosts = "{sshd.known_hosts}"\n'
+        f'known_hosts = "{sshd.known_hosts}"\nsftp_client = "{client}"\n'
         '[metrics]\nlisten = ""\n'
     )
     notify_path = work / "notify.sock"
@@ -169,20 +172,21 @@ def main() -> None:
         db.start()
         db.create_freepbx_cdr()
         db.create_user("recsync", PASSWORD)
-        work = Path(tmp)
-        spool = work / "spool"
-        spool.mkdir()
-        latencies = recsync_run(sshd, db, work, spool, sshd.new_dir("recsync"))
-        baseline = openssh(sshd, spool, sshd.new_dir("openssh"), work)
+        rows = []
+        for client in ("openssh", "asyncssh"):
+            work = Path(tmp) / client
+            spool = work / "spool"
+            spool.mkdir(parents=True)
+            latencies = recsync_run(sshd, db, work, spool, sshd.new_dir(client), client)
+            rows.append((f"recsync run (sftp by {client}, CDR from MariaDB)", latencies))
+        baseline = openssh(sshd, spool, sshd.new_dir("openssh-baseline"), work)
+        rows.append((f"OpenSSH sftp -b, one per file (first {BASELINE_FILES})", baseline))
     print("close of the recording -> final name listed on the server (seconds)")
-    print(f"  {'':44}{'files':>6}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
-    for label, values in (
-        ("recsync run (sftp, CDR from MariaDB)", latencies),
-        (f"OpenSSH sftp -b, one per file (first {BASELINE_FILES})", baseline),
-    ):
+    print(f"  {'':52}{'files':>6}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
+    for label, values in rows:
         p50, p95, p99 = percentiles(values)
-        print(f"  {label:44}{len(values):6}{p50:8.3f}{p95:8.3f}{p99:8.3f}{max(values):8.3f}")
-    print("  goals: p50 <= 0.250 s, p99 <= 1.000 s")
+        print(f"  {label:52}{len(values):6}{p50:8.3f}{p95:8.3f}{p99:8.3f}{max(values):8.3f}")
+    print("  goals at 50 recordings/s: p50 <= 0.050 s, p99 <= 0.250 s")
 
 
 if __name__ == "__main__":
