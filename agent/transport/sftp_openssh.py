@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
-import selectors
+import select
 import shutil
 import subprocess
 import threading
@@ -204,27 +204,27 @@ class Client:
         assert process.stdout is not None
         fd = process.stdout.fileno()
         lines: list[str] = []
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                if should_stop():
-                    self.close()
-                    raise InterruptedError("stopped while sending")
-                if not selector.select(POLL_SECONDS):
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    self.close()
-                    if self._killed:
-                        raise InterruptedError("the transport was closed while sending")
-                    raise ClientGone(lines, connected=self._answered)
-                *complete, self._pending = (self._pending + chunk).split(b"\n")
-                for raw in complete:
-                    line = raw.decode("utf-8", "replace").rstrip("\r")  # ssh's own: CRLF
-                    if line.startswith(MARKER_ANSWER) and lines and lines[-1] == ECHO + MARKER:
-                        self._answered = True
-                        return lines[:-1]
-                    lines.append(line)
+        readable = select.poll()  # no file descriptor of its own, unlike epoll
+        readable.register(fd, select.POLLIN)
+        while True:
+            if should_stop():
+                self.close()
+                raise InterruptedError("stopped while sending")
+            if not readable.poll(POLL_SECONDS * 1000):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self.close()
+                if self._killed:
+                    raise InterruptedError("the transport was closed while sending")
+                raise ClientGone(lines, connected=self._answered)
+            *complete, self._pending = (self._pending + chunk).split(b"\n")
+            for raw in complete:
+                line = raw.decode("utf-8", "replace").rstrip("\r")  # ssh's own: CRLF
+                if line.startswith(MARKER_ANSWER) and lines and lines[-1] == ECHO + MARKER:
+                    self._answered = True
+                    return lines[:-1]
+                lines.append(line)
 
     def _drain(self, process: Popen[bytes]) -> list[str]:
         self.close()
