@@ -22,7 +22,7 @@ from agent.config import load as load_config
 from agent.errors import ConfigError, DestinationDown
 from agent.transport import open_transport
 from agent.transport.sftp import SftpTransport
-from agent.transport.sftp_openssh import ls_size, quote
+from agent.transport.sftp_openssh import ls_listing, quote
 from tests.support.sshd import Sshd
 
 
@@ -76,10 +76,22 @@ def test_control_characters_cannot_be_quoted(bad: str) -> None:
         quote(bad)
 
 
-def test_ls_size_reads_the_fifth_field() -> None:
+def test_ls_listing_reads_the_mode_and_the_size() -> None:
     line = "-rw-r-----    ? 1000     1000       123456 Dec  3 14:28 /srv/a b.wav"
-    assert ls_size([line]) == 123456
-    assert ls_size(['Can\'t ls: "/srv/x" not found']) is None
+    assert ls_listing([line]) == (0o640, 123456)
+    assert ls_listing(["-rwsr-xr-T ? 0 0 7 Dec  3 14:28 x"]) == (0o754, 7)
+    assert ls_listing(['Can\'t ls: "/srv/x" not found']) is None
+    assert ls_listing(["drwxr-xr-x ? 0 0 4096 Dec  3 14:28 folder"]) is None
+
+
+def test_a_server_umask_still_gives_the_exact_mode(
+    sshd: Sshd, sftp_root: Path, make: Callable[..., SftpTransport], tmp_path: Path
+) -> None:
+    transport = make(sshd, sftp_root, client="openssh", file_mode=0o664)  # umask 022 here
+    local, sha, _ = _staged(tmp_path)
+    local.chmod(0o600)
+    transport.put(local, "2024/03/15/a.wav", sha256=sha)
+    assert (sftp_root / "2024/03/15/a.wav").stat().st_mode & 0o777 == 0o664
 
 
 def test_hostile_remote_names_arrive_exactly_as_named(

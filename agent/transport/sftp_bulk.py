@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import posixpath
 import secrets
+import stat
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from agent.errors import (
     TransientError,
 )
 from agent.testhooks import crash_point
-from agent.transport.sftp_openssh import Client, ClientGone, Clients, Options, ls_size, quote
+from agent.transport.sftp_openssh import Client, ClientGone, Clients, Options, ls_listing, quote
 
 GLOB = set("*?[]")  # `put` globs its local argument, quoted or not
 DISK_WORDS = ("Failure", "No space", "quota", "Quota")  # OpenSSH says "Failure" on ENOSPC
@@ -119,23 +120,31 @@ class BulkUploads:
         self, client: Client, local: Path, temp: str, size: int, should_stop: Callable[[], bool]
     ) -> None:
         folder = posixpath.dirname(temp)
+        # put creates the temporary with the local file's mode (less the server's umask):
+        # right in one round trip less than a chmod, which follows only where it is not.
+        with suppress(OSError):
+            if stat.S_IMODE(local.stat().st_mode) != self.file_mode:
+                local.chmod(self.file_mode)
         commands = [
             f"put -f {quote(str(local))} {quote(temp)}",  # -f: fsync@openssh.com after it
-            f"chmod {self.file_mode:o} {quote(temp)}",  # exact, whatever the server's umask
             f"ls -ln {quote(temp)}",
         ]
         for attempt in (1, 2):
-            sent, _, listed = self._run(client, commands, should_stop)
+            sent, listed = self._run(client, commands, should_stop)
             if sent and attempt == 1 and _folder_missing(sent):
                 self.hooks.forget_folder(folder)  # removed since we made it: again
                 self.hooks.ensure_folder(folder)
                 continue
             if sent:
                 raise self._error(sent, temp)
-            arrived = ls_size(listed)
+            mode, arrived = ls_listing(listed) or (None, None)
             if arrived != size:
                 where = f"{self.hooks.where} {temp}"
                 raise TransientError(f"{where}: {arrived} bytes arrived, {size} sent")
+            if mode != self.file_mode:  # exact, whatever the server's umask
+                (changed,) = self._run(client, [f"chmod {self.file_mode:o} {quote(temp)}"])
+                if changed:
+                    raise self._error(changed, temp)
             return
 
     def _run(

@@ -301,10 +301,14 @@ class Clients:
         self._spawner.close()
 
 
-def ls_size(lines: list[str]) -> int | None:
-    """The size in an `ls -ln` line of one file (mode, links, uid, gid, size, ...)."""
+def ls_listing(lines: list[str]) -> tuple[int, int] | None:
+    """(mode bits, size) from an `ls -ln` line of one regular file: `-rw-r--r-- ? 1000
+    1000 123456 Dec  3 14:28 name` (the name may hold spaces: it is not read)."""
     for line in lines:
         fields = line.split()
-        if len(fields) >= 5 and fields[0].startswith("-") and fields[4].isdigit():
-            return int(fields[4])
+        regular = len(fields) >= 5 and len(fields[0]) == 10 and fields[0][0] == "-"
+        if regular and fields[4].isdigit():
+            bits = fields[0][1:]
+            mode = sum(1 << (8 - n) for n, flag in enumerate(bits) if flag not in "-ST")
+            return mode, int(fields[4])
     return None
