@@ -474,13 +474,28 @@ def _shipped_remote(store: Store, uniqueid: str) -> str:
 @click.option(
     "--quarantined", is_flag=True, help="Every quarantined recording (fix the cause first)."
 )
+@destination_option
 @pass_context
-def retry(ctx: Context, ids: tuple[int, ...], failed: bool, quarantined: bool) -> None:
-    """Try failed or quarantined recordings again now (the running agent picks them up)."""
+def retry(
+    ctx: Context, ids: tuple[int, ...], failed: bool, quarantined: bool, only: str | None
+) -> None:
+    """Try failed or quarantined recordings again now (the running agent picks them up),
+    at every destination or at --destination (ids are the first destination's, or its)."""
     if not (ids or failed or quarantined):
         raise click.UsageError("name recording ids, --failed or --quarantined")
     states = [RecordingState.FAILED] * failed + [RecordingState.QUARANTINED] * quarantined
-    count = ctx.writer().retry(ids=ids, states=states, now=time.time())
+    config = ctx.config
+    names = ctx.destinations(only)
+    if ids and only is None:
+        names = names[:1]  # an id is a row of one state database
+    count = 0
+    for name in names:
+        path = config.state_of(name).path
+        if name != config.destination.name and only is None and not path.exists():
+            continue
+        store = Store.open(path, create=False)
+        click.get_current_context().call_on_close(store.close)
+        count += store.retry(ids=ids, states=states, now=time.time())
     click.echo(f"{count} recording(s) queued again")
 
 
