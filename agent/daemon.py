@@ -91,6 +91,9 @@ class Agent:
         )
         self.metrics: Metrics | NoMetrics = NoMetrics() if metrics is None else metrics
         self.pipeline.on_cdr_wait = self.metrics.cdr_waited
+        self.pipeline.on_upload_fault = lambda folder, now: self.destination.cut_short(
+            [folder], now
+        )
         self.notifier = notifier or Notifier({})  # no NOTIFY_SOCKET: every call a no-op
 
         def status(now: float) -> dict[str, Any]:
@@ -157,6 +160,9 @@ class Agent:
         """Recover from whatever the last run left, then look at the spool."""
         stranded = self.store.recover(now)
         self.destination.sweep_later(day_of(r.remote_path) for r in stranded if r.remote_path)
+        # Where a transfer cut by a fault (its server gone) left a temporary it could not
+        # remove, in this run or the last.
+        self.destination.sweep_later(self.destination.cut_folders())
         self.destination.sweep_later(self.store.days.dirty())
         # Where a killed publish or heartbeat may have left a temporary: the root (pages,
         # status.json) and the folders of the published files.

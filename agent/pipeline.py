@@ -95,6 +95,9 @@ class Pipeline:
     cdr_error: str | None = None  # the last lookup's error, None after a good answer
     notify: bool = False  # a webhook is configured: done and late-CDR transitions enqueue
     on_cdr_wait: Callable[..., None] = lambda seconds, *, found: None  # how long it waited
+    # A transfer that failed midway: its folder may hold the temporary it could not remove
+    # (the server went away with the connection), to be swept once the server answers.
+    on_upload_fault: Callable[[str, float], None] = lambda folder, now: None
 
     def __post_init__(self) -> None:
         self.naming = NameTemplate(self.config.naming.template)
@@ -436,11 +439,14 @@ class Pipeline:
         row = job.row
         job.prepared.path.unlink(missing_ok=True)
         if isinstance(error, Interrupted | DestinationDown):
+            if isinstance(error, DestinationDown):
+                self.on_upload_fault(day_of(job.remote), now)
             self.store.release(row.id, why=str(error), now=now)
             if reraise:
                 raise error
             return
         if isinstance(error, TransientError):
+            self.on_upload_fault(day_of(job.remote), now)
             self._fail(row, str(error), now, at_least=error.retry_after or 0.0)
             return
         if isinstance(error, PermanentError):
