@@ -376,3 +376,86 @@ def test_forget_erases_at_every_destination(
     assert result.exit_code == 0, result.output
     assert "4 recording(s) erased from every destination" in result.output
     assert wavs(site.dest) == wavs(site.root / "archive") == {}
+
+
+# --- upgrade: a state db and destination of the one-destination release --------------------
+
+
+def remote_files(root: Path) -> dict[str, tuple[str, int, int]]:
+    """Every file under root (but status.json, rewritten by each run): sha256, mtime, inode."""
+    return {
+        p.relative_to(root).as_posix(): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+            p.stat().st_ino,
+        )
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "status.json"
+    }
+
+
+def status_json(path: Path) -> dict[str, Any]:
+    result = CliRunner().invoke(cli, ["--config", str(path), "status", "--json"])
+    assert result.exit_code == 0, result.output
+    document: dict[str, Any] = json.loads(result.output)
+    document.pop("generated_at")
+    document["retention"].pop("spool_free_percent")  # the machine's disk, not ours
+    return document
+
+
+def run_once(path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--config", str(path), "run", "--once"])
+    assert result.exit_code == 0, result.output
+
+
+def history(db: Path) -> tuple[list[str], int]:
+    """The migrations applied, and how many transfers the events record."""
+    store = Store.open_readonly(db)
+    try:
+        migrations = [r[0] for r in store.conn.execute("SELECT name FROM _sqlite_migrations")]
+        (uploads,) = store.conn.execute(
+            "SELECT count(*) FROM events WHERE event = 'uploading'"
+        ).fetchone()
+    finally:
+        store.close()
+    return migrations, int(uploads)
+
+
+def test_upgrade_ships_nothing_again_and_status_is_unchanged(site: Site) -> None:
+    """A state db and destination as the one-destination release leaves them (its config
+    format, its state.path), then the same config again, then an archive added with
+    `since`: nothing is shipped twice, nothing old goes to the archive."""
+    old = record(site, [call(n) for n in range(3)])
+    data: dict[str, Any] = site.data(spool={"backfill_days": 100_000})
+    path = write_toml(site.config_path, data)
+    run_once(path)
+    shipped, before = remote_files(site.dest), status_json(path)
+    migrations, uploads = history(site.state / "state.db")
+    assert before["counts"]["done"] == 3 and "destinations" not in before
+
+    run_once(path)  # the same config, the new release
+    assert remote_files(site.dest) == shipped
+    assert status_json(path) == before
+    assert history(site.state / "state.db") == (migrations, uploads)
+
+    data["destination"]["archive"] = {
+        "type": "local",
+        "root": str(site.root / "archive"),
+        "since": "2024-06-01",
+    }
+    (site.root / "archive").mkdir()
+    path = write_toml(site.config_path, data)
+    run_once(path)
+    assert remote_files(site.dest) == shipped
+    assert wavs(site.root / "archive") == {}  # the years before `since` stay where they are
+    after = status_json(path)
+    each = after.pop("destinations")
+    assert after == before
+    assert each["archive"]["counts"]["skipped"] == len(old)
+    assert (each["archive"]["backlog"], each["default"]["backlog"]) == (0, 0)
+
+    new = record(site, [call(n, "2024/07/01") for n in range(3, 5)])
+    run_once(path)
+    assert sorted(wavs(site.root / "archive").values()) == sorted(new.values())
+    assert sorted(wavs(site.dest).values()) == sorted((old | new).values())
+    assert history(site.state / "state.db") == (migrations, uploads + 2)
