@@ -4,10 +4,12 @@ up another. One process, one lock, one stop for all of them."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
 
+from agent import log as log_module
 from agent.daemon import Agent
 from agent.log import kv
 from agent.roles.elsewhere import Elsewhere
@@ -64,13 +66,17 @@ class Fleet:
             raise self.errors[0]
 
     def _drive(self, agent: Agent, once: bool) -> None:
+        name = agent.config.destination.name
         try:
-            if once:
-                agent.run_until_idle()
-            else:
-                agent.run_forever()
+            with contextlib.ExitStack() as tags:
+                if len(self.agents) > 1:  # one destination: its lines read as they always did
+                    tags.enter_context(log_module.destination(name))
+                if once:
+                    agent.run_until_idle()
+                else:
+                    agent.run_forever()
         except BaseException as exc:  # a dead loop must not leave the others shipping alone
-            log.error(kv("agent-failed", destination=agent.config.destination.name, error=exc))
+            log.error(kv("agent-failed", destination=name, error=exc))
             self.errors.append(exc)
             self.stop()
 

@@ -130,6 +130,9 @@ def test_one_destination_down_mid_run_never_holds_up_the_other(site: Site, serve
         server.start()
         code = daemon.stop()
     assert code == 0, daemon.text()
+    # Each agent's lines name its destination.
+    assert "destination=archive event=shipped" in daemon.text()
+    assert "destination=default event=shipped" in daemon.text()
 
     # Back: the default's waiting recordings go now (retried, not re-shipped at the archive).
     assert recsync(site.config_path, "retry", "--failed").returncode == 0
