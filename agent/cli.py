@@ -232,6 +232,10 @@ def _fleet(
         if name != config.destination.name
     }
     primary = agents[0].config.destination.name == config.destination.name
+    if primary:  # a destination added since a hold was: it holds the same calls
+        holds = agents[0].store.holds.all()
+        for agent in agents[1:]:
+            agent.store.holds.mirror(holds, now=time.time())
     return Fleet(agents, elsewhere=Elsewhere(others) if others and primary else None)
 
 
@@ -909,7 +913,20 @@ def hold_add(ctx: Context, number: str | None, uniqueid: str | None, day: str | 
     store = Store.open(ctx.config.state.path)  # a hold may come before the first run
     click.get_current_context().call_on_close(store.close)
     added = store.holds.add(kind, value, now=time.time())
+    _mirror_holds(ctx.config, store)
     click.echo(f"hold on {kind} {value!r} {'added' if added else 'was there already'}")
+
+
+def _mirror_holds(config: config_module.Config, first: Store) -> None:
+    """The first destination's holds, copied to every other's state database (each
+    destination's own retention and `forget` read its own)."""
+    holds = first.holds.all()
+    for name in list(config.destinations)[1:]:
+        other = Store.open(config.state_of(name).path)
+        try:
+            other.holds.mirror(holds, now=time.time())
+        finally:
+            other.close()
 
 
 @hold.command("remove")
@@ -918,8 +935,10 @@ def hold_add(ctx: Context, number: str | None, uniqueid: str | None, day: str | 
 def hold_remove(ctx: Context, number: str | None, uniqueid: str | None, day: str | None) -> None:
     """Lift a hold (named as it was added)."""
     kind, value = _one_hold(number, uniqueid, day)
-    if not ctx.writer().holds.remove(kind, value, now=time.time()):
+    store = ctx.writer()
+    if not store.holds.remove(kind, value, now=time.time()):
         raise AgentError(f"no hold on {kind} {value!r}")
+    _mirror_holds(ctx.config, store)
     click.echo(f"hold on {kind} {value!r} removed")
 
 

@@ -459,3 +459,33 @@ def test_upgrade_ships_nothing_again_and_status_is_unchanged(site: Site) -> None
     assert sorted(wavs(site.root / "archive").values()) == sorted(new.values())
     assert sorted(wavs(site.dest).values()) == sorted((old | new).values())
     assert history(site.state / "state.db") == (migrations, uploads + 2)
+
+
+def test_a_hold_covers_the_call_at_every_destination(
+    site: Site, fleet_of: Callable[[Config], Fleet]
+) -> None:
+    record(site, [call(n) for n in range(2)])
+    data = two(site)
+    fleet_of(config_of(site, data)).run(once=True)
+    path = write_toml(site.config_path, data)
+    runner = CliRunner()
+    held = runner.invoke(cli, ["--config", str(path), "hold", "add", "--uniqueid", "1710497702.0"])
+    assert held.exit_code == 0, held.output
+    result = runner.invoke(
+        cli, ["--config", str(path), "forget", "--number", "18005551234", "--yes"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 recording(s) erased from every destination" in result.output
+    for root in (site.dest, site.root / "archive"):
+        assert [p.name for p in root.rglob("*.wav")] == [
+            "101500_out_1001_to_18005551234_1710497702.0.wav"
+        ]
+    lifted = runner.invoke(
+        cli, ["--config", str(path), "hold", "remove", "--uniqueid", "1710497702.0"]
+    )
+    assert lifted.exit_code == 0, lifted.output
+    archive = Store.open_readonly(site.state / "destinations" / "archive" / "state.db")
+    try:
+        assert archive.holds.all() == []
+    finally:
+        archive.close()
