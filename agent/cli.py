@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from agent.daemon import Agent
     from agent.fleet import Fleet
     from agent.metrics import Metrics
+    from agent.roles.health import NoMetrics
     from agent.systemd import Notifier
 
 STATES = [s.value for s in RecordingState]
@@ -166,7 +167,7 @@ def _agent(
     *,
     watch: bool,
     notifier: Notifier | None = None,
-    metrics: Metrics | None = None,
+    metrics: Metrics | NoMetrics | None = None,
 ) -> Agent:
     """One destination's agent: `config` is its own (Config.for_destination)."""
     from agent.cdr import open_source
@@ -215,7 +216,9 @@ def _fleet(
                         store,
                         watch=watch,
                         notifier=notifier if first else None,
-                        metrics=metrics if first else None,
+                        metrics=metrics
+                        if first or metrics is None
+                        else metrics.for_destination(name),
                     )
                 )
             except BaseException:
@@ -256,7 +259,7 @@ def _run(config: config_module.Config, once: bool) -> None:
     if not once and config.metrics.listen:  # else prometheus-client is never loaded
         from agent.metrics import Metrics
 
-        metrics = Metrics()
+        metrics = Metrics(config.destination.name)
     fleet = _fleet(config, watch=not once, notifier=None if once else Notifier(), metrics=metrics)
     server = None
     if metrics is not None:

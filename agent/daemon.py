@@ -69,7 +69,7 @@ class Agent:
         cdr: CdrSource | None = None,
         webhook: Webhook | None = None,
         notifier: Notifier | None = None,
-        metrics: Metrics | None = None,
+        metrics: Metrics | NoMetrics | None = None,
         clock: Callable[[], float] = time.time,
         watch: bool = True,
     ) -> None:

@@ -489,3 +489,39 @@ def test_a_hold_covers_the_call_at_every_destination(
         assert archive.holds.all() == []
     finally:
         archive.close()
+
+
+def test_metrics_name_each_destination(site: Site) -> None:
+    from prometheus_client import generate_latest
+
+    from agent.metrics import Metrics
+
+    record(site, [call(n) for n in range(2)])
+    config = config_of(site, two(site))
+    metrics = Metrics("default")
+    agents = []
+    for name in config.destinations:
+        own = config.for_destination(name)
+        agents.append(
+            Agent(
+                config=own,
+                store=Store.open(own.state.path),
+                transport=LocalTransport(root=own.destination.root),
+                metrics=metrics if name == "default" else metrics.for_destination(name),
+                watch=False,
+            )
+        )
+    fleet = Fleet(agents)
+    try:
+        agents[0].run_until_idle()  # the archive is behind: its backlog shows
+        agents[1].start(time.time())
+        for agent in agents:
+            agent.health.check(time.time())
+        text = generate_latest(metrics.registry).decode()
+    finally:
+        fleet.close()
+    assert 'recsync_destination_shipped_total{destination="default"} 2.0' in text
+    assert 'recsync_destination_backlog{destination="default"} 0.0' in text
+    assert 'recsync_destination_backlog{destination="archive"} 2.0' in text
+    assert 'recsync_destination_paused_by_name{destination="archive"} 0.0' in text
+    assert "recsync_backlog 0.0" in text  # the unlabelled series stay the first's
