@@ -1046,6 +1046,10 @@ def _forget_at(config: config_module.Config, store: Store, found: Any, *, from_s
 def check_config(ctx: Context) -> None:
     """Validate the configuration file; exit non-zero naming the first bad key."""
     config = ctx.config
+    if len(config.destinations) > 1:
+        each = ", ".join(f"{n}: {d.type} {d.where}" for n, d in config.destinations.items())
+        click.echo(f"{ctx.config_path}: OK (spool {config.spool.path}, destinations {each})")
+        return
     click.echo(
         f"{ctx.config_path}: OK (spool {config.spool.path}, "
         f"destination {config.destination.type} {config.destination.where})"

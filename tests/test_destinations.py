@@ -525,3 +525,12 @@ def test_metrics_name_each_destination(site: Site) -> None:
     assert 'recsync_destination_backlog{destination="archive"} 2.0' in text
     assert 'recsync_destination_paused_by_name{destination="archive"} 0.0' in text
     assert "recsync_backlog 0.0" in text  # the unlabelled series stay the first's
+
+
+def test_check_config_names_every_destination(site: Site) -> None:
+    path = write_toml(site.config_path, two(site))
+    result = CliRunner().invoke(cli, ["--config", str(path), "check-config"])
+    assert result.exit_code == 0, result.output
+    assert f"destinations default: local {site.dest}, archive: local {site.root}/archive" in (
+        result.output.replace("\n", "")
+    )
