@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from agent.fleet import Fleet
     from agent.metrics import Metrics
     from agent.roles.health import NoMetrics
+    from agent.spool.shared import Feed
     from agent.systemd import Notifier
 
 STATES = [s.value for s in RecordingState]
@@ -168,6 +169,7 @@ def _agent(
     watch: bool,
     notifier: Notifier | None = None,
     metrics: Metrics | NoMetrics | None = None,
+    spool_feed: Callable[[Callable[[], None]], Feed] | None = None,
 ) -> Agent:
     """One destination's agent: `config` is its own (Config.for_destination)."""
     from agent.cdr import open_source
@@ -186,6 +188,7 @@ def _agent(
         notifier=notifier,
         metrics=metrics,
         watch=watch,
+        spool_feed=spool_feed,
     )
 
 
@@ -203,6 +206,11 @@ def _fleet(
     from agent.roles.elsewhere import Elsewhere
 
     names = list(config.destinations) if only is None else only
+    shared = None
+    if watch and len(names) > 1:  # one set of inotify watches for all of them
+        from agent.spool.shared import SharedWatcher
+
+        shared = SharedWatcher(config.spool.path)
     agents: list[Agent] = []
     try:
         for name in names:
@@ -215,6 +223,7 @@ def _fleet(
                         own,
                         store,
                         watch=watch,
+                        spool_feed=None if shared is None else shared.feed,
                         notifier=notifier if first else None,
                         metrics=metrics
                         if first or metrics is None

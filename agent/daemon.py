@@ -34,6 +34,7 @@ from agent.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from agent.metrics import Metrics
+    from agent.spool.shared import Feed
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Agent:
         metrics: Metrics | NoMetrics | None = None,
         clock: Callable[[], float] = time.time,
         watch: bool = True,
+        spool_feed: Callable[[Callable[[], None]], Feed] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -118,7 +120,11 @@ class Agent:
             retention_problem=lambda: self.retention.problem,
         )
         self.discovery = Discovery(
-            spool=config.spool.path, pipeline=self.pipeline, wake=self.wakeup.ring, watch=watch
+            spool=config.spool.path,
+            pipeline=self.pipeline,
+            wake=self.wakeup.ring,
+            watch=watch,
+            feed=spool_feed,
         )
         self.shipping = Shipping(
             pipeline=self.pipeline,
