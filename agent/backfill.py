@@ -14,6 +14,8 @@ from agent.spool.scan import day_folders, files_in
 from agent.store.state import Store
 
 BACKFILL_REASON = "older than the backfill window"
+SINCE_REASON = "started before destination.since"
+SKIPPED_FOR_AGE = (BACKFILL_REASON, SINCE_REASON)  # what `recsync backfill` ships
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def find(
             continue
         row = store.by_stem(rel.rsplit(".", 1)[0])
         if row is None or (
-            row.state == RecordingState.SKIPPED.value and row.reason == BACKFILL_REASON
+            row.state == RecordingState.SKIPPED.value and row.reason in SKIPPED_FOR_AGE
         ):
             found.append(Candidate(rel, st.st_size))
     return found

@@ -29,7 +29,10 @@ from agent.store.state import REBUILD, Store
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
+    from agent.fleet import Fleet
     from agent.metrics import Metrics
+    from agent.roles.health import NoMetrics
+    from agent.spool.shared import Feed
     from agent.systemd import Notifier
 
 STATES = [s.value for s in RecordingState]
@@ -78,9 +81,36 @@ class Context:
         click.get_current_context().call_on_close(store.close)
         return store
 
+    def destinations(self, only: str | None) -> list[str]:
+        """The destinations a command is about: `only` (checked), or every one."""
+        names = list(self.config.destinations)
+        if only is None:
+            return names
+        if only not in names:
+            raise AgentError(f"no destination named {only!r} (configured: {', '.join(names)})")
+        return [only]
+
+    def readers(self, only: str | None = None) -> dict[str, Store]:
+        """Destination name -> its state database, read-only; one not created yet (a
+        destination added since the agent last ran) is left out, unless it is the first."""
+        found = {}
+        for name in self.destinations(only):
+            path = self.config.state_of(name).path
+            if name == self.config.destination.name or only is not None or path.exists():
+                store = Store.open_readonly(path)
+                click.get_current_context().call_on_close(store.close)
+                found[name] = store
+        return found
+
 
 pass_context = click.make_pass_decorator(Context)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+destination_option = click.option(
+    "--destination",
+    "only",
+    metavar="NAME",
+    help="Only this destination ([destination.NAME]; the [destination] keys are 'default').",
+)
 
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -138,8 +168,10 @@ def _agent(
     *,
     watch: bool,
     notifier: Notifier | None = None,
-    metrics: Metrics | None = None,
+    metrics: Metrics | NoMetrics | None = None,
+    spool_feed: Callable[[Callable[[], None]], Feed] | None = None,
 ) -> Agent:
+    """One destination's agent: `config` is its own (Config.for_destination)."""
     from agent.cdr import open_source
     from agent.daemon import Agent
     from agent.publish.webhook import open_webhook
@@ -156,7 +188,77 @@ def _agent(
         notifier=notifier,
         metrics=metrics,
         watch=watch,
+        spool_feed=spool_feed,
     )
+
+
+def _fleet(
+    config: config_module.Config,
+    *,
+    watch: bool,
+    notifier: Notifier | None = None,
+    metrics: Metrics | None = None,
+    only: list[str] | None = None,
+) -> Fleet:
+    """An agent per destination (`only`: these), each over its own state database; the
+    first one's retention asks the others' databases before an original leaves the spool."""
+    from agent.fleet import Fleet
+    from agent.roles.elsewhere import Elsewhere
+
+    names = list(config.destinations) if only is None else only
+    shared = None
+    if watch and len(names) > 1:  # one set of inotify watches for all of them
+        from agent.spool.shared import SharedWatcher
+
+        shared = SharedWatcher(config.spool.path)
+    agents: list[Agent] = []
+    try:
+        for name in names:
+            own = config.for_destination(name)
+            store = Store.open(own.state.path)
+            try:
+                first = not agents
+                agents.append(
+                    _agent(
+                        own,
+                        store,
+                        watch=watch,
+                        spool_feed=None if shared is None else shared.feed,
+                        notifier=notifier if first else None,
+                        metrics=metrics
+                        if first or metrics is None
+                        else metrics.for_destination(name),
+                    )
+                )
+            except BaseException:
+                store.close()
+                raise
+    except BaseException:
+        for agent in agents:
+            agent.close()
+            agent.store.close()
+        raise
+    others = {
+        name: config.state_of(name).path
+        for name in config.destinations
+        if name != config.destination.name
+    }
+    primary = agents[0].config.destination.name == config.destination.name
+    if primary:  # a destination added since a hold was: it holds the same calls
+        holds = agents[0].store.holds.all()
+        for agent in agents[1:]:
+            agent.store.holds.mirror(holds, now=time.time())
+    return Fleet(agents, elsewhere=Elsewhere(others) if others and primary else None)
+
+
+def _paused(fleet: Fleet) -> str | None:
+    """The one-line reason of the destinations a command left paused, None: none."""
+    paused = fleet.paused()
+    if not paused:
+        return None
+    if len(fleet.agents) == 1:
+        return f"destination paused: {next(iter(paused.values()))}"
+    return "; ".join(f"destination {name} paused: {why}" for name, why in paused.items())
 
 
 def _run(config: config_module.Config, once: bool) -> None:
@@ -166,43 +268,37 @@ def _run(config: config_module.Config, once: bool) -> None:
     if not once and config.metrics.listen:  # else prometheus-client is never loaded
         from agent.metrics import Metrics
 
-        metrics = Metrics()
-    store = Store.open(config.state.path)
-    agent = _agent(
-        config, store, watch=not once, notifier=None if once else Notifier(), metrics=metrics
-    )
+        metrics = Metrics(config.destination.name)
+    fleet = _fleet(config, watch=not once, notifier=None if once else Notifier(), metrics=metrics)
     server = None
     if metrics is not None:
         from agent.metrics import MetricsServer
 
-        server = MetricsServer(metrics, config.metrics.listen, healthy=agent.destination.health)
+        healthy = fleet.primary.destination.health
+        server = MetricsServer(metrics, config.metrics.listen, healthy=healthy)
         server.start()
 
     def on_signal(signum: int, _frame: object) -> None:
-        agent.stop()
+        fleet.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        if once:
-            agent.run_until_idle()
-        else:
-            agent.run_forever()
+        fleet.run(once=once)
     finally:
         if server is not None:
             server.close()
-        agent.close()
-        store.close()
-    if once and agent.destination.paused_reason is not None:
-        raise AgentError(f"destination paused: {agent.destination.paused_reason}")
+        fleet.close()
+    if once and (paused := _paused(fleet)) is not None:
+        raise AgentError(paused)
 
 
 @cli.command()
 @json_option
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
-    """How the sync is going: counts, backlog, last upload, destination."""
-    data = status_module.summary(ctx.reader(), ctx.config, time.time())
+    """How the sync is going: counts, backlog, last upload, each destination's state."""
+    data = status_module.fleet_summary(ctx.readers(), ctx.config, time.time())
     if as_json:
         _print_json(data)
         return
@@ -230,6 +326,17 @@ def status(ctx: Context, as_json: bool) -> None:
     if data["last_error"]:
         err = data["last_error"]
         table.add_row("last error", f"{err['at']} #{err['id']} {err['path']}: {err['error']}")
+    for name, each in data.get("destinations", {}).items():
+        line = f"{each['type']} {each['where']}: {_with_reason(each['destination'])}"
+        if "backlog" in each:
+            oldest = each["oldest_pending_seconds"]
+            line += (
+                f", backlog {each['backlog']}"
+                f" (oldest {'-' if oldest is None else f'{oldest:.0f} s'}),"
+                f" {each['counts']['done']} done, {each['counts']['failed']} failed,"
+                f" last upload {each['last_upload_at'] or 'never'}"
+            )
+        table.add_row(f"destination {name}", line)
     console.print(table)
 
 
@@ -242,47 +349,87 @@ def _with_reason(value: dict[str, Any]) -> str:
 @click.option("--state", type=click.Choice(STATES), help="Only recordings in this state.")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Seen on or after DATE.")
 @click.option("--limit", type=int, default=50, show_default=True)
+@destination_option
 @json_option
 @pass_context
 def list_(
-    ctx: Context, state: str | None, since: datetime | None, limit: int, as_json: bool
+    ctx: Context,
+    state: str | None,
+    since: datetime | None,
+    limit: int,
+    only: str | None,
+    as_json: bool,
 ) -> None:
-    """List recordings, newest first."""
+    """List recordings, newest first (with several destinations, each one's rows, named)."""
     after = since.timestamp() if since else None
-    rows = ctx.reader().recent(state=state, seen_since=after, limit=limit)
+    several = len(ctx.config.destinations) > 1
+    found = [
+        (name, row)
+        for name, store in ctx.readers(only).items()
+        for row in store.recent(state=state, seen_since=after, limit=limit)
+    ]
+    found.sort(key=lambda pair: pair[1].seen_at, reverse=True)
+    found = found[:limit]
     if as_json:
-        _print_json([status_module.row_json(r) for r in rows])
+        rows = [
+            status_module.row_json(r) | ({"destination": n} if several else {}) for n, r in found
+        ]
+        _print_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "state", "spool path", "remote path", "reason")
-    for r in rows:
-        table.add_row(str(r.id), r.state, r.path, r.remote_path or "", r.reason or "")
+    table = Table(
+        *(["destination"] if several else []), "id", "state", "spool path", "remote path", "reason"
+    )
+    for name, r in found:
+        cells = [str(r.id), r.state, r.path, r.remote_path or "", r.reason or ""]
+        table.add_row(*([name] if several else []), *cells)
     Console().print(table)
 
 
 @cli.command()
 @click.argument("ref")
+@destination_option
 @json_option
 @pass_context
-def show(ctx: Context, ref: str, as_json: bool) -> None:
-    """One recording by id, uniqueid, spool path or remote path, with its history."""
+def show(ctx: Context, ref: str, only: str | None, as_json: bool) -> None:
+    """One recording by id, uniqueid, spool path or remote path, with its history; with
+    several destinations, its state at each (an id is the first destination's, or that
+    of --destination)."""
     spool = ctx.config.spool.path
     if Path(ref).is_absolute() and Path(ref).is_relative_to(spool):
         ref = Path(ref).relative_to(spool).as_posix()  # the full path an admin copied
-    store = ctx.reader()
-    row = store.find(ref)
+    stores = ctx.readers(only)
+    first_name, first = next(iter(stores.items()))
+    row = first.find(ref)
+    if row is None and not ref.isdigit():
+        for name, store in stores.items():
+            if (row := store.find(ref)) is not None:
+                first_name, first = name, store
+                break
     if row is None:
         raise AgentError(f"no recording matches {ref!r}")
     data = status_module.row_json(row)
-    data["events"] = status_module.events(store, row.id)
+    data["events"] = status_module.events(first, row.id)
+    at: dict[str, dict[str, Any]] = {}
+    if len(ctx.config.destinations) > 1:
+        for name, store in stores.items():
+            other = row if name == first_name else store.by_stem(row.stem)
+            at[name] = (
+                {"state": "unseen"} if other is None else status_module.destination_state(other)
+            )
+        data["destinations"] = at
     if as_json:
         _print_json(data)
         return
     for key, value in data.items():
-        if key != "events":
+        if key not in ("events", "destinations"):
             click.echo(f"{key:16} {'' if value is None else value}")
+    for name, state in at.items():
+        where = state.get("remote_path") or ""
+        why = state.get("reason") or ""
+        click.echo(f"{'at ' + name:16} {state['state']} {where} {why}".rstrip())
     click.echo("history:")
     for event in data["events"]:
         click.echo(f"  {event['at']}  {event['event']:12} {event['detail'] or ''}")
@@ -343,13 +490,28 @@ def _shipped_remote(store: Store, uniqueid: str) -> str:
 @click.option(
     "--quarantined", is_flag=True, help="Every quarantined recording (fix the cause first)."
 )
+@destination_option
 @pass_context
-def retry(ctx: Context, ids: tuple[int, ...], failed: bool, quarantined: bool) -> None:
-    """Try failed or quarantined recordings again now (the running agent picks them up)."""
+def retry(
+    ctx: Context, ids: tuple[int, ...], failed: bool, quarantined: bool, only: str | None
+) -> None:
+    """Try failed or quarantined recordings again now (the running agent picks them up),
+    at every destination or at --destination (ids are the first destination's, or its)."""
     if not (ids or failed or quarantined):
         raise click.UsageError("name recording ids, --failed or --quarantined")
     states = [RecordingState.FAILED] * failed + [RecordingState.QUARANTINED] * quarantined
-    count = ctx.writer().retry(ids=ids, states=states, now=time.time())
+    config = ctx.config
+    names = ctx.destinations(only)
+    if ids and only is None:
+        names = names[:1]  # an id is a row of one state database
+    count = 0
+    for name in names:
+        path = config.state_of(name).path
+        if name != config.destination.name and only is None and not path.exists():
+            continue
+        store = Store.open(path, create=False)
+        click.get_current_context().call_on_close(store.close)
+        count += store.retry(ids=ids, states=states, now=time.time())
     click.echo(f"{count} recording(s) queued again")
 
 
@@ -497,40 +659,53 @@ def keygen(ctx: Context) -> None:
 @cli.command()
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Only files modified since.")
 @click.option("--dry-run", is_flag=True, help="Say what would be shipped; change nothing.")
+@destination_option
 @pass_context
-def backfill(ctx: Context, since: datetime | None, dry_run: bool) -> None:
-    """Ship the recordings the first start left out (older than spool.backfill_days)."""
+def backfill(ctx: Context, since: datetime | None, dry_run: bool, only: str | None) -> None:
+    """Ship the recordings the first start left out (older than spool.backfill_days, or
+    started before a destination's `since`), to every destination or to --destination."""
     from agent import backfill as backfill_module
 
     config = ctx.config
-    store = Store.open(config.state.path)  # created if need be: backfill may come first
-    click.get_current_context().call_on_close(store.close)
-    found = backfill_module.find(
-        store, config.spool.path, config.spool.extensions, since.timestamp() if since else None
-    )
-    size = sum(c.size for c in found) / 1e6
-    if dry_run or not found:
-        verb = "would be queued" if found else "to backfill"
-        click.echo(f"{len(found)} recording(s), {size:.1f} MB, {verb}")
+    several = len(config.destinations) > 1
+    queued: dict[str, tuple[Store, list[int]]] = {}
+    for name in ctx.destinations(only):
+        # Created if need be: backfill may come first.
+        store = Store.open(config.state_of(name).path)
+        click.get_current_context().call_on_close(store.close)
+        found = backfill_module.find(
+            store, config.spool.path, config.spool.extensions, since.timestamp() if since else None
+        )
+        size = sum(c.size for c in found) / 1e6
+        at = f" for destination {name}" if several else ""
+        if dry_run or not found:
+            verb = "would be queued" if found else "to backfill"
+            click.echo(f"{len(found)} recording(s), {size:.1f} MB, {verb}{at}")
+            continue
+        ids = backfill_module.queue(
+            store, config.spool.path, found, now=time.time(), rate=config.spool.backfill_rate
+        )
+        click.echo(f"{len(ids)} recording(s), {size:.1f} MB, queued{at}")
+        queued[name] = (store, ids)
+    if not queued:
         return
-    ids = backfill_module.queue(
-        store, config.spool.path, found, now=time.time(), rate=config.spool.backfill_rate
-    )
-    click.echo(f"{len(ids)} recording(s), {size:.1f} MB, queued")
     try:
         with exclusive(config.state.path):
-            _ship_backfill(config, store, ids)
+            for name, (store, ids) in queued.items():
+                _ship_backfill(config.for_destination(name), store, ids)
     except AlreadyRunning:
         click.echo(
             "the running agent ships them; following its progress"
             " (Ctrl-C stops watching, not shipping)"
         )
-        _follow(store, ids, step=None)
+        for store, ids in queued.values():
+            _follow(store, ids, step=None)
 
 
 @contextlib.contextmanager
 def _one_shot(config: config_module.Config, store: Store) -> Iterator[Agent]:
-    """An agent for one command (no watching), closed when the command is done."""
+    """An agent for one command (no watching), closed when the command is done; `config`
+    is its destination's (Config.for_destination)."""
     agent = _agent(config, store, watch=False)
     try:
         yield agent
@@ -623,11 +798,19 @@ def index_rebuild(ctx: Context) -> None:
     """Write every day page and manifest, the root page and status.json again from the
     state database (the agent must be stopped; nothing is uploaded again)."""
     config = ctx.config
-    with exclusive(config.state.path), _one_shot(config, ctx.writer()) as agent:
-        days = agent.rebuild_index(time.time())
-    if agent.destination.paused_reason:
-        raise AgentError(f"destination paused: {agent.destination.paused_reason}")
-    click.echo(f"rewrote the pages and manifests of {days} day(s)")
+    several = len(config.destinations) > 1
+    with exclusive(config.state.path):
+        for name in config.destinations:
+            own = config.for_destination(name)
+            store = Store.open(own.state.path, create=False)
+            click.get_current_context().call_on_close(store.close)
+            with _one_shot(own, store) as agent:
+                days = agent.rebuild_index(time.time())
+            at = f"destination {name} " if several else "destination "
+            if agent.destination.paused_reason:
+                raise AgentError(f"{at}paused: {agent.destination.paused_reason}")
+            at = f" at destination {name}" if several else ""
+            click.echo(f"rewrote the pages and manifests of {days} day(s){at}")
 
 
 @cli.command()
@@ -648,7 +831,12 @@ def retention(ctx: Context, dry_run: bool, as_json: bool) -> None:
         report = _dry_retention(ctx)
     else:
         try:
-            with exclusive(config.state.path), _one_shot(config, ctx.writer()) as agent:
+            with (
+                exclusive(config.state.path),
+                _one_shot(config, ctx.writer()) as agent,
+                _elsewhere(config) as elsewhere,
+            ):
+                agent.retention.elsewhere = elsewhere
                 report = agent.apply_retention(time.time())
         except AlreadyRunning:
             raise AgentError(
@@ -674,16 +862,33 @@ def _dry_retention(ctx: Context) -> Any:
     store = ctx.reader()
     transport = open_transport(config.destination)  # asked nothing in a dry run
     try:
-        return Retention(
-            config=config.retention,
-            spool=config.spool.path,
-            store=store,
-            transport=transport,
-            destination=Destination(transport=transport, store=store, summary=lambda now: {}),
-            metrics=NoMetrics(),
-        ).apply(time.time(), dry_run=True)
+        with _elsewhere(config) as elsewhere:
+            return Retention(
+                config=config.retention,
+                spool=config.spool.path,
+                store=store,
+                transport=transport,
+                destination=Destination(transport=transport, store=store, summary=lambda now: {}),
+                metrics=NoMetrics(),
+                elsewhere=elsewhere,
+            ).apply(time.time(), dry_run=True)
     finally:
         transport.close()
+
+
+@contextlib.contextmanager
+def _elsewhere(config: config_module.Config) -> Iterator[Callable[[Any], str | None]]:
+    """What the spool's retention asks of the other destinations' state databases."""
+    from agent.roles.elsewhere import Elsewhere
+
+    others = {
+        n: config.state_of(n).path for n in config.destinations if n != config.destination.name
+    }
+    elsewhere = Elsewhere(others)
+    try:
+        yield elsewhere.missing
+    finally:
+        elsewhere.close()
 
 
 HOLD_KINDS = (
@@ -720,7 +925,20 @@ def hold_add(ctx: Context, number: str | None, uniqueid: str | None, day: str | 
     store = Store.open(ctx.config.state.path)  # a hold may come before the first run
     click.get_current_context().call_on_close(store.close)
     added = store.holds.add(kind, value, now=time.time())
+    _mirror_holds(ctx.config, store)
     click.echo(f"hold on {kind} {value!r} {'added' if added else 'was there already'}")
+
+
+def _mirror_holds(config: config_module.Config, first: Store) -> None:
+    """The first destination's holds, copied to every other's state database (each
+    destination's own retention and `forget` read its own)."""
+    holds = first.holds.all()
+    for name in list(config.destinations)[1:]:
+        other = Store.open(config.state_of(name).path)
+        try:
+            other.holds.mirror(holds, now=time.time())
+        finally:
+            other.close()
 
 
 @hold.command("remove")
@@ -729,8 +947,10 @@ def hold_add(ctx: Context, number: str | None, uniqueid: str | None, day: str | 
 def hold_remove(ctx: Context, number: str | None, uniqueid: str | None, day: str | None) -> None:
     """Lift a hold (named as it was added)."""
     kind, value = _one_hold(number, uniqueid, day)
-    if not ctx.writer().holds.remove(kind, value, now=time.time()):
+    store = ctx.writer()
+    if not store.holds.remove(kind, value, now=time.time()):
         raise AgentError(f"no hold on {kind} {value!r}")
+    _mirror_holds(ctx.config, store)
     click.echo(f"hold on {kind} {value!r} removed")
 
 
@@ -769,45 +989,65 @@ def hold_list(ctx: Context, as_json: bool) -> None:
 )
 @pass_context
 def forget(ctx: Context, number: str, yes: bool, from_spool: bool) -> None:
-    """Erase every recording of a number at the destination (and with --spool, in the
+    """Erase every recording of a number at every destination (and with --spool, in the
     spool); the pages and manifests are rewritten, the CRM told (the agent must be stopped)."""
     from agent import forget as forget_module
 
     config = ctx.config
+    several = len(config.destinations) > 1
+    where = "the destination and the spool" if from_spool else "the destination"
+    if several:
+        where = "every destination and the spool" if from_spool else "every destination"
+    count = 0
     try:
         with exclusive(config.state.path):
-            store = ctx.writer()
-            found = forget_module.plan(store, number)
-            for rid, remote, path, _ in found.held:
-                click.echo(f"held, kept: #{rid} {remote or path}")
-            where = "the destination and the spool" if from_spool else "the destination"
-            if not yes:
-                for rid, remote, path, _ in found.erase:
-                    click.echo(f"would erase: #{rid} {remote or path}")
-                click.echo(
-                    f"{len(found.erase)} recording(s) would be erased from {where}; --yes does it"
-                )
-                return
-            with _one_shot(config, store) as agent:
-                now = time.time()
-                agent.destination.probe(now)
-                if agent.destination.paused_reason:
-                    raise AgentError(f"destination paused: {agent.destination.paused_reason}")
-                count = forget_module.forget(
-                    found,
-                    store=store,
-                    transport=agent.transport,
-                    spool=config.spool.path if from_spool else None,
-                    move_to=config.retention.move_to,
-                    notify=agent.outbox is not None,
-                    now=now,
-                )
-                agent.publisher.publish(now)
-                if agent.outbox is not None:
-                    agent.outbox.deliver(now)
+            for name in config.destinations:
+                own = config.for_destination(name)
+                if name != config.destination.name and not own.state.path.exists():
+                    continue  # never run: it has nothing to erase
+                store = Store.open(own.state.path, create=False)
+                click.get_current_context().call_on_close(store.close)
+                at = f" at destination {name}" if several else ""
+                found = forget_module.plan(store, number)
+                for rid, remote, path, _ in found.held:
+                    click.echo(f"held, kept: #{rid} {remote or path}{at}")
+                if not yes:
+                    for rid, remote, path, _ in found.erase:
+                        click.echo(f"would erase: #{rid} {remote or path}{at}")
+                    count += len(found.erase)
+                    continue
+                count += _forget_at(own, store, found, from_spool=from_spool)
     except AlreadyRunning:
         raise AgentError("stop the agent first (systemctl stop recsync), then forget") from None
+    if not yes:
+        click.echo(f"{count} recording(s) would be erased from {where}; --yes does it")
+        return
     click.echo(f"{count} recording(s) erased from {where}")
+
+
+def _forget_at(config: config_module.Config, store: Store, found: Any, *, from_spool: bool) -> int:
+    from agent import forget as forget_module
+
+    with _one_shot(config, store) as agent:
+        now = time.time()
+        agent.destination.probe(now)
+        if agent.destination.paused_reason:
+            several = len(config.destinations) > 1
+            at = f"destination {config.destination.name}" if several else "destination"
+            raise AgentError(f"{at} paused: {agent.destination.paused_reason}")
+        count = forget_module.forget(
+            found,
+            store=store,
+            transport=agent.transport,
+            spool=config.spool.path if from_spool else None,
+            move_to=config.retention.move_to,
+            notify=agent.outbox is not None,
+            now=now,
+        )
+        agent.publisher.publish(now)
+        if agent.outbox is not None:
+            agent.outbox.deliver(now)
+    return count
 
 
 @cli.command("check-config")
@@ -815,6 +1055,10 @@ def forget(ctx: Context, number: str, yes: bool, from_spool: bool) -> None:
 def check_config(ctx: Context) -> None:
     """Validate the configuration file; exit non-zero naming the first bad key."""
     config = ctx.config
+    if len(config.destinations) > 1:
+        each = ", ".join(f"{n}: {d.type} {d.where}" for n, d in config.destinations.items())
+        click.echo(f"{ctx.config_path}: OK (spool {config.spool.path}, destinations {each})")
+        return
     click.echo(
         f"{ctx.config_path}: OK (spool {config.spool.path}, "
         f"destination {config.destination.type} {config.destination.where})"

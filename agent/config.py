@@ -8,7 +8,8 @@ import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +73,19 @@ DESTINATION_KEYS = {
         "object_tags",
     },
 }
+# Keys every destination.type accepts: what is shipped there, and from when.
+DESTINATION_COMMON = {
+    "type",
+    "layout",
+    "pages",
+    "since",
+    "naming_template",
+    "transcode_format",
+    "transcode_bitrate",
+}
+DEFAULT_DESTINATION = "default"  # the name of the keys set in [destination] itself
+# A destination's name is a folder name under the state folder and a metrics label.
+DESTINATION_NAME = re.compile(r"[a-z0-9_-]{1,32}")
 SSE_MODES = ("none", "AES256", "aws:kms")
 SFTP_CLIENTS = ("auto", "openssh", "asyncssh")
 TRANSCODE_FORMATS = ("none", "mp3")
@@ -193,6 +207,14 @@ class DestinationConfig:
     ca_file: Path | None
     multipart_threshold_mb: float  # s3: larger recordings go up in parts
     object_tags: bool  # s3: tag objects (B2 and R2 reject tagging)
+    # What this destination gets, where it differs from the rest of the config (None:
+    # the [index], [naming] and [transcode] tables decide).
+    pages: bool | None  # day pages and the root page; manifests are always written
+    since: date | None  # calls that started before this day are shipped by `backfill` only
+    naming_template: str | None
+    transcode_format: str | None
+    transcode_bitrate: int | None
+    name: str = DEFAULT_DESTINATION
 
     @property
     def where(self) -> str:
@@ -247,7 +269,44 @@ class Config:
     alerts: AlertsConfig
     retention: RetentionConfig
     log: LogConfig
+    # Every destination by name, in the file's order; `destination` is the first ("default"
+    # when [destination] sets keys itself): the one that shares the spool's retention.
+    destinations: Mapping[str, DestinationConfig]
     source: Path | None = None  # the file it was read from, for messages
+
+    def state_of(self, name: str) -> StateConfig:
+        """Where a destination keeps its state: the default one at state.path (as before
+        there were several), another under `<state folder>/destinations/<name>/`."""
+        if name == DEFAULT_DESTINATION:
+            return self.state
+        folder = self.state.path.parent / "destinations" / name
+        return StateConfig(path=folder / "state.db", staging=folder / "staging")
+
+    def for_destination(self, name: str) -> Config:
+        """The config one destination's agent runs with: its state, its pages, names and
+        codec; only the first destination removes originals from the spool, only it
+        sends the webhook (a CRM hears of each call once)."""
+        destination = self.destinations[name]
+        first = name == self.destination.name
+        retention = self.retention
+        if not first:
+            retention = replace(
+                retention, spool_days=0, move_to=None, min_free_percent=0, on_low_disk="alert"
+            )
+        pages = self.index.enabled if destination.pages is None else destination.pages
+        return replace(
+            self,
+            destination=destination,
+            state=self.state_of(name),
+            naming=NamingConfig(template=destination.naming_template or self.naming.template),
+            transcode=TranscodeConfig(
+                format=destination.transcode_format or self.transcode.format,
+                bitrate=destination.transcode_bitrate or self.transcode.bitrate,
+            ),
+            index=replace(self.index, enabled=pages),
+            webhook=self.webhook if first else replace(self.webhook, url=None),
+            retention=retention,
+        )
 
 
 # --- value checkers: each takes (key, raw value, config dir) and returns the typed value ---
@@ -410,6 +469,17 @@ def _url(key: str, value: Any, _base: Path) -> str:
     return value
 
 
+def _date(key: str, value: Any, _base: Path) -> date:
+    if isinstance(value, date) and not hasattr(value, "hour"):  # TOML's bare date
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{key}: expected a date, YYYY-MM-DD (like 2024-03-15), got {value!r}")
+
+
 def _bool(key: str, value: Any, _base: Path) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -558,6 +628,11 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
         # An hour of 16 kHz stereo WAV is 230 MB: ordinary calls stay single PUTs.
         "multipart_threshold_mb": (512, _number(minimum=5)),
         "object_tags": (False, _bool),
+        "pages": (None, _bool),
+        "since": (None, _date),
+        "naming_template": (None, _template),
+        "transcode_format": (None, _choice(TRANSCODE_FORMATS)),
+        "transcode_bitrate": (None, _integer(8, 320, "a bitrate in kbit/s")),
     },
     "index": {
         "enabled": (True, _bool),
@@ -591,17 +666,21 @@ SCHEMA: dict[str, dict[str, tuple[Any, Checker]]] = {
 }
 
 
-def _section(name: str, raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
+def _section(
+    name: str, raw: Mapping[str, Any], base: Path, table: str | None = None
+) -> dict[str, Any]:
+    """The keys of [table] (default: [name]) checked against SCHEMA[name]."""
     schema = SCHEMA[name]
+    table = table or name
     unknown = sorted(set(raw) - set(schema))
     if unknown:
         raise ConfigError(
-            f"unknown key {name}.{unknown[0]} (known keys of [{name}]: {', '.join(schema)})"
+            f"unknown key {table}.{unknown[0]} (known keys of [{table}]: {', '.join(schema)})"
         )
     values = {}
     for key, (default, check) in schema.items():
         value = raw.get(key, default)
-        values[key] = None if value is None else check(f"{name}.{key}", value, base)
+        values[key] = None if value is None else check(f"{table}.{key}", value, base)
     return values
 
 
@@ -615,28 +694,27 @@ class NotForType(ConfigError):
 
 
 def _destination(
-    raw: Mapping[str, Any], values: dict[str, Any], base: Path, site: str
+    raw: Mapping[str, Any], base: Path, site: str, name: str = DEFAULT_DESTINATION
 ) -> DestinationConfig:
+    """One destination: the keys of [destination] (name "default") or [destination.NAME]."""
+    t = "destination" if name == DEFAULT_DESTINATION else f"destination.{name}"
+    values = _section("destination", raw, base, table=t)
     kind = values["type"]
     values["site"] = site if values["layout"] == "sites" else None
-    refused = sorted(set(raw) - ({"type", "layout"} | DESTINATION_KEYS[kind]))
+    refused = sorted(set(raw) - (DESTINATION_COMMON | DESTINATION_KEYS[kind]))
     if refused:
-        raise NotForType(
-            "destination",
-            refused[0],
-            f"destination.{refused[0]} does not apply to destination.type = {kind!r}",
-        )
+        raise NotForType(t, refused[0], f"{t}.{refused[0]} does not apply to {t}.type = {kind!r}")
     required = {"local": ("root",), "sftp": ("root", "host", "user"), "s3": ("bucket",)}[kind]
     for key in required:
         if values[key] is None:
-            raise ConfigError(f"destination.{key} is required for destination.type = {kind!r}")
+            raise ConfigError(f"{t}.{key} is required for {t}.type = {kind!r}")
     if kind == "s3":
         if values["sse"] == "aws:kms" and values["kms_key_id"] is None:
-            raise ConfigError("destination.kms_key_id is required for destination.sse = 'aws:kms'")
+            raise ConfigError(f"{t}.kms_key_id is required for {t}.sse = 'aws:kms'")
         if values["access_key_id"] is None and values["secret_access_key_file"] is not None:
-            raise ConfigError("destination.secret_access_key_file needs destination.access_key_id")
+            raise ConfigError(f"{t}.secret_access_key_file needs {t}.access_key_id")
         if values["access_key_id"] is not None and values["secret_access_key_file"] is None:
-            raise ConfigError("destination.access_key_id needs destination.secret_access_key_file")
+            raise ConfigError(f"{t}.access_key_id needs {t}.secret_access_key_file")
         values["root"] = Path(values["prefix"] or ".")  # the root inside the bucket
     elif kind == "sftp":
         values["root"] = Path(values["root"])  # a path on the server: not resolved here
@@ -647,8 +725,46 @@ def _destination(
                 " only: unset password_file and key_passphrase_file, or use 'auto'"
             )
     else:
-        values["root"] = _path("destination.root", values["root"], base)
-    return DestinationConfig(**values)
+        values["root"] = _path(f"{t}.root", values["root"], base)
+    return DestinationConfig(**values, name=name)
+
+
+def _destinations(raw: Any, base: Path, site: str) -> dict[str, DestinationConfig]:
+    """[destination] (its own keys: "default") and its [destination.NAME] tables, in order."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"destination: expected a table, got {raw!r}")
+    named = {key: value for key, value in raw.items() if isinstance(value, dict)}
+    own = {key: value for key, value in raw.items() if not isinstance(value, dict)}
+    for name in named:
+        if name in SCHEMA["destination"]:
+            raise ConfigError(
+                f"destination.{name}: a key of [destination], not a table; a destination"
+                f" needs another name"
+            )
+        if not DESTINATION_NAME.fullmatch(name):
+            raise ConfigError(
+                f"destination.{name}: a destination's name is 1 to 32 of a-z, 0-9, '-' and"
+                f" '_', got {name!r}"
+            )
+    if DEFAULT_DESTINATION in named and own:
+        raise ConfigError(
+            "destination.default: set the default destination's keys in [destination]"
+            " or in [destination.default], not in both"
+        )
+    tables = dict(named)
+    if own or not named:  # no table at all: today's error, destination.root is required
+        tables = {DEFAULT_DESTINATION: own, **named}
+    destinations = {name: _destination(keys, base, site, name) for name, keys in tables.items()}
+    roots: dict[tuple[str, ...], str] = {}
+    for name, d in destinations.items():
+        where = (d.type, d.endpoint, str(d.bucket), str(d.host), str(d.port), d.where)
+        if where in roots:
+            raise ConfigError(
+                f"destination.{name}: the same place as destination.{roots[where]}"
+                f" ({d.where}); one agent owns a root once"
+            )
+        roots[where] = name
+    return destinations
 
 
 def _retention(values: dict[str, Any], spool: Path) -> RetentionConfig:
@@ -687,10 +803,12 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         raw = data.get(name, {})
         if not isinstance(raw, dict):
             raise ConfigError(f"{name}: expected a table, got {raw!r}")
-        sections[name] = _section(name, raw, base)
+        if name != "destination":  # its tables are read in _destinations()
+            sections[name] = _section(name, raw, base)
     _check_cdr_keys(data.get("cdr", {}), sections["cdr"]["type"])
     site = sections["agent"]["site"] or default_site()
-    destination = _destination(data.get("destination", {}), sections["destination"], base, site)
+    destinations = _destinations(data.get("destination", {}), base, site)
+    destination = next(iter(destinations.values()))
     if sections["webhook"]["presign_seconds"] and destination.type != "s3":
         raise ConfigError(
             "webhook.presign_seconds: presigned links need destination.type = 's3'"
@@ -711,6 +829,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path, source: Path | None = None
         alerts=AlertsConfig(**sections["alerts"]),
         retention=_retention(sections["retention"], sections["spool"]["path"]),
         log=LogConfig(**sections["log"]),
+        destinations=destinations,
         source=source,
     )
 

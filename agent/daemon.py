@@ -34,6 +34,7 @@ from agent.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from agent.metrics import Metrics
+    from agent.spool.shared import Feed
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,10 @@ class Agent:
         cdr: CdrSource | None = None,
         webhook: Webhook | None = None,
         notifier: Notifier | None = None,
-        metrics: Metrics | None = None,
+        metrics: Metrics | NoMetrics | None = None,
         clock: Callable[[], float] = time.time,
         watch: bool = True,
+        spool_feed: Callable[[Callable[[], None]], Feed] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -91,6 +93,9 @@ class Agent:
         )
         self.metrics: Metrics | NoMetrics = NoMetrics() if metrics is None else metrics
         self.pipeline.on_cdr_wait = self.metrics.cdr_waited
+        self.pipeline.on_upload_fault = lambda folder, now: self.destination.cut_short(
+            [folder], now
+        )
         self.notifier = notifier or Notifier({})  # no NOTIFY_SOCKET: every call a no-op
 
         def status(now: float) -> dict[str, Any]:
@@ -115,7 +120,11 @@ class Agent:
             retention_problem=lambda: self.retention.problem,
         )
         self.discovery = Discovery(
-            spool=config.spool.path, pipeline=self.pipeline, wake=self.wakeup.ring, watch=watch
+            spool=config.spool.path,
+            pipeline=self.pipeline,
+            wake=self.wakeup.ring,
+            watch=watch,
+            feed=spool_feed,
         )
         self.shipping = Shipping(
             pipeline=self.pipeline,
@@ -157,6 +166,9 @@ class Agent:
         """Recover from whatever the last run left, then look at the spool."""
         stranded = self.store.recover(now)
         self.destination.sweep_later(day_of(r.remote_path) for r in stranded if r.remote_path)
+        # Where a transfer cut by a fault (its server gone) left a temporary it could not
+        # remove, in this run or the last.
+        self.destination.sweep_later(self.destination.cut_folders())
         self.destination.sweep_later(self.store.days.dirty())
         # Where a killed publish or heartbeat may have left a temporary: the root (pages,
         # status.json) and the folders of the published files.

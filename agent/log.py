@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,9 +26,34 @@ def kv(event: str, **fields: object) -> str:
     return " ".join(parts)
 
 
+_where = threading.local()  # the destination whose agent runs on this thread, if named
+
+
+@contextmanager
+def destination(name: str) -> Iterator[None]:
+    """Lines logged on this thread meanwhile say `destination=NAME` (several destinations:
+    each agent's loop runs on its own thread)."""
+    _where.destination = name
+    try:
+        yield
+    finally:
+        _where.destination = None
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"level={record.levelname} {record.getMessage()}"
+        name = getattr(_where, "destination", None)
+        if name is not None:
+            line = f"level={record.levelname} destination={name} {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
 def setup(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("level=%(levelname)s %(message)s"))
+    handler.setFormatter(_Formatter())
     root = logging.getLogger("agent")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -31,6 +31,7 @@ from agent.config import parse_listen
 from agent.errors import AgentError
 from agent.log import kv
 from agent.model import RecordingState
+from agent.roles.health import NoMetrics
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ REQUEST_TIMEOUT = 5.0  # a client that connects and says nothing cannot hold clo
 class Metrics:
     """Every recsync_* metric, in a registry of its own (tests make several)."""
 
-    def __init__(self) -> None:
+    def __init__(self, destination: str = "default") -> None:
+        self.name = destination  # the destination whose agent reports here (the first)
         self.registry = CollectorRegistry()
         self.last_loop_at: float | None = None  # read by /healthz from the server thread
         r = self.registry
@@ -117,6 +119,32 @@ class Metrics:
             "Free space on the spool's file system, 0 to 1 (retention.min_free_percent / 100)",
             registry=r,
         )
+        # Per destination (several destinations: each agent's, by name), beside the
+        # unlabelled series above, which are the first destination's.
+        self._dest_shipped = Counter(
+            "recsync_destination_shipped",
+            "Recordings shipped, by destination",
+            ["destination"],
+            registry=r,
+        )
+        self._dest_backlog = Gauge(
+            "recsync_destination_backlog",
+            "Recordings not shipped yet, by destination",
+            ["destination"],
+            registry=r,
+        )
+        self._dest_oldest = Gauge(
+            "recsync_destination_oldest_pending_seconds",
+            "Age of the oldest recording not shipped yet, by destination (0 when none)",
+            ["destination"],
+            registry=r,
+        )
+        self._dest_paused = Gauge(
+            "recsync_destination_paused_by_name",
+            "1 while the destination is paused, by destination",
+            ["destination"],
+            registry=r,
+        )
         for rule in RETENTION_RULES:
             self._retired.labels(rule=rule)
         # Known label values start at 0 so rate() and absent-series alerts work from the start.
@@ -127,7 +155,12 @@ class Metrics:
         for state in RecordingState:
             self._recordings.labels(state=state.value)
 
+    def for_destination(self, name: str) -> DestinationMetrics:
+        """What another destination's agent reports to: its labelled series only."""
+        return DestinationMetrics(self, name)
+
     def shipped(self, *, size: int, latency: float | None) -> None:
+        self._dest_shipped.labels(destination=self.name).inc()
         self._shipped.inc()
         self._shipped_bytes.inc(size)
         if latency is not None:  # unknown when the close time is (e.g. after a restart)
@@ -150,6 +183,7 @@ class Metrics:
     def destination(self, state: str) -> None:
         """Up when "ok" or "failing" (failing uploads are retried), paused when "paused"."""
         paused = state == "paused"
+        self._dest_paused.labels(destination=self.name).set(1 if paused else 0)
         self._up.set(0 if paused else 1)
         self._paused.set(1 if paused else 0)
 
@@ -166,6 +200,30 @@ class Metrics:
             self._recordings.labels(state=state).set(counts.get(state, 0))
         self._backlog.set(backlog)
         self._oldest.set(oldest_pending_seconds or 0)
+        self._dest_backlog.labels(destination=self.name).set(backlog)
+        self._dest_oldest.labels(destination=self.name).set(oldest_pending_seconds or 0)
+
+
+class DestinationMetrics(NoMetrics):
+    """A destination other than the first: its `destination`-labelled series in the
+    first's registry; the process-wide series (spool disk, loop, CDR) stay the first's."""
+
+    def __init__(self, parent: Metrics, name: str) -> None:
+        self.parent = parent
+        self.name = name
+        parent._dest_paused.labels(destination=name).set(0)
+
+    def shipped(self, *, size: int, latency: float | None) -> None:
+        self.parent._dest_shipped.labels(destination=self.name).inc()
+
+    def destination(self, state: str) -> None:
+        self.parent._dest_paused.labels(destination=self.name).set(1 if state == "paused" else 0)
+
+    def refresh(
+        self, counts: Mapping[str, int], backlog: int, oldest_pending_seconds: float | None
+    ) -> None:
+        self.parent._dest_backlog.labels(destination=self.name).set(backlog)
+        self.parent._dest_oldest.labels(destination=self.name).set(oldest_pending_seconds or 0)
 
 
 class _Server(ThreadingHTTPServer):

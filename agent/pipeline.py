@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from agent import spoolnames
+from agent.backfill import BACKFILL_REASON, SINCE_REASON
 from agent.backoff import backoff
 from agent.cdr import CdrQuery, CdrSource, recordingfile_variants
 from agent.config import Config
@@ -94,6 +95,9 @@ class Pipeline:
     cdr_error: str | None = None  # the last lookup's error, None after a good answer
     notify: bool = False  # a webhook is configured: done and late-CDR transitions enqueue
     on_cdr_wait: Callable[..., None] = lambda seconds, *, found: None  # how long it waited
+    # A transfer that failed midway: its folder may hold the temporary it could not remove
+    # (the server went away with the connection), to be swept once the server answers.
+    on_upload_fault: Callable[[str, float], None] = lambda folder, now: None
 
     def __post_init__(self) -> None:
         self.naming = NameTemplate(self.config.naming.template)
@@ -160,11 +164,29 @@ class Pipeline:
         if not stat.S_ISREG(st.st_mode):
             state, reason = RecordingState.QUARANTINED, NOT_REGULAR
         elif st.st_mtime < self.backfill_cutoff:
-            state, reason = RecordingState.SKIPPED, "older than the backfill window"
+            state, reason = RecordingState.SKIPPED, BACKFILL_REASON
+        elif self._before_since(rel, st):
+            state, reason = RecordingState.SKIPPED, SINCE_REASON
         rid = self.store.add(
             stem=stem, path=rel, identity=identity_of(st), now=now, state=state, reason=reason
         )
         log.debug(kv("seen", id=rid, path=rel, state=state.value, reason=reason))
+
+    def _before_since(self, rel: str, st: os.stat_result) -> bool:
+        """Whether the call started before `destination.since` (by its name's date; a
+        name that does not parse, by the file's date)."""
+        since = self.config.destination.since
+        if since is None:
+            return False
+        try:
+            started = spoolnames.parse(
+                rel.rsplit("/", 1)[-1],
+                extensions=self.config.spool.extensions,
+                patterns=self.config.spool.patterns,
+            ).started_at.date()
+        except UnparseableName:
+            started = datetime.fromtimestamp(st.st_mtime).date()
+        return started < since
 
     def _vanished(self, row: Row, now: float) -> None:
         if row.state in (
@@ -417,11 +439,14 @@ class Pipeline:
         row = job.row
         job.prepared.path.unlink(missing_ok=True)
         if isinstance(error, Interrupted | DestinationDown):
+            if isinstance(error, DestinationDown):
+                self.on_upload_fault(day_of(job.remote), now)
             self.store.release(row.id, why=str(error), now=now)
             if reraise:
                 raise error
             return
         if isinstance(error, TransientError):
+            self.on_upload_fault(day_of(job.remote), now)
             self._fail(row, str(error), now, at_least=error.retry_after or 0.0)
             return
         if isinstance(error, PermanentError):

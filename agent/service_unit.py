@@ -184,8 +184,10 @@ def writable_folders(config: Config) -> list[tuple[str, Path]]:
         ("state.path", config.state.path.parent),
         ("state.staging", config.state.staging),
     ]
-    if config.destination.type == "local":
-        folders.append(("destination.root", config.destination.root))
+    for name, destination in config.destinations.items():
+        if destination.type == "local":
+            key = "destination.root" if name == "default" else f"destination.{name}.root"
+            folders.append((key, destination.root))
     if config.retention.deletes:  # originals leave the spool
         folders.append(("spool.path", config.spool.path))
         if config.retention.move_to is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -157,6 +158,19 @@ def row_json(row: Row) -> dict[str, Any]:
     return data
 
 
+def destination_state(row: Row) -> dict[str, Any]:
+    """One recording's state at one destination (`show` with several)."""
+    return {
+        "id": row.id,
+        "state": row.state,
+        "reason": row.reason,
+        "attempts": row.attempts,
+        "next_attempt_at": iso(row.next_attempt_at) if row.state != "done" else None,
+        "remote_path": row.remote_path,
+        "uploaded_at": iso(row.uploaded_at),
+    }
+
+
 def events(store: Store, rid: int) -> list[dict[str, Any]]:
     return [
         {"at": iso(at), "event": event, "detail": detail}
@@ -164,3 +178,40 @@ def events(store: Store, rid: int) -> list[dict[str, Any]]:
             "SELECT at, event, detail FROM events WHERE recording_id = ? ORDER BY id", (rid,)
         )
     ]
+
+
+PER_DESTINATION = (
+    "counts",
+    "backlog",
+    "oldest_pending_seconds",
+    "last_upload_at",
+    "last_error",
+    "destination",
+)
+
+
+def fleet_summary(stores: Mapping[str, Store], config: Config, now: float) -> dict[str, Any]:
+    """`status --json` with every destination: the first one's document (what it always
+    was), and with several, `destinations`: each one's backlog and state by name (one
+    whose agent has not run yet: its state "new")."""
+    first = config.destination.name
+    document = summary(stores[first], config, now)
+    if len(config.destinations) == 1:
+        return document
+    each: dict[str, Any] = {}
+    for name, destination in config.destinations.items():
+        own = document if name == first else None
+        if own is None and name in stores:
+            own = summary(stores[name], config.for_destination(name), now)
+        if own is None:
+            each[name] = {
+                "type": destination.type,
+                "where": destination.where,
+                "destination": {"state": "new", "reason": "the agent has not run with it yet"},
+            }
+            continue
+        each[name] = {"type": destination.type, "where": destination.where} | {
+            key: own[key] for key in PER_DESTINATION
+        }
+    document["destinations"] = each
+    return document

@@ -1,8 +1,9 @@
 """SIGKILL at stage boundaries and at random moments: nothing lost, nothing shipped twice.
 
-Three setups: a local destination (12 kills, 300 calls); what a PBX has, SFTP to a real
+Four setups: a local destination (12 kills, 300 calls); what a PBX has, SFTP to a real
 sshd with caller IDs from a real MariaDB (32 kills, 500 calls, some CDR rows never come);
-and object storage, a real Ceph RGW bucket (20 kills, 300 calls)."""
+object storage, a real Ceph RGW bucket (20 kills, 300 calls); and two destinations at
+once, SFTP and a local archive, each checked alike (11 kills, 150 calls)."""
 
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ class Rig:
     random_kills: int
     cdr_db: MariaDB | None = None
     no_cdr_row: frozenset[int] = frozenset()  # calls whose CDR row never comes
+    also: tuple[Folder, ...] = ()  # more destinations, checked like `dest`
 
     def make_spool(self, numbers: range) -> dict[str, str]:
         """Finished recordings (and their CDR rows) over three day folders and the flat
@@ -149,9 +151,33 @@ def call_row(n: int) -> dict[str, Any]:
     )
 
 
-@pytest.fixture(params=["local", "sftp-mariadb", "s3"])
+@pytest.fixture(params=["local", "sftp-mariadb", "s3", "two-destinations"])
 def rig(request: pytest.FixtureRequest, site: Site) -> Rig:
     spool = {"backfill_days": 100_000}
+    if request.param == "two-destinations":
+        from tests.test_destinations import write_toml
+
+        sshd_: Sshd = request.getfixturevalue("sshd")
+        remote: Path = request.getfixturevalue("sftp_root")
+        archive = site.root / "archive"
+        archive.mkdir()
+        data: dict[str, Any] = site.data(spool=spool)
+        data["destination"] = {
+            **sshd_.destination(remote),
+            "archive": {"type": "local", "root": str(archive), "pages": True},
+        }
+        write_toml(site.config_path, data)
+        points = ["claimed", "upload:before-rename", "uploaded", "done"]
+        stage_kills = [(point, nth) for nth in (1, 12) for point in points]
+        stage_kills += [("manifest:written", 1), ("manifest:written", 2)]
+        return Rig(
+            site,
+            Folder(remote),
+            recordings=150,
+            stage_kills=stage_kills,
+            random_kills=4,
+            also=(Folder(archive),),
+        )
     if request.param == "local":
         site.write_config(spool=spool)
         stage_kills = [("claimed", 1), ("upload:before-rename", 3), ("uploaded", 5)]
@@ -257,7 +283,10 @@ def test_sigkill_anywhere_loses_nothing_and_ships_nothing_twice(rig: Rig) -> Non
 
     for point, nth in rig.stage_kills:
         assert run_once(site, f"{point}@{nth}") == -signal.SIGKILL, f"{point}@{nth} not reached"
-    assert 0 < dest.count() < len(expected)  # the kills left work behind
+    # The kills left work behind (with two destinations, the quicker one's crash points
+    # may kill the process before the other has shipped any: the random kills wait on it).
+    counts = [each.count() for each in (dest, *rig.also)]
+    assert 0 < sum(counts) < len(expected) * len(counts)
     rng = random.Random(SEED)
     for _ in range(rig.random_kills):
         kill_after_progress(rig, rng, len(expected))
@@ -268,13 +297,22 @@ def test_sigkill_anywhere_loses_nothing_and_ships_nothing_twice(rig: Rig) -> Non
     assert run_once(site, "manifest:written@1") == -signal.SIGKILL
     assert run_once(site) == 0
 
+    for each in (dest, *rig.also):
+        check_destination(rig, each, total, expected)
+    for staging in (site.state / "staging", site.state / "destinations" / "archive" / "staging"):
+        assert not staging.exists() or list(staging.iterdir()) == []
+    # The spool is exactly as it was: nothing modified, renamed or deleted.
+    assert snapshot(site.spool) == spool_before
+
+
+def check_destination(
+    rig: Rig, dest: Folder | Bucket, total: int, expected: dict[str, str]
+) -> None:
     # Every recording exactly once, byte-identical; no -2 variants, no temporaries.
     shipped = dest.shipped()
     assert len(shipped) == total
     assert sorted(shipped.values()) == sorted(expected.values())
     assert dest.leftovers() == []
-    staging = site.state / "staging"
-    assert not staging.exists() or list(staging.iterdir()) == []
     # Manifests agree with the files, and carry each call's CDR row (or say it is missing).
     by_original, by_file = {}, {}
     for manifest in dest.manifests():
@@ -289,5 +327,3 @@ def test_sigkill_anywhere_loses_nothing_and_ships_nothing_twice(rig: Rig) -> Non
                 assert entry["caller_name"] == (f"Caller {n}" if found else None), entry
     assert by_file == shipped
     assert by_original == expected
-    # The spool is exactly as it was: nothing modified, renamed or deleted.
-    assert snapshot(site.spool) == spool_before

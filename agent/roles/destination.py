@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 PROBE_SECONDS = 30  # how often a paused destination is tried again
 STATUS_FILE = "status.json"
+UNSWEPT = "unswept"  # meta key: folders of writes cut short, swept once the server answers
 
 
 class Destination:
@@ -46,6 +47,8 @@ class Destination:
         self.paused_reason: str | None = None
         self.owner_checked = False
         self._unswept: set[str] = set()
+        self._answering = False  # the last upload or probe went through
+        self._cut: set[str] = set()  # folders of writes cut short, not swept yet
         self._recorded: str | None = None  # the health record last written
 
     @property
@@ -56,20 +59,47 @@ class Destination:
         """Folders where a crash may have left temporaries; swept once the destination answers."""
         self._unswept |= set(folders)
 
+    def cut_short(self, folders: Iterable[str], now: float) -> None:
+        """A write failed midway (the server went away with the connection, so its
+        temporary is still there): its folders are swept once the destination answers
+        again, between passes, and remembered until then (a restart sweeps them too)."""
+        new = set(folders) - self._cut
+        if new:
+            self._cut |= new
+            self._unswept |= new
+            self.store.set_meta(UNSWEPT, json.dumps(sorted(self._cut)), now=now)
+
+    def cut_folders(self) -> list[str]:
+        """The folders `cut_short` remembered, of this run or an earlier one."""
+        raw = self.store.meta(UNSWEPT)
+        self._cut |= set(json.loads(raw)) if raw else set()
+        return sorted(self._cut)
+
     def ready(self, now: float) -> bool:
-        """May shipping go on at `now`? A paused destination is probed when its time comes."""
+        """May shipping go on at `now`? A paused destination is probed when its time comes.
+        Between passes (no transfer in flight), folders a failed transfer may have left a
+        temporary in are swept once the destination answers again."""
         if self.paused_until is None:
-            return True
+            if self._unswept and self._answering:
+                self._sweep(now)
+            return self.paused_until is None
         return now >= self.paused_until and self.probe(now)
+
+    def _sweep(self, now: float) -> None:
+        try:
+            self._swept(now)
+        except DestinationDown as exc:
+            self.pause(str(exc), now)
+        except TransientError as exc:  # gone again: the next pass after an upload tries
+            self._answering = False
+            log.warning(kv("sweep-failed", error=str(exc)))
 
     def probe(self, now: float) -> bool:
         """Is the destination there? Paused when it refuses; a transient fault (server
         down) is left to the uploads' own retries."""
         try:
             self.transport.probe()
-            if self._unswept:
-                self.transport.sweep(sorted(self._unswept))
-                self._unswept = set()
+            self._swept(now)
         except DestinationDown as exc:
             self.pause(str(exc), now)
             return False
@@ -83,6 +113,14 @@ class Destination:
         self.record("ok", now=now)
         return True
 
+    def _swept(self, now: float) -> None:
+        if self._unswept:
+            self.transport.sweep(sorted(self._unswept))
+            self._unswept = set()
+        if self._cut:
+            self._cut = set()
+            self.store.set_meta(UNSWEPT, "[]", now=now)
+
     def pause(self, reason: str, now: float) -> None:
         if self.paused_until is None:
             log.error(kv("destination-paused", reason=reason))
@@ -91,6 +129,7 @@ class Destination:
 
     def record(self, state: str, reason: str | None = None, *, now: float) -> None:
         """What `status` shows of the destination: ok, failing or paused, with why."""
+        self._answering = state == "ok"
         self.on_state(state)
         value = json.dumps({"state": state, "reason": reason})
         if self._recorded != value:  # written on change only, not once per file

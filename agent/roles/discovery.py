@@ -9,6 +9,7 @@ from pathlib import Path
 from agent.model import RecordingState
 from agent.pipeline import Pipeline
 from agent.spool.scan import day_folder, files_below, is_date_folder, recent_days, scan
+from agent.spool.shared import Feed
 from agent.spool.watcher import SpoolWatcher
 
 RECONCILE_DAYS = 1  # the periodic scan covers today and yesterday (and tomorrow)
@@ -21,11 +22,20 @@ class Discovery:
     catches what the events missed."""
 
     def __init__(
-        self, *, spool: Path, pipeline: Pipeline, wake: Callable[[], None], watch: bool
+        self,
+        *,
+        spool: Path,
+        pipeline: Pipeline,
+        wake: Callable[[], None],
+        watch: bool,
+        feed: Callable[[Callable[[], None]], Feed] | None = None,
     ) -> None:
         self.spool = spool
         self.pipeline = pipeline
-        self.watcher = SpoolWatcher(spool, wake) if watch else None
+        # `feed`: a shared watcher's (several destinations), else a watcher of its own.
+        self.watcher: SpoolWatcher | Feed | None = None
+        if watch:
+            self.watcher = SpoolWatcher(spool, wake) if feed is None else feed(wake)
         self._watched_day: date | None = None
 
     def start(self, now: float) -> None:

@@ -61,12 +61,15 @@ class Publisher:
         began = self.timer()
         try:
             if publish_dirty(self.store, self.transport, now, self.pages, site=self.site):
+                self.destination.record("ok", now=now)  # it answers: cut writes are swept
                 self.heartbeat(now)
                 release_free_memory()  # a busy day's pages would otherwise stay in RSS
         except DestinationDown as exc:
             self.destination.pause(str(exc), now)
         except TransientError as exc:
             log.warning(kv("publish-failed", error=str(exc)))
+            # A page or manifest cut midway leaves its temporary behind.
+            self.destination.cut_short([*self.store.days.dirty(), "", "search"], now)
         finally:
             self._published_at = self.timer()
             self._took = self._published_at - began

@@ -115,6 +115,7 @@ class Retention:
         disk: Callable[[Path], Disk] = disk_of,
         should_stop: Callable[[], bool] = lambda: False,
         checks_per_pass: int | None = PASS_CHECKS,
+        elsewhere: Callable[[Row], str | None] = lambda row: None,
     ) -> None:
         self.config = config
         self.spool = spool
@@ -126,6 +127,9 @@ class Retention:
         self.disk = disk
         self.should_stop = should_stop
         self.checks_per_pass = checks_per_pass  # None: no limit (the CLI's pass)
+        # Why the other destinations keep an original (one of them lacks it), None: none
+        # does. Asked before this destination's copy, so their backlog costs no request.
+        self.elsewhere = elsewhere
         self.next_pass_at = 0.0
         self._limit: int | None = None  # of the pass under way
         self.problem: str | None = None  # for the alerts: low disk, copies re-queued
@@ -239,6 +243,8 @@ class Retention:
             if not report.dry_run:  # gone by other hands, or a pass cut after the removal
                 self._absent(row, now)
             return
+        if why_kept is None:
+            why_kept = self.elsewhere(row)
         if why_kept is not None:
             report.kept[why_kept] += 1
             return
@@ -279,7 +285,7 @@ class Retention:
         if self.store.holds.covers(row.id):
             report.kept["held"] += 1
             return
-        if (why_kept := self._local_check(path, row, None)) is not None:
+        if (why_kept := self._local_check(path, row, None) or self.elsewhere(row)) is not None:
             report.kept[why_kept] += 1
             return
         try:

@@ -117,6 +117,23 @@ class Holds:
                 tx.event(None, now, "hold-removed", f"{kind} {normal}")
         return bool(removed)
 
+    def mirror(self, holds: list[Hold], *, now: float) -> None:
+        """Hold exactly `holds` (another destination's state database's, the first's):
+        a hold covers a call at every destination."""
+        wanted = {(h.kind, h.value): h.created_at for h in holds}
+        with transaction(self.conn) as tx:
+            have = set(tx.execute("SELECT kind, value FROM holds").fetchall())
+            for kind, value in have - set(wanted):
+                tx.execute("DELETE FROM holds WHERE kind = ? AND value = ?", (kind, value))
+                tx.event(None, now, "hold-removed", f"{kind} {value}")
+            for (kind, value), created_at in wanted.items():
+                if (kind, value) not in have:
+                    tx.execute(
+                        "INSERT INTO holds (kind, value, created_at) VALUES (?, ?, ?)",
+                        (kind, value, created_at),
+                    )
+                    tx.event(None, now, "hold-added", f"{kind} {value}")
+
     def all(self) -> list[Hold]:
         """Every hold, with the number of recordings each covers."""
         holds = []

@@ -160,7 +160,14 @@ class Store:
             raise StateDatabaseError(f"no state database at {path} (has the agent run yet?)")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            # Not checked per thread: a destination's agent is built on the main thread and
+            # then runs on its own (agent.fleet), one thread at a time.
+            conn = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL survives a killed process; a power cut may lose the last
             # transitions, which only causes a re-upload under the same remote name.

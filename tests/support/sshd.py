@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from tests.support.servers import PortTaken, PrivateServer, free_port, require, terminate
+from tests.support.servers import PortTaken, PrivateServer, free_port, require
 
 if TYPE_CHECKING:
     from agent.transport.sftp import SftpTransport
@@ -141,6 +141,15 @@ def _settled(pid: int, parent: int) -> bool:
     except OSError:
         return True
     return fields[0] in ("Z", "X") and int(fields[1]) != parent
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, T, Z ...), None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[0]
 
 
 def is_alive(pid: int) -> bool:
@@ -391,10 +400,19 @@ class Sshd(PrivateServer):
         process = self._process
         if process is None:
             return
-        levels = _levels(process.pid) if process.poll() is None else []
+        levels = []
+        if process.poll() is None:
+            # The listener stopped, then listed, then killed: no session forks after the
+            # tree is listed (a client reconnecting the moment its session dies would
+            # otherwise keep a session of a server that is "down").
+            os.kill(process.pid, signal.SIGSTOP)
+            while _state(process.pid) not in ("T", "t", "Z", "X", None):
+                time.sleep(_POLL_INTERVAL)
+            levels = _levels(process.pid)
+            process.kill()
+            process.wait()
         sessions = [pid for level in levels for pid in level]
-        # Deepest first, each level reaped by its (still living) parent before the next:
-        # a process whose parent dies first becomes a zombie until init gets round to it.
+        # Deepest first, each level reaped by its (still living) parent before the next.
         for level in reversed(levels):
             for pid in level:
                 with contextlib.suppress(ProcessLookupError):
@@ -404,7 +422,6 @@ class Sshd(PrivateServer):
                 _settled(pid, parent) for pid, parent in level.items()
             ):
                 time.sleep(_POLL_INTERVAL)
-        terminate(process, timeout)
         self._process = None
         deadline = time.monotonic() + timeout
         while any(is_alive(pid) for pid in sessions):
