@@ -244,7 +244,16 @@ def test_a_number_search_finds_exactly_the_matching_calls_across_days(site: Site
         assert found == expected(site.calls, number=typed), typed
         assert len({link[:10] for link in found}) > 5  # across days, and both months
         assert {link[:7] for link in found} == {"2024/02", "2024/03"}
-    assert page.locator("#found").inner_text() == f"{len(found)} calls"
+    talk = sum(
+        c.entry["billsec"]
+        for c in site.calls
+        if f"{c.day}/index.html#{c.entry['uniqueid']}" in found
+    )
+    hours, minutes = divmod(talk // 60, 60)
+    assert (
+        page.locator("#found").inner_text()
+        == f"{len(found)} calls, {hours} h {minutes:02} min in all"
+    )
     # each result has its player, the recording's URL beside its day page
     row = page.locator("#results tbody tr").first
     src = row.locator("audio").get_attribute("src")
@@ -312,7 +321,7 @@ def test_hostile_caller_names_are_shown_as_text(site: Site, tab: Tab) -> None:
         assert names == {name}
     assert page.evaluate("() => typeof window.pwned") == "undefined"
     assert page.locator("#results img, #results script").count() == 0
-    assert page.locator("script").count() == 1
+    assert page.locator("script").count() == 2  # search.js and player.js
     assert tab.problems == []
 
 

@@ -116,4 +116,4 @@ def test_search_files_follow_the_manifests_after_a_late_cdr_fill(
     entry = json.loads((site.dest / "2024/03/15/manifest.json").read_text())["recordings"][1]
     assert entry["link"] == "2024/03/15/index.html#1710497702.152"
     page = (site.dest / "2024/03/15/index.html").read_text()
-    assert '<tr id="1710497702.152">' in page
+    assert '<tr id="1710497702.152" tabindex="-1">' in page

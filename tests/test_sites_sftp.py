@@ -96,6 +96,7 @@ def test_three_pbxs_share_one_root_and_a_fourth_cannot_take_a_name(
     assert sorted(p.name for p in sftp_root.iterdir()) == sorted([*SITES, "index.html", "static"])
     assert sorted(p.name for p in (sftp_root / "static").iterdir()) == [
         "favicon.svg",
+        "player.js",
         "recsync.css",
         "recsync.js",
         "search.js",

@@ -108,6 +108,15 @@
     return h ? h + ":" + two(m) + ":" + two(s) : m + ":" + two(s);
   }
 
+  function hours(seconds) { // as the day pages say it (agent/publish/index.py _hours)
+    var h = Math.floor(seconds / 3600);
+    var m = Math.floor(seconds / 60) % 60;
+    if (h) {
+      return h + " h " + two(m) + " min";
+    }
+    return m ? m + " min" : seconds + " s";
+  }
+
   function dayLabel(day) {
     var parts = day.split("/").map(Number);
     var when = new Date(Date.UTC(parts[0], parts[1] - 1, parts[2]));
@@ -117,6 +126,7 @@
 
   function rowOf(day, row, kinds) {
     var tr = document.createElement("tr");
+    tr.tabIndex = -1; // focusable: the player keys (static/player.js) act on its call
     var page = day + "/index.html" + (row[9] ? "#" + encodeURIComponent(row[9]) : "");
     var link = text("a", dayLabel(day));
     link.href = page;
@@ -219,6 +229,7 @@
     var from = query.from.replace(/-/g, "/");
     var to = query.to.replace(/-/g, "/");
     var count = 0;
+    var seconds = 0; // the matching calls' talk, all of them (not only those shown)
     while (body.firstChild) {
       body.removeChild(body.firstChild);
     }
@@ -228,7 +239,7 @@
     function summary(done) {
       var words = count === 1 ? "1 call" : count.toLocaleString("en") + " calls";
       found.textContent = (count > LIMIT ? "The newest " + LIMIT + " of " : "") + words +
-        (done ? "" : " so far…");
+        (seconds ? ", " + hours(seconds) + " in all" : "") + (done ? "" : " so far…");
     }
 
     function addDay(kinds, line) {
@@ -240,6 +251,7 @@
       for (var r = rows.length - 1; r >= 0; r--) { // newest first
         if (matches(rows[r], kinds)) {
           count++;
+          seconds += rows[r][7] > 0 ? rows[r][7] : 0;
           if (count <= LIMIT) {
             body.appendChild(rowOf(day, rows[r], kinds));
           }
