@@ -62,9 +62,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     part = search.DayPart(DAY)
     for e in entries:
         part.add(e, "201")
-    (root / "search").mkdir()
-    (root / search.path_of("2024-03")).write_bytes(search.render_month("2024-03", [part.data()]))
-    (root / "search/months.json").write_bytes(search.render_months([(DAY, len(entries))]))
+    (root / "search" / DAY).parent.mkdir(parents=True)
+    (root / search.path_of(DAY)).write_bytes(part.data())
+    (root / "search/months.json").write_bytes(search.render_months([DAY]))
     ranges: list[str] = []
     with serving(root, ranges) as url:
         yield Site(url, ranges)

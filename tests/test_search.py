@@ -140,16 +140,13 @@ def build(root: Path, calls: list[Call]) -> None:
     for day, day_calls in by_day.items():
         entries = [c.entry for c in day_calls]
         write(f"{day}/index.html", render_day(day, entries, title=TITLE, generated_at=GENERATED))
-    for month in sorted({search.month_of(day) for day in by_day}):
-        parts = []
-        for day in sorted((d for d in by_day if search.month_of(d) == month), reverse=True):
-            part = search.DayPart(day)
-            for call in by_day[day]:
-                part.add(call.entry, call.extension)
-            parts.append(part.data())
-        write(search.path_of(month), search.render_month(month, parts))
+    for day, day_calls in by_day.items():
+        part = search.DayPart(day)
+        for call in day_calls:
+            part.add(call.entry, call.extension)
+        write(search.path_of(day), part.data())
     counts = [(day, len(day_calls)) for day, day_calls in by_day.items()]
-    write("search/months.json", search.render_months(counts))
+    write("search/months.json", search.render_months(by_day))
     write("index.html", render_root(counts, title=TITLE, generated_at=GENERATED))
 
 
@@ -200,27 +197,44 @@ def test_only_a_plain_uniqueid_becomes_a_row_id(uniqueid: str | None, link: str)
     assert ids == ([uniqueid] if "#" in link else [])
 
 
-def test_a_month_file_is_one_day_a_line_whatever_the_names() -> None:
-    """The page reads a month file a line at a time: no value may break a line."""
+def test_no_name_breaks_a_day_file_line() -> None:
     part = search.DayPart("2024/03/15")
     for name in ("line\nbreak", "carriage\rreturn", "sep\u2028arator", "para\u2029graph"):
         part.add({"file": "2024/03/15/a\nb.wav", "caller_name": name}, "201")
-    other = search.DayPart("2024/03/14")
-    other.add({"file": "2024/03/14/c.wav", "caller_name": "x"}, None)
-    data = search.render_month("2024-03", [part.data(), other.data()])
+    data = part.data()
     lines = data.decode().split("\n")
-    assert len(lines) == 5 and lines[-1] == ""  # head, two days, the end
-    assert json.loads(lines[0] + "]}")["month"] == "2024-03"
-    day, rows = json.loads(lines[1].rstrip(","))
-    assert day == "2024/03/15" and rows[0][3] == "line\nbreak"
-    assert json.loads(data)["days"][1][0] == "2024/03/14"
+    assert len(lines) == 4 and lines[-1] == ""  # head, the calls, the end: no break inside
+    document = json.loads(data)
+    assert (document["v"], document["day"]) == (2, "2024/03/15")
+    assert [row[3] for row in document["rows"]] == [
+        "line\nbreak",
+        "carriage\rreturn",
+        "sep\u2028arator",
+        "para\u2029graph",
+    ]
+    assert document["rows"][0][8] == "a%0Ab.wav"
 
 
-def test_the_month_files_are_compact(site: Site) -> None:
-    sizes = sum(p.stat().st_size for p in (site.root / "search").glob("2024-*.json"))
+def test_the_listing_gives_every_month_and_day_newest_first() -> None:
+    days = ["2024/02/28", "2024/03/15", "2024/03/01"]
+    listing = json.loads(search.render_months(days, site="pbx-north"))
+    assert listing["site"] == "pbx-north" and listing["kinds"]["in"] == ["Incoming", "in"]
+    assert listing["months"] == [
+        {
+            "month": "2024-03",
+            "first": "2024/03/01",
+            "last": "2024/03/15",
+            "days": ["2024/03/15", "2024/03/01"],
+        },
+        {"month": "2024-02", "first": "2024/02/28", "last": "2024/02/28", "days": ["2024/02/28"]},
+    ]
+
+
+def test_the_day_files_are_compact(site: Site) -> None:
+    sizes = sum(p.stat().st_size for p in (site.root / "search").rglob("??.json"))
     assert sizes / len(site.calls) < 160  # bytes per call, the file name half of it
     months = json.loads((site.root / "search/months.json").read_bytes())["months"]
-    assert [(m["month"], m["count"]) for m in months] == [("2024-03", 1500), ("2024-02", 900)]
+    assert [(m["month"], len(m["days"])) for m in months] == [("2024-03", 30), ("2024-02", 18)]
 
 
 def test_a_number_search_finds_exactly_the_matching_calls_across_days(site: Site, tab: Tab) -> None:
@@ -278,14 +292,15 @@ def test_every_criterion_narrows_like_the_python_filter(site: Site, tab: Tab) ->
     assert tab.problems == []
 
 
-def test_only_the_months_asked_are_fetched(site: Site, tab: Tab) -> None:
+def test_only_the_days_asked_are_fetched(site: Site, tab: Tab) -> None:
     page = tab.page
     fetched: list[str] = []
     page.on("request", lambda request: fetched.append(request.url))
-    page.goto(site.search(number="2125550142", **{"from": "2024-03-01", "to": "2024-03-31"}))
-    assert results(page) == expected(site.calls, number="2125550142", **{"from": "2024-03-01"})
-    months = sorted(u.rsplit("/", 1)[-1] for u in fetched if "/search/" in u)
-    assert months == ["2024-03.json", "months.json"]
+    span = {"from": "2024-03-10", "to": "2024-03-12"}
+    page.goto(site.search(number="21255501", **span))
+    assert results(page) == expected(site.calls, number="21255501", **span)
+    files = sorted(u.split("/search/", 1)[1] for u in fetched if "/search/" in u)
+    assert files == ["2024/03/10.json", "2024/03/11.json", "2024/03/12.json", "months.json"]
 
 
 def test_a_bookmarked_query_url_gives_the_same_results(site: Site, tab: Tab) -> None:

@@ -204,12 +204,19 @@ def render_root(days: Sequence[tuple[str, int]], *, title: str, generated_at: st
     )
 
 
-def render_search(*, title: str) -> bytes:
+def render_search(*, title: str, sites: Sequence[tuple[str, str]] = ()) -> bytes:
     """The root `search.html`: a form, and the results its script (static/search.js)
-    finds in the month files under `search/` (agent/publish/search.py). The same page for
-    the same title: written with the static files, not at every publish."""
+    finds in the day files under `search/` (agent/publish/search.py). The same page for
+    the same title: written with the static files, not at every publish. With `sites`
+    ((folder, name), a shared root's), it searches each site's files under its folder and
+    can be narrowed to one."""
     return render(
-        _templates()[2], title=title, generated_at="", home="index.html", static="static/"
+        _templates()[2],
+        title=title,
+        generated_at="",
+        home="index.html",
+        static="static/",
+        sites=list(sites),
     )
 
 

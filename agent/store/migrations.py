@@ -210,3 +210,10 @@ def _audio_seconds(db: Database) -> None:
     # (media/length.py): the pages show it for calls whose CDR has no duration. NULL for
     # copies shipped before, and for files whose length cannot be read.
     db.execute("ALTER TABLE recordings ADD COLUMN audio_seconds REAL")
+
+
+@migrations(name="0013_search_per_day")
+def _search_per_day(db: Database) -> None:
+    # The search files are one a day now, written with the day's manifest (publish/
+    # search.py): the days' stored parts of month files are no longer read.
+    db.execute("ALTER TABLE days DROP COLUMN search")
