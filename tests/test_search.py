@@ -1,10 +1,11 @@
-"""Search across days (search.html over the month files under search/) and the link per
+"""Search across days (search.html over the day files under search/) and the link per
 call (`YYYY/MM/DD/index.html#<uniqueid>`), in headless Chromium.
 
 The calls are generated: 48 days over two months (February and March 2024), 50 a day, so
-2,400 calls, two month files. A year of 2,000 a day is what `scripts/bench search` times;
-here the point is that the browser finds exactly what a Python filter of the same data
-finds, which a few thousand calls show as well and in seconds."""
+2,400 calls, 48 day files; and a year of days (a few calls each) for the fetching of
+hundreds of day files in order. A year of 2,000 a day is what `scripts/bench search`
+times; here the point is that the browser finds exactly what a Python filter of the same
+data finds, which a few thousand calls show as well and in seconds."""
 
 from __future__ import annotations
 
@@ -215,6 +216,33 @@ def test_no_name_breaks_a_day_file_line() -> None:
     assert document["rows"][0][8] == "a%0Ab.wav"
 
 
+def test_a_day_made_again_is_what_a_fresh_making_gives() -> None:
+    """The rows kept from the last time a day was written are used only where nothing
+    they are made of changed: a late caller name, a new length, a new call all show."""
+    from agent.publish.search import _made
+
+    calls = [c for c in generate() if c.day == "2024/03/01"]
+
+    def made(entries: list[dict[str, Any]]) -> bytes:
+        part = search.DayPart("2024/03/01")
+        for entry in entries:
+            part.add(entry, "201")
+        return part.data()
+
+    entries = [dict(c.entry) for c in calls]
+    first = made(entries)
+    assert len(_made["2024/03/01"]) == len(entries)
+    entries[3]["caller_name"] = "Came Later"
+    entries[7] = {**entries[7], "billsec": None, "duration": None, "audio_seconds": 12.6}
+    entries.append({**entries[0], "uniqueid": "1709300000.999", "file": "2024/03/01/new.wav"})
+    again = made(entries)
+    _made.clear()
+    assert again == made(entries) != first
+    rows = json.loads(again)["rows"]
+    assert (rows[3][3], rows[7][7], rows[-1][9]) == ("Came Later", 13, "1709300000.999")
+    assert search.DayPart("2024/03/01").data() == b'{"v":2,"day":"2024/03/01","rows":[\n\n]}\n'
+
+
 def test_the_listing_gives_every_month_and_day_newest_first() -> None:
     days = ["2024/02/28", "2024/03/15", "2024/03/01"]
     listing = json.loads(search.render_months(days, site="pbx-north"))
@@ -374,3 +402,45 @@ def test_the_search_page_fits_the_screen(site: Site, browser: Any, width: int) -
         assert page.locator("#results thead").is_visible() is (width > 900)
     finally:
         context.close()
+
+
+def test_a_year_of_days_is_searched_whole_and_in_order(
+    tmp_path_factory: pytest.TempPathFactory, tab: Tab
+) -> None:
+    """366 day files (2024), fetched six ahead: every match, newest first, across every
+    month, and a range that starts and ends inside months."""
+    root = tmp_path_factory.mktemp("year")
+    rng = random.Random(2024)
+    calls = []
+    for d in range(366):
+        when = date(2024, 1, 1) + timedelta(days=d)
+        day = when.strftime("%Y/%m/%d")
+        for i in range(3):
+            seconds = 9 * 3600 + i * 3600 + rng.randrange(3600)
+            hh, mm, ss = seconds // 3600, seconds // 60 % 60, seconds % 60
+            uid = f"{1704067200 + d * 86400 + seconds}.{d * 3 + i}"
+            number = f"212555{rng.randrange(100, 110):04}"
+            entry = {
+                "file": f"{day}/in-201-{number}-{when:%Y%m%d}-{hh:02}{mm:02}{ss:02}-{uid}.wav",
+                "uniqueid": uid,
+                "kind": "in",
+                "caller_number": number,
+                "caller_name": rng.choice(NAMES),
+                "dst": "201",
+                "started_at": f"{when:%Y-%m-%d}T{hh:02}:{mm:02}:{ss:02}+01:00",
+                "billsec": 30,
+                "disposition": "ANSWERED",
+            }
+            calls.append(Call(day, entry, "201", i))
+    build(root, calls)
+    with serving(root) as url:
+        page = tab.page
+        for query in (
+            {"number": "2125550105"},
+            {"number": "2125550103", "from": "2024-02-10", "to": "2024-11-20"},
+        ):
+            page.goto(f"{url}search.html?{urlencode(query)}")
+            found = results(page)
+            assert found == expected(calls, **query), query
+            assert len({link[:7] for link in found}) >= 10  # across the months
+    assert tab.problems == []

@@ -21,6 +21,7 @@ from agent.transport import open_transport
 from agent.transport.local import LocalTransport
 from tests.conftest import Site
 from tests.support.chromium import Tab, serving, wait_until
+from tests.test_accessibility import checked, findings  # noqa: F401 (checked: a fixture)
 from tests.test_search_files import consistent
 from tests.test_sites import record, sites_config
 
@@ -169,3 +170,13 @@ def test_an_agents_search_files_say_its_site(site: Site, make_agent: Callable[..
     assert '<option value="north">north</option>' in page
     assert (site.dest / "north/search.html").is_file()  # the site's own, over its calls
     assert 'name="site"' not in (site.dest / "north/search.html").read_text()
+
+
+def test_the_root_search_page_passes_the_accessibility_check(
+    root: Root,
+    checked: Any,  # noqa: F811 (the fixture, imported)
+) -> None:
+    checked.goto(f"{root.url}search.html?number=2125550100")
+    wait_until(checked, "() => document.getElementById('results').dataset.done === '1'")
+    assert checked.locator("#results tbody tr").count() == len(root.calls)
+    assert findings(checked) == []

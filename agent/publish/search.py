@@ -70,33 +70,59 @@ def old_month_path(month: str) -> str:
     return f"search/{month}.json"
 
 
+# What `_row` reads of an entry: a row is made again only when one of them changed.
+_KEY_FIELDS = (
+    "file", "started_at", "caller_number", "dst", "caller_name", "kind", "disposition",
+    "billsec", "duration", "audio_seconds", "uniqueid",
+)  # fmt: skip
+_KEPT_DAYS = 2  # the days whose rows are kept made: today's and yesterday's, in practice
+_made: dict[str, dict[int, str]] = {}  # day -> (hash of a row's inputs -> its JSON)
+
+
 class DayPart:
     """One day's search file, made as the day's entries pass (each with its extension,
-    which the manifest does not carry) while its manifest is written."""
+    which the manifest does not carry) while its manifest is written.
+
+    The rows made for the last days written are kept (as their JSON, keyed by a hash of
+    what they are made of), so a busy day published again for each new call encodes the
+    new and changed calls only: the day's file then costs little more than its bytes."""
 
     def __init__(self, day: str) -> None:
         self.day = day
         self._rows = io.StringIO()
-        self._batch: list[list[object]] = []
+        self._batch: list[str] = []
+        self._before = _made.get(day, {})
+        self._now: dict[int, str] = {}
 
     def add(self, entry: Mapping[str, object], extension: str | None) -> None:
-        self._batch.append(_row(entry, extension, str(entry.get("file") or "")))
+        try:
+            key: int | None = hash((extension, *(entry.get(name) for name in _KEY_FIELDS)))
+        except TypeError:  # not a manifest entry's scalars: made, not kept
+            key = None
+        text = None if key is None else self._before.get(key)
+        if text is None:
+            text = _dumps(_row(entry, extension, str(entry.get("file") or "")))
+        if key is not None:
+            self._now[key] = text
+        self._batch.append(text)
         if len(self._batch) >= _BATCH:
             self._flush()
 
     def data(self) -> bytes:
         """The day's file as UTF-8 (a lone surrogate, a name that was not UTF-8, as "?")."""
         self._flush()
+        _made.pop(self.day, None)
+        _made[self.day] = self._now
+        while len(_made) > _KEPT_DAYS:
+            del _made[next(iter(_made))]  # the day written longest ago
         head = f'{{"v":{FORMAT},"day":{json.dumps(self.day)},"rows":[\n'
         return (head + self._rows.getvalue() + "\n]}\n").encode("utf-8", "replace")
 
     def _flush(self) -> None:
-        # One encoder call a batch rather than a row: a third of the cost on a busy day,
-        # and a batch, not the day, is ever in memory as objects.
         if self._batch:
             if self._rows.tell():
                 self._rows.write(",")
-            self._rows.write(_dumps(self._batch)[1:-1])
+            self._rows.write(",".join(self._batch))
             self._batch = []
 
 
