@@ -249,6 +249,7 @@ class Agent:
         if self.destination.paused:
             return 0
         self.store.set_meta("static_version", "", now=now)  # the static files too
+        self.store.set_meta("search_listing", "", now=now)  # and the search listing
         days = self.store.days.mark_all_dirty(now=now)
         self.publisher.publish(now)
         return days

@@ -372,6 +372,7 @@ class Pipeline:
             size=prepared.size,
             now=now,
             candidates=candidates,
+            audio_seconds=prepared.seconds,
         )
         crash_point("claimed")
         assert remote is not None
@@ -380,6 +381,7 @@ class Pipeline:
             remote_path=remote,
             sha256=prepared.sha256,
             shipped_size=prepared.size,
+            audio_seconds=prepared.seconds,
             state=RecordingState.UPLOADING.value,
         )
         shipped = entry(claimed)

@@ -228,6 +228,7 @@ def _row(
         "started_at": entry.get("started_at"),
         "linkedid": entry.get("linkedid"),
         "cdr": {"found": "found", "off": None}.get(entry.get("cdr"), "missing"),
+        "audio_seconds": _number(entry.get("audio_seconds")),
     }
     if found:  # the entry's caller and dst are the CDR's; otherwise the name's
         row |= {
@@ -242,6 +243,12 @@ def _row(
     row |= _parsed(original, config)
     row |= _identity(config.spool.path / original, size)
     return row
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return float(value)
 
 
 def _parsed(original: str, config: Config) -> dict[str, Any]:

@@ -1,10 +1,11 @@
-"""Search across days (search.html over the month files under search/) and the link per
+"""Search across days (search.html over the day files under search/) and the link per
 call (`YYYY/MM/DD/index.html#<uniqueid>`), in headless Chromium.
 
 The calls are generated: 48 days over two months (February and March 2024), 50 a day, so
-2,400 calls, two month files. A year of 2,000 a day is what `scripts/bench search` times;
-here the point is that the browser finds exactly what a Python filter of the same data
-finds, which a few thousand calls show as well and in seconds."""
+2,400 calls, 48 day files; and a year of days (a few calls each) for the fetching of
+hundreds of day files in order. A year of 2,000 a day is what `scripts/bench search`
+times; here the point is that the browser finds exactly what a Python filter of the same
+data finds, which a few thousand calls show as well and in seconds."""
 
 from __future__ import annotations
 
@@ -140,16 +141,13 @@ def build(root: Path, calls: list[Call]) -> None:
     for day, day_calls in by_day.items():
         entries = [c.entry for c in day_calls]
         write(f"{day}/index.html", render_day(day, entries, title=TITLE, generated_at=GENERATED))
-    for month in sorted({search.month_of(day) for day in by_day}):
-        parts = []
-        for day in sorted((d for d in by_day if search.month_of(d) == month), reverse=True):
-            part = search.DayPart(day)
-            for call in by_day[day]:
-                part.add(call.entry, call.extension)
-            parts.append(part.data())
-        write(search.path_of(month), search.render_month(month, parts))
+    for day, day_calls in by_day.items():
+        part = search.DayPart(day)
+        for call in day_calls:
+            part.add(call.entry, call.extension)
+        write(search.path_of(day), part.data())
     counts = [(day, len(day_calls)) for day, day_calls in by_day.items()]
-    write("search/months.json", search.render_months(counts))
+    write("search/months.json", search.render_months(by_day))
     write("index.html", render_root(counts, title=TITLE, generated_at=GENERATED))
 
 
@@ -200,27 +198,71 @@ def test_only_a_plain_uniqueid_becomes_a_row_id(uniqueid: str | None, link: str)
     assert ids == ([uniqueid] if "#" in link else [])
 
 
-def test_a_month_file_is_one_day_a_line_whatever_the_names() -> None:
-    """The page reads a month file a line at a time: no value may break a line."""
+def test_no_name_breaks_a_day_file_line() -> None:
     part = search.DayPart("2024/03/15")
     for name in ("line\nbreak", "carriage\rreturn", "sep\u2028arator", "para\u2029graph"):
         part.add({"file": "2024/03/15/a\nb.wav", "caller_name": name}, "201")
-    other = search.DayPart("2024/03/14")
-    other.add({"file": "2024/03/14/c.wav", "caller_name": "x"}, None)
-    data = search.render_month("2024-03", [part.data(), other.data()])
+    data = part.data()
     lines = data.decode().split("\n")
-    assert len(lines) == 5 and lines[-1] == ""  # head, two days, the end
-    assert json.loads(lines[0] + "]}")["month"] == "2024-03"
-    day, rows = json.loads(lines[1].rstrip(","))
-    assert day == "2024/03/15" and rows[0][3] == "line\nbreak"
-    assert json.loads(data)["days"][1][0] == "2024/03/14"
+    assert len(lines) == 4 and lines[-1] == ""  # head, the calls, the end: no break inside
+    document = json.loads(data)
+    assert (document["v"], document["day"]) == (2, "2024/03/15")
+    assert [row[3] for row in document["rows"]] == [
+        "line\nbreak",
+        "carriage\rreturn",
+        "sep\u2028arator",
+        "para\u2029graph",
+    ]
+    assert document["rows"][0][8] == "a%0Ab.wav"
 
 
-def test_the_month_files_are_compact(site: Site) -> None:
-    sizes = sum(p.stat().st_size for p in (site.root / "search").glob("2024-*.json"))
+def test_a_day_made_again_is_what_a_fresh_making_gives() -> None:
+    """The rows kept from the last time a day was written are used only where nothing
+    they are made of changed: a late caller name, a new length, a new call all show."""
+    from agent.publish.search import _made
+
+    calls = [c for c in generate() if c.day == "2024/03/01"]
+
+    def made(entries: list[dict[str, Any]]) -> bytes:
+        part = search.DayPart("2024/03/01")
+        for entry in entries:
+            part.add(entry, "201")
+        return part.data()
+
+    entries = [dict(c.entry) for c in calls]
+    first = made(entries)
+    assert len(_made["2024/03/01"]) == len(entries)
+    entries[3]["caller_name"] = "Came Later"
+    entries[7] = {**entries[7], "billsec": None, "duration": None, "audio_seconds": 12.6}
+    entries.append({**entries[0], "uniqueid": "1709300000.999", "file": "2024/03/01/new.wav"})
+    again = made(entries)
+    _made.clear()
+    assert again == made(entries) != first
+    rows = json.loads(again)["rows"]
+    assert (rows[3][3], rows[7][7], rows[-1][9]) == ("Came Later", 13, "1709300000.999")
+    assert search.DayPart("2024/03/01").data() == b'{"v":2,"day":"2024/03/01","rows":[\n\n]}\n'
+
+
+def test_the_listing_gives_every_month_and_day_newest_first() -> None:
+    days = ["2024/02/28", "2024/03/15", "2024/03/01"]
+    listing = json.loads(search.render_months(days, site="pbx-north"))
+    assert listing["site"] == "pbx-north" and listing["kinds"]["in"] == ["Incoming", "in"]
+    assert listing["months"] == [
+        {
+            "month": "2024-03",
+            "first": "2024/03/01",
+            "last": "2024/03/15",
+            "days": ["2024/03/15", "2024/03/01"],
+        },
+        {"month": "2024-02", "first": "2024/02/28", "last": "2024/02/28", "days": ["2024/02/28"]},
+    ]
+
+
+def test_the_day_files_are_compact(site: Site) -> None:
+    sizes = sum(p.stat().st_size for p in (site.root / "search").rglob("??.json"))
     assert sizes / len(site.calls) < 160  # bytes per call, the file name half of it
     months = json.loads((site.root / "search/months.json").read_bytes())["months"]
-    assert [(m["month"], m["count"]) for m in months] == [("2024-03", 1500), ("2024-02", 900)]
+    assert [(m["month"], len(m["days"])) for m in months] == [("2024-03", 30), ("2024-02", 18)]
 
 
 def test_a_number_search_finds_exactly_the_matching_calls_across_days(site: Site, tab: Tab) -> None:
@@ -244,7 +286,16 @@ def test_a_number_search_finds_exactly_the_matching_calls_across_days(site: Site
         assert found == expected(site.calls, number=typed), typed
         assert len({link[:10] for link in found}) > 5  # across days, and both months
         assert {link[:7] for link in found} == {"2024/02", "2024/03"}
-    assert page.locator("#found").inner_text() == f"{len(found)} calls"
+    talk = sum(
+        c.entry["billsec"]
+        for c in site.calls
+        if f"{c.day}/index.html#{c.entry['uniqueid']}" in found
+    )
+    hours, minutes = divmod(talk // 60, 60)
+    assert (
+        page.locator("#found").inner_text()
+        == f"{len(found)} calls, {hours} h {minutes:02} min in all"
+    )
     # each result has its player, the recording's URL beside its day page
     row = page.locator("#results tbody tr").first
     src = row.locator("audio").get_attribute("src")
@@ -269,14 +320,15 @@ def test_every_criterion_narrows_like_the_python_filter(site: Site, tab: Tab) ->
     assert tab.problems == []
 
 
-def test_only_the_months_asked_are_fetched(site: Site, tab: Tab) -> None:
+def test_only_the_days_asked_are_fetched(site: Site, tab: Tab) -> None:
     page = tab.page
     fetched: list[str] = []
     page.on("request", lambda request: fetched.append(request.url))
-    page.goto(site.search(number="2125550142", **{"from": "2024-03-01", "to": "2024-03-31"}))
-    assert results(page) == expected(site.calls, number="2125550142", **{"from": "2024-03-01"})
-    months = sorted(u.rsplit("/", 1)[-1] for u in fetched if "/search/" in u)
-    assert months == ["2024-03.json", "months.json"]
+    span = {"from": "2024-03-10", "to": "2024-03-12"}
+    page.goto(site.search(number="21255501", **span))
+    assert results(page) == expected(site.calls, number="21255501", **span)
+    files = sorted(u.split("/search/", 1)[1] for u in fetched if "/search/" in u)
+    assert files == ["2024/03/10.json", "2024/03/11.json", "2024/03/12.json", "months.json"]
 
 
 def test_a_bookmarked_query_url_gives_the_same_results(site: Site, tab: Tab) -> None:
@@ -312,7 +364,7 @@ def test_hostile_caller_names_are_shown_as_text(site: Site, tab: Tab) -> None:
         assert names == {name}
     assert page.evaluate("() => typeof window.pwned") == "undefined"
     assert page.locator("#results img, #results script").count() == 0
-    assert page.locator("script").count() == 1
+    assert page.locator("script").count() == 2  # search.js and player.js
     assert tab.problems == []
 
 
@@ -350,3 +402,45 @@ def test_the_search_page_fits_the_screen(site: Site, browser: Any, width: int) -
         assert page.locator("#results thead").is_visible() is (width > 900)
     finally:
         context.close()
+
+
+def test_a_year_of_days_is_searched_whole_and_in_order(
+    tmp_path_factory: pytest.TempPathFactory, tab: Tab
+) -> None:
+    """366 day files (2024), fetched six ahead: every match, newest first, across every
+    month, and a range that starts and ends inside months."""
+    root = tmp_path_factory.mktemp("year")
+    rng = random.Random(2024)
+    calls = []
+    for d in range(366):
+        when = date(2024, 1, 1) + timedelta(days=d)
+        day = when.strftime("%Y/%m/%d")
+        for i in range(3):
+            seconds = 9 * 3600 + i * 3600 + rng.randrange(3600)
+            hh, mm, ss = seconds // 3600, seconds // 60 % 60, seconds % 60
+            uid = f"{1704067200 + d * 86400 + seconds}.{d * 3 + i}"
+            number = f"212555{rng.randrange(100, 110):04}"
+            entry = {
+                "file": f"{day}/in-201-{number}-{when:%Y%m%d}-{hh:02}{mm:02}{ss:02}-{uid}.wav",
+                "uniqueid": uid,
+                "kind": "in",
+                "caller_number": number,
+                "caller_name": rng.choice(NAMES),
+                "dst": "201",
+                "started_at": f"{when:%Y-%m-%d}T{hh:02}:{mm:02}:{ss:02}+01:00",
+                "billsec": 30,
+                "disposition": "ANSWERED",
+            }
+            calls.append(Call(day, entry, "201", i))
+    build(root, calls)
+    with serving(root) as url:
+        page = tab.page
+        for query in (
+            {"number": "2125550105"},
+            {"number": "2125550103", "from": "2024-02-10", "to": "2024-11-20"},
+        ):
+            page.goto(f"{url}search.html?{urlencode(query)}")
+            found = results(page)
+            assert found == expected(calls, **query), query
+            assert len({link[:7] for link in found}) >= 10  # across the months
+    assert tab.problems == []

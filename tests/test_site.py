@@ -70,8 +70,7 @@ def test_a_new_recording_rewrites_only_its_day_and_the_root(
         "2024/03/15/index.html",
         "2024/03/15/manifest.json",
         "index.html",
-        "search/2024-03.json",  # its month's search file, and the list of months
-        "search/months.json",
+        "search/2024/03/15.json",  # its day's search file; the listing is as it was
         "status.json",
     ]
     assert "2024/03/14/index.html" not in changed and "static/recsync.css" not in changed

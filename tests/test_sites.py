@@ -86,7 +86,12 @@ def test_the_agent_owns_its_site_folder_and_the_manifests_say_so(
 ) -> None:
     rels = record(site, 3)
     ship(make_agent, sites_config(site))
-    assert sorted(p.name for p in site.dest.iterdir()) == ["index.html", "north", "static"]
+    assert sorted(p.name for p in site.dest.iterdir()) == [
+        "index.html",
+        "north",
+        "search.html",
+        "static",
+    ]
     north = site.dest / "north"
     assert len(list((north / DAY).glob("*.wav"))) == 3
     manifest = json.loads((north / DAY / "manifest.json").read_text())

@@ -33,7 +33,13 @@ def test_a_site_lives_under_the_prefix_beside_the_root_page(
         )
         for key in ("pbx1/index.html", "pbx1/static/recsync.css", "pbx1/north/status.json"):
             assert key in keys, keys
-        assert {k.split("/")[1] for k in keys} == {"index.html", "static", "north", "south"}
+        assert {k.split("/")[1] for k in keys} == {
+            "index.html",
+            "search.html",
+            "static",
+            "north",
+            "south",
+        }
         page = client.request("GET", "pbx1/index.html").body.decode()
         assert 'data-folder="north"' in page and 'data-folder="south"' in page
         manifest = json.loads(client.request("GET", "pbx1/north/2024/03/15/manifest.json").body)

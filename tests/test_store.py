@@ -96,6 +96,8 @@ def test_open_creates_a_wal_database_with_its_migration(store: Store, db_path: P
         ("recsync", "0009_expiry"),
         ("recsync", "0010_erasures"),
         ("recsync", "0011_day_search"),
+        ("recsync", "0012_audio_seconds"),
+        ("recsync", "0013_search_per_day"),
     ]
 
 
@@ -109,7 +111,7 @@ def test_opening_again_keeps_rows_and_applies_nothing(db_path: Path) -> None:
         count = again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()
     finally:
         again.close()
-    assert count == (11,)  # one record per migration, not one per open
+    assert count == (13,)  # one record per migration, not one per open
 
 
 # --- transitions ----------------------------------------------------------------------

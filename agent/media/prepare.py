@@ -18,6 +18,7 @@ from pathlib import Path
 from agent.config import TranscodeConfig
 from agent.errors import PermanentError, TransientError
 from agent.log import kv
+from agent.media.length import audio_seconds, wav_seconds
 from agent.media.tags import can_hold_tags, wav_tag_chunk, write_tags
 from agent.media.transcode import to_mp3
 from agent.model import Identity, identity_of
@@ -43,6 +44,7 @@ class Prepared:
     sha256: str
     size: int
     needs_sidecar: bool  # tags wanted, but this format cannot hold them
+    seconds: float | None = None  # how long the shipped copy plays (None: unknown)
 
 
 def stage(src: Path, target: Path, *, repair_header: bool) -> Identity:
@@ -133,7 +135,8 @@ def _prepare(
             path, source, fmt = _copy(recipe, src, key, repair_header)
             needs_sidecar = True
     sha256, size = _digest(path)
-    return Prepared(path, source, fmt, sha256, size, needs_sidecar)
+    seconds = audio_seconds(path, fmt)
+    return Prepared(path, source, fmt, sha256, size, needs_sidecar, seconds)
 
 
 def _compose_wav(
@@ -166,7 +169,8 @@ def _compose_wav(
     if after != before or size != before.size + len(chunk):
         path.unlink(missing_ok=True)
         raise ChangedWhileCopying(str(src))
-    return Prepared(path, before, "wav", digest.hexdigest(), size, needs_sidecar=False)
+    seconds = wav_seconds(head, before.size)  # the tag chunk comes after the audio
+    return Prepared(path, before, "wav", digest.hexdigest(), size, False, seconds)
 
 
 def _plain_wav_head(head: bytes, size: int, repair_header: bool) -> bytes | None:

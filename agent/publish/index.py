@@ -29,7 +29,7 @@ CSP = (  # connect-src: the search page fetches the month files beside it
 )
 
 _PACKAGE = "agent.publish"
-_STATIC_NAMES = ("recsync.css", "recsync.js", "search.js", "favicon.svg")
+_STATIC_NAMES = ("recsync.css", "recsync.js", "search.js", "player.js", "favicon.svg")
 
 
 def _read_static() -> dict[str, bytes]:
@@ -204,12 +204,19 @@ def render_root(days: Sequence[tuple[str, int]], *, title: str, generated_at: st
     )
 
 
-def render_search(*, title: str) -> bytes:
+def render_search(*, title: str, sites: Sequence[tuple[str, str]] = ()) -> bytes:
     """The root `search.html`: a form, and the results its script (static/search.js)
-    finds in the month files under `search/` (agent/publish/search.py). The same page for
-    the same title: written with the static files, not at every publish."""
+    finds in the day files under `search/` (agent/publish/search.py). The same page for
+    the same title: written with the static files, not at every publish. With `sites`
+    ((folder, name), a shared root's), it searches each site's files under its folder and
+    can be narrowed to one."""
     return render(
-        _templates()[2], title=title, generated_at="", home="index.html", static="static/"
+        _templates()[2],
+        title=title,
+        generated_at="",
+        home="index.html",
+        static="static/",
+        sites=list(sites),
     )
 
 
@@ -301,6 +308,8 @@ def _row(entry: Mapping[str, object]) -> _Row:
     title = ""
     if billsec is not None and duration is not None and duration != billsec:
         title = f"{_clock(duration)} with ringing"
+    elif billsec is None and duration is None and shown is not None:
+        title = "length of the recording (the CDR has no duration)"
     disposition = _text(entry.get("disposition"))
     return _Row(
         id=anchor(entry.get("uniqueid")),
@@ -325,9 +334,20 @@ def _row(entry: Mapping[str, object]) -> _Row:
 
 
 def talk_seconds(entry: Mapping[str, object]) -> int | None:
-    """The talk time, which is what the recording holds (else the whole call's)."""
+    """The talk time, which is what the recording holds (else the whole call's, else, with
+    no CDR duration, how long the recording plays)."""
     billsec = _seconds(entry.get("billsec"))
-    return billsec if billsec is not None else _seconds(entry.get("duration"))
+    if billsec is not None:
+        return billsec
+    duration = _seconds(entry.get("duration"))
+    return duration if duration is not None else _audio(entry)
+
+
+def _audio(entry: Mapping[str, object]) -> int | None:
+    value = entry.get("audio_seconds")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return int(value + 0.5)
 
 
 def render(template: jinja2.Template, **context: object) -> bytes:

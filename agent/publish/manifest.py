@@ -54,6 +54,9 @@ def entry(row: Row, *, site: str | None = None) -> dict[str, Any]:
         "size": row.shipped_size,
         "sha256": row.sha256,
         "format": row.remote_path.rsplit(".", 1)[-1].lower(),
+        # how long the shipped copy plays, from its audio (null: unknown); the pages show
+        # it for a call whose CDR has no duration
+        "audio_seconds": None if row.audio_seconds is None else round(row.audio_seconds, 1),
         "cdr": cdr,
         # the call's row on its day page, relative to the root (README: "A link per call")
         "link": link(day_of(row.remote_path), row.uniqueid),

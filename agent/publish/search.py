@@ -1,24 +1,29 @@
-"""The search files: `search/YYYY-MM.json`, the calls of one month in a compact form the
-search page (`search.html`) filters in the browser, and `search/months.json`, which months
-exist, so a search fetches only those of the dates asked.
+"""The search files the search page (`search.html`) filters in the browser: one per day,
+`search/YYYY/MM/DD.json`, the calls of that day in a compact form, and
+`search/months.json`, which months and days exist (with their counts), so a search
+fetches only the days of the dates asked, newest first.
 
-Pure rendering: manifest entries in, bytes out. A month file is rewritten whole when one
-of its days is published, from each day's part as the state database keeps it (the
-remote is never read back).
+Pure rendering: manifest entries in, bytes out. A day's file is written with its manifest
+and page, from the same pass over its rows, so publishing a new call costs its day's file
+and the small listing, not its month's (the remote is never read back).
 
-A month file, one day a line, newest day first (a day's calls in its page's order)::
+A day file::
 
-    {"v":1,"month":"2024-03","kinds":{"in":["Incoming","in"],...},"days":[
-    ["2024/03/15",[[seconds,caller,dst,name,extension,kind,disposition,talk,href,uid,
-    playable],...]],
-    ...]}
+    {"v":2,"day":"2024/03/15","rows":[
+    [seconds,caller,dst,name,extension,kind,disposition,talk,href,uid,playable],...]}
 
-(a row is on one line; FIELDS names its columns). `seconds` is the time of day (-1
+(the rows one after another on one line, a batch made by one encoder call; FIELDS names
+their columns). `seconds` is the time of day (-1
 unknown); `caller` and `dst` are digits only (what a number search compares); `kind` the
-recording's kind (`kinds` gives its label and direction class: in, out or int; a kind not
-there is "int"); `talk` the seconds the day page shows (-1 unknown); `href` the URL-encoded
-file name beside the day page; `uid` the row's id there ("" when it has none); `playable`
-1 when a browser plays the format.
+recording's kind (the listing's `kinds` gives its label and direction class: in, out or
+int; a kind not there is "int"); `talk` the seconds the day page shows (-1 unknown: from
+the CDR, else the audio); `href` the URL-encoded file name beside the day page; `uid` the
+row's id there ("" when it has none); `playable` 1 when a browser plays the format.
+
+The listing: `{"v":2,"site":…,"kinds":{…},"months":[{"month","first","last",
+"days":[day,…]},…]}`, newest first; rewritten only when it changes. `site` is the PBX
+whose calls these are (`agent.site` with `destination.layout = "sites"`, else null):
+every row of a site's files is that site's, so the site is said once, not per row.
 """
 
 from __future__ import annotations
@@ -26,13 +31,13 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from urllib.parse import quote
 
 from agent.publish.index import anchor, kind_table, playable, talk_seconds
 
-FORMAT = 1
+FORMAT = 2
 FIELDS = (
     "seconds", "caller", "dst", "name", "extension", "kind", "disposition", "talk", "href",
     "uniqueid", "playable",
@@ -52,73 +57,88 @@ def month_of(day: str) -> str:
     return day[:7].replace("/", "-")
 
 
-def path_of(month: str) -> str:
-    """The month file's path under the root: `search/2024-03.json`."""
+def path_of(day: str) -> str:
+    """A day's search file under the root: `2024/03/15` -> `search/2024/03/15.json`."""
+    if not _DAY.fullmatch(day):
+        raise ValueError(f"not a YYYY/MM/DD day: {day!r}")
+    return f"search/{day}.json"
+
+
+def old_month_path(month: str) -> str:
+    """Where the first format kept a month's calls (`search/2024-03.json`): removed when
+    the day files replace it."""
     return f"search/{month}.json"
 
 
-def month_range(month: str) -> tuple[str, str]:
-    """The remote_path range of a month's files: [`2024/03/`, `2024/030`)."""
-    prefix = month.replace("-", "/")
-    return f"{prefix}/", f"{prefix}0"
+# What `_row` reads of an entry: a row is made again only when one of them changed.
+_KEY_FIELDS = (
+    "file", "started_at", "caller_number", "dst", "caller_name", "kind", "disposition",
+    "billsec", "duration", "audio_seconds", "uniqueid",
+)  # fmt: skip
+_KEPT_DAYS = 2  # the days whose rows are kept made: today's and yesterday's, in practice
+_made: dict[str, dict[int, str]] = {}  # day -> (hash of a row's inputs -> its JSON)
 
 
 class DayPart:
-    """One day's line of its month file, made as the day's entries pass (each with its
-    extension, which the manifest does not carry), kept in the state database with the
-    day so a month file is put together without reading the month's recordings."""
+    """One day's search file, made as the day's entries pass (each with its extension,
+    which the manifest does not carry) while its manifest is written.
+
+    The rows made for the last days written are kept (as their JSON, keyed by a hash of
+    what they are made of), so a busy day published again for each new call encodes the
+    new and changed calls only: the day's file then costs little more than its bytes."""
 
     def __init__(self, day: str) -> None:
         self.day = day
         self._rows = io.StringIO()
-        self._batch: list[list[object]] = []
+        self._batch: list[str] = []
+        self._before = _made.get(day, {})
+        self._now: dict[int, str] = {}
 
     def add(self, entry: Mapping[str, object], extension: str | None) -> None:
-        self._batch.append(_row(entry, extension, str(entry.get("file") or "")))
+        try:
+            key: int | None = hash((extension, *(entry.get(name) for name in _KEY_FIELDS)))
+        except TypeError:  # not a manifest entry's scalars: made, not kept
+            key = None
+        text = None if key is None else self._before.get(key)
+        if text is None:
+            text = _dumps(_row(entry, extension, str(entry.get("file") or "")))
+        if key is not None:
+            self._now[key] = text
+        self._batch.append(text)
         if len(self._batch) >= _BATCH:
             self._flush()
 
     def data(self) -> bytes:
-        """The day's line as UTF-8 (a lone surrogate, a name that was not UTF-8, as "?"):
-        stored so, a month file is its days' bytes joined, nothing decoded again."""
+        """The day's file as UTF-8 (a lone surrogate, a name that was not UTF-8, as "?")."""
         self._flush()
-        text = f"[{json.dumps(self.day)},[{self._rows.getvalue()}]]"
-        return text.encode("utf-8", "replace")
+        _made.pop(self.day, None)
+        _made[self.day] = self._now
+        while len(_made) > _KEPT_DAYS:
+            del _made[next(iter(_made))]  # the day written longest ago
+        head = f'{{"v":{FORMAT},"day":{json.dumps(self.day)},"rows":[\n'
+        return (head + self._rows.getvalue() + "\n]}\n").encode("utf-8", "replace")
 
     def _flush(self) -> None:
-        # One encoder call a batch rather than a row: a third of the cost on a busy day,
-        # and a batch, not the day, is ever in memory as objects.
         if self._batch:
             if self._rows.tell():
                 self._rows.write(",")
-            self._rows.write(_dumps(self._batch)[1:-1])
+            self._rows.write(",".join(self._batch))
             self._batch = []
 
 
-def render_month(month: str, parts: Iterable[bytes]) -> bytes:
-    """The month file from its days' parts (`DayPart.text`), newest day first: the page
-    reads it a line at a time as it arrives, and shows results newest first."""
-    head = json.dumps(
-        {"v": FORMAT, "month": month, "kinds": kind_table()},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return b"".join([f'{head[:-1]},"days":[\n'.encode(), b",\n".join(parts), b"\n]}\n"])
-
-
-def render_months(counts: Sequence[tuple[str, int]]) -> bytes:
-    """`search/months.json` from the published days ("2024/03/15", count): each month
-    with its calls and its first and last day, newest first."""
-    months: dict[str, list[object]] = {}
-    for day, count in sorted(counts):
-        month = months.setdefault(month_of(day), [0, day, day])
-        month[0] = int(month[0]) + count  # type: ignore[call-overload]
-        month[2] = day
+def render_months(days: Iterable[str], *, site: str | None = None) -> bytes:
+    """`search/months.json` from the published days ("2024/03/15"): each month with its
+    first and last day and its days, newest first. No counts: it changes only when a day
+    appears or goes, so a publish that adds a call to a day need not rewrite it."""
+    months: dict[str, list[str]] = {}
+    for day in sorted(days, reverse=True):
+        months.setdefault(month_of(day), []).append(day)
     listed = [
-        {"month": m, "count": v[0], "first": v[1], "last": v[2]}
-        for m, v in sorted(months.items(), reverse=True)
+        {"month": m, "first": listed[-1], "last": listed[0], "days": listed}
+        for m, listed in months.items()
     ]
-    return (json.dumps({"v": FORMAT, "months": listed}, separators=(",", ":")) + "\n").encode()
+    document = {"v": FORMAT, "site": site, "kinds": kind_table(), "months": listed}
+    return (_dumps(document) + "\n").encode("utf-8", "replace")
 
 
 def _row(entry: Mapping[str, object], extension: str | None, file: str) -> list[object]:

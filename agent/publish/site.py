@@ -5,7 +5,6 @@ Incremental: only the days touched since the last publish, then the root."""
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -19,6 +18,9 @@ from agent.testhooks import crash_point
 from agent.transport import Transport
 
 log = logging.getLogger(__name__)
+
+SEARCH_LAYOUT = "search_layout"  # meta: "days" once every published day has its file
+SEARCH_LISTING = "search_listing"  # meta: the sha256 of the search/months.json written
 
 _STATIC_VERSION = hashlib.sha256(
     b"".join(name.encode() + content for name, content in sorted(index.STATIC.items()))
@@ -34,10 +36,10 @@ def publish_dirty(
     site: str | None = None,
     searchable: bool = True,
 ) -> int:
-    """Publish every day touched since the last time, then the month search files of those
-    days, then the root; return how many days. `site`: the manifests say whose recordings
-    they list (a shared root's site folder). (`searchable=False`: no search files, for
-    the benchmark's baseline.)"""
+    """Publish every day touched since the last time (its manifest, page and search file),
+    then the search listing and the root; return how many days. `site`: the manifests
+    and the listing say whose recordings they list (a shared root's site folder).
+    (`searchable=False`: no search files, for the benchmark's baseline.)"""
     days = store.days.dirty()
     if not days:
         return 0
@@ -45,27 +47,22 @@ def publish_dirty(
     if pages.enabled:
         _publish_static(store, transport, now, pages, searchable=searchable)
     searching = pages.enabled and searchable
-    for month, month_days in itertools.groupby(days, key=search.month_of):
-        # The days' files, then their month's search file, and only then the days marked
-        # published: a pass cut anywhere leaves them dirty, to be written again.
-        published: dict[str, tuple[int, bytes | None]] = {}
-        for day in month_days:
-            published[day] = _publish_day(
-                store, transport, day, now, pages, generated, searching, site
-            )
-        if searching:
-            _publish_month(store, transport, month, published, now)
-        for day, (count, part) in published.items():
-            if count:
-                store.days.published(day, count, now=now, search=part)
-                log.info(kv("published", day=day, recordings=count))
-            else:
-                store.days.emptied(day, now=now)
-                log.info(kv("day-emptied", day=day))
+    for day in days:
+        # The day's files, its search file with them, and only then the day marked
+        # published: a pass cut anywhere leaves it dirty, to be written again.
+        count = _publish_day(store, transport, day, now, pages, generated, searching, site)
+        if count:
+            store.days.published(day, count, now=now)
+            log.info(kv("published", day=day, recordings=count))
+        else:
+            store.days.emptied(day, now=now)
+            log.info(kv("day-emptied", day=day))
     if pages.enabled:
         counts = store.days.counts()
         if searchable:
-            transport.write_bytes("search/months.json", search.render_months(counts))
+            if store.meta(SEARCH_LAYOUT) != "days":
+                _search_files_of_every_day(store, transport, counts, now, site)
+            _publish_listing(store, transport, [day for day, _ in counts], now, site)
         root = index.render_root(counts, title=pages.title, generated_at=generated)
         transport.write_bytes("index.html", root)
     return len(days)
@@ -80,13 +77,15 @@ def _publish_day(
     generated: str,
     searching: bool,
     site: str | None,
-) -> tuple[int, bytes | None]:
-    """Write one day's manifest and page; return how many recordings it holds and, when
-    `searching`, its part of the month's search file."""
+) -> int:
+    """Write one day's manifest, page and, when `searching`, search file; return how
+    many recordings it holds."""
     if next(manifest.day_rows(store, day), None) is None:  # all of it expired
         transport.remove(f"{day}/manifest.json")
         transport.remove(f"{day}/index.html")
-        return 0, None
+        if searching:
+            transport.remove(search.path_of(day))
+        return 0
     # Two passes over the day's rows, each holding one row at a time: a call centre's
     # day of 15,000 calls as objects would cost tens of MB the allocator then keeps.
     totals = index.DayTotals()
@@ -94,6 +93,8 @@ def _publish_day(
     entries = _counted(_entries(store, day, site, part), totals)
     transport.write_bytes(f"{day}/manifest.json", manifest.render(day, entries, now))
     crash_point("manifest:written")
+    if part is not None:
+        transport.write_bytes(search.path_of(day), part.data())
     if pages.enabled:
         page = index.render_day(
             day,
@@ -103,7 +104,7 @@ def _publish_day(
             totals=totals,
         )
         transport.write_bytes(f"{day}/index.html", page)
-    return totals.count, None if part is None else part.data()
+    return totals.count
 
 
 def _publish_static(
@@ -121,34 +122,39 @@ def _publish_static(
     store.set_meta("static_version", version, now=now)
 
 
-def _publish_month(
+def _publish_listing(
+    store: Store, transport: Transport, days: list[str], now: float, site: str | None
+) -> None:
+    """`search/months.json`, when it differs from what was published last: a new call on
+    a day already listed leaves it as it is."""
+    listing = search.render_months(days, site=site)
+    version = hashlib.sha256(listing).hexdigest()
+    if store.meta(SEARCH_LISTING) != version:
+        transport.write_bytes("search/months.json", listing)
+        store.set_meta(SEARCH_LISTING, version, now=now)
+
+
+def _search_files_of_every_day(
     store: Store,
     transport: Transport,
-    month: str,
-    fresh: dict[str, tuple[int, bytes | None]],
+    counts: list[tuple[str, int]],
     now: float,
+    site: str | None,
 ) -> None:
-    """Rewrite a month's search file from its days' parts: `fresh` (count, part) for the
-    days just written, the stored ones for the others (made again from the rows when
-    missing)."""
-    parts = dict(store.days.searches(month.replace("-", "/")))
-    for day, (count, part) in fresh.items():
-        if count:
-            parts[day] = part
-        else:  # emptied in this same pass
-            parts.pop(day, None)
-    for day, part in parts.items():
-        if part is None:  # published before the search files, or rebuilt
-            day_part = search.DayPart(day)
-            for _ in _entries(store, day, None, day_part):
-                pass
-            parts[day] = day_part.data()
-            store.days.set_search(day, parts[day] or b"", now=now)
-    if not parts:  # all of it expired or erased
-        transport.remove(search.path_of(month))
-        return
-    texts = (parts[day] or b"" for day in sorted(parts, reverse=True))  # newest first
-    transport.write_bytes(search.path_of(month), search.render_month(month, texts))
+    """Once, on a root published before the search files were one a day: every published
+    day's, made from its rows, and the month files of the first format removed. Cut
+    anywhere, it is all done again at the next publish."""
+    months = set()
+    for day, _ in counts:
+        part = search.DayPart(day)
+        for _entry in _entries(store, day, site, part):
+            pass
+        transport.write_bytes(search.path_of(day), part.data())
+        months.add(search.month_of(day))
+    for month in sorted(months):
+        transport.remove(search.old_month_path(month))
+    store.set_meta(SEARCH_LAYOUT, "days", now=now)
+    log.info(kv("search-files-made", days=len(counts)))
 
 
 def _entries(

@@ -122,8 +122,9 @@ def render(sites: Iterable[SiteStatus], *, title: str, generated_at: str) -> byt
 
 
 def publish(root: Transport, now: float, *, title: str, static: bool = True) -> int:
-    """Write the root page (and, with `static`, the static files it uses) from every
-    site's status.json; returns how many sites it lists.
+    """Write the root page and the search page over every site (and, with `static`, the
+    static files they use) from every site's status.json; returns how many sites it
+    lists.
 
     Agents write it with no lock, so a page made from an older listing may land after a
     newer one. Each writer therefore lists again after writing, and writes again when a
@@ -134,6 +135,8 @@ def publish(root: Transport, now: float, *, title: str, static: bool = True) -> 
         root.write_bytes(name, content)
     sites = collect(root, now)
     for _ in range(CONVERGE_TRIES):
+        listed = [(s.folder, s.name) for s in sorted(sites, key=lambda s: s.folder)]
+        root.write_bytes("search.html", index.render_search(title=title, sites=listed))
         root.write_bytes("index.html", render(sites, title=title, generated_at=generated))
         again = collect(root, now)
         if again == sites:

@@ -28,32 +28,13 @@ class Days:
     def counts(self) -> list[tuple[str, int]]:
         return [(str(d), int(n)) for d, n in self.conn.execute("SELECT day, count FROM days")]
 
-    def published(self, day: str, count: int, *, now: float, search: bytes | None = None) -> None:
-        """The day's manifest and page are written: no longer dirty, `count` recordings,
-        `search` its part of its month's search file."""
+    def published(self, day: str, count: int, *, now: float) -> None:
+        """The day's manifest, page and search file are written: no longer dirty, `count`
+        recordings."""
         with transaction(self.conn) as tx:
             tx.execute("DELETE FROM dirty_days WHERE day = ?", (day,))
-            tx.execute(
-                "INSERT OR REPLACE INTO days (day, count, search) VALUES (?, ?, ?)",
-                (day, count, search),
-            )
+            tx.execute("INSERT OR REPLACE INTO days (day, count) VALUES (?, ?)", (day, count))
             tx.event(None, now, "published", f"{day} {count}")
-
-    def searches(self, month: str) -> list[tuple[str, bytes | None]]:
-        """The published days of `month` ("2024/03") with their search parts, in order."""
-        return [
-            (str(d), s)
-            for d, s in self.conn.execute(
-                "SELECT day, search FROM days WHERE day >= ? AND day < ? ORDER BY day",
-                (f"{month}/", f"{month}0"),
-            )
-        ]
-
-    def set_search(self, day: str, search: bytes, *, now: float) -> None:
-        """A day's search part, made again for a day published without one."""
-        with transaction(self.conn) as tx:
-            tx.execute("UPDATE days SET search = ? WHERE day = ?", (search, day))
-            tx.event(None, now, "search-made", day)
 
     def older_than(self, day: str) -> list[str]:
         """Published days before `day` (both YYYY/MM/DD)."""

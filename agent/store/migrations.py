@@ -202,3 +202,18 @@ def _day_search(db: Database) -> None:
     # month file is put together from its days without reading the month's recordings.
     # NULL (a day published before, or rebuilt): made again from its rows when needed.
     db.execute("ALTER TABLE days ADD COLUMN search BLOB")  # UTF-8 JSON
+
+
+@migrations(name="0012_audio_seconds")
+def _audio_seconds(db: Database) -> None:
+    # How long the shipped copy plays, read from the audio when it was prepared
+    # (media/length.py): the pages show it for calls whose CDR has no duration. NULL for
+    # copies shipped before, and for files whose length cannot be read.
+    db.execute("ALTER TABLE recordings ADD COLUMN audio_seconds REAL")
+
+
+@migrations(name="0013_search_per_day")
+def _search_per_day(db: Database) -> None:
+    # The search files are one a day now, written with the day's manifest (publish/
+    # search.py): the days' stored parts of month files are no longer read.
+    db.execute("ALTER TABLE days DROP COLUMN search")

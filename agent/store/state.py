@@ -95,6 +95,7 @@ class Row:
     disposition: str | None
     spool_removed_at: float | None  # a retention rule took the original out of the spool
     remote_removed_at: float | None  # destination retention removed its shipped files
+    audio_seconds: float | None  # how long the shipped copy plays, from the audio itself
 
     @property
     def identity(self) -> Identity:
@@ -550,15 +551,16 @@ class Store:
         size: int,
         now: float,
         candidates: Iterable[str] = (),
+        audio_seconds: float | None = None,
     ) -> str | None:
         """A staged copy is ready: the row is the uploader's until done, failed or released.
         With `candidates`, the remote path is fixed (once) in the same transaction; returns
-        it."""
+        it. `audio_seconds`: how long the copy plays, when its audio says."""
         with self._write() as conn:
             remote = self._pick_remote(conn, rid, candidates, now) if candidates else None
             conn.execute(
                 "UPDATE recordings SET state = ?, size = ?, mtime_ns = ?, inode = ?, sha256 = ?,"
-                " shipped_size = ?, reason = NULL, updated_at = ? WHERE id = ?",
+                " shipped_size = ?, audio_seconds = ?, reason = NULL, updated_at = ? WHERE id = ?",
                 (
                     RecordingState.UPLOADING.value,
                     identity.size,
@@ -566,6 +568,7 @@ class Store:
                     identity.inode,
                     sha256,
                     size,
+                    audio_seconds,
                     now,
                     rid,
                 ),

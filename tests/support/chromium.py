@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import functools
+import io
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,18 +30,68 @@ CHROMIUM_ARGS = [  # DESIGN.md "Testing on this machine" (Playwright adds --head
 ]
 
 
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+
+
 class QuietHandler(SimpleHTTPRequestHandler):
+    """A static file server as Apache and nginx are: it answers a single `Range` request
+    with 206 and the part asked (what lets a player seek), and logs each `Range` it got."""
+
     timeout = 10  # an idle keep-alive or preconnect socket never holds a thread for long
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def end_headers(self) -> None:
+        self.send_header("Accept-Ranges", "bytes")
+        super().end_headers()
+
+    def send_head(self) -> Any:
+        asked = self.headers.get("Range")
+        path = self.translate_path(self.path)
+        if asked is None or not os.path.isfile(path):
+            return super().send_head()
+        ranges: list[str] | None = getattr(self.server, "ranges", None)
+        if ranges is not None:
+            ranges.append(f"{self.path} {asked}")
+        with open(path, "rb") as fh:
+            data = fh.read()
+        found = _RANGE.fullmatch(asked.strip())
+        size = len(data)
+        if found is None or found.groups() == ("", ""):
+            return super().send_head()  # several ranges, or none: the whole file
+        first, last = found.groups()
+        if first:
+            start, end = int(first), min(int(last) if last else size - 1, size - 1)
+        else:  # the last N bytes
+            start, end = max(size - int(last), 0), size - 1
+        if start >= size or start > end:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        mtime = os.stat(path).st_mtime
+        self.send_header("Last-Modified", email.utils.formatdate(mtime, usegmt=True))
+        self.end_headers()
+        return io.BytesIO(data[start : end + 1])
+
+
+class _Server(ThreadingHTTPServer):
+    ranges: list[str]
+
 
 @contextmanager
-def serving(root: Path) -> Iterator[str]:
-    """`root` over HTTP on 127.0.0.1: yields its URL, ending in "/"."""
+def serving(root: Path, ranges: list[str] | None = None) -> Iterator[str]:
+    """`root` over HTTP on 127.0.0.1: yields its URL, ending in "/". With `ranges`, each
+    `Range` request is appended to it ("/path bytes=0-")."""
     handler = functools.partial(QuietHandler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
+    server.ranges = [] if ranges is None else ranges
     thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
     thread.start()
     try:

@@ -1,5 +1,5 @@
-// recsync search page: finds calls across days in the month files under search/ (written
-// by the agent, agent/publish/search.py). The query lives in the URL, so a search can be
+// recsync search page: finds calls across days in the day files under search/ (written
+// by the agent, agent/publish/search.py), newest day first, a few fetched ahead. The query lives in the URL, so a search can be
 // bookmarked or sent; opening such a URL runs it. Loaded as a file (the Content-Security-
 // Policy allows no inline script); data reaches the page only through textContent.
 "use strict";
@@ -11,7 +11,9 @@
     return;
   }
   var body = table.tBodies[0];
-  var FIELDS = ["number", "name", "ext", "from", "to", "dir", "disp", "min"];
+  var siteField = form.elements.site || null; // a shared root's search page only
+  var FIELDS = ["number", "name", "ext", "from", "to", "dir", "disp", "min"]
+    .concat(siteField ? ["site"] : []);
   var LIMIT = 500; // rows shown at most: each has a player
   var DISPOSITIONS = {
     "ANSWERED": "answered", "NO ANSWER": "missed", "BUSY": "missed",
@@ -108,6 +110,15 @@
     return h ? h + ":" + two(m) + ":" + two(s) : m + ":" + two(s);
   }
 
+  function hours(seconds) { // as the day pages say it (agent/publish/index.py _hours)
+    var h = Math.floor(seconds / 3600);
+    var m = Math.floor(seconds / 60) % 60;
+    if (h) {
+      return h + " h " + two(m) + " min";
+    }
+    return m ? m + " min" : seconds + " s";
+  }
+
   function dayLabel(day) {
     var parts = day.split("/").map(Number);
     var when = new Date(Date.UTC(parts[0], parts[1] - 1, parts[2]));
@@ -115,14 +126,19 @@
       parts[0];
   }
 
-  function rowOf(day, row, kinds) {
+  function rowOf(day, row, kinds, source) {
     var tr = document.createElement("tr");
-    var page = day + "/index.html" + (row[9] ? "#" + encodeURIComponent(row[9]) : "");
+    tr.tabIndex = -1; // focusable: the player keys (static/player.js) act on its call
+    var base = source.base + day;
+    var page = base + "/index.html" + (row[9] ? "#" + encodeURIComponent(row[9]) : "");
     var link = text("a", dayLabel(day));
     link.href = page;
     var td = cell("day");
     td.appendChild(link);
     tr.appendChild(td);
+    if (siteField) {
+      tr.appendChild(text("td", source.name, "site"));
+    }
     td = cell("time");
     if (row[0] >= 0) {
       td.textContent = two(Math.floor(row[0] / 3600)) + ":" + two(Math.floor(row[0] / 60) % 60) +
@@ -146,7 +162,7 @@
     td.appendChild(text("span", row[6], "badge d-" + (DISPOSITIONS[row[6].toUpperCase()] || "none")));
     tr.appendChild(td);
     td = cell("rec");
-    var file = day + "/" + row[8]; // row[8] is URL-encoded already
+    var file = base + "/" + row[8]; // row[8] is URL-encoded already
     if (row[10]) {
       var audio = document.createElement("audio");
       audio.controls = true;
@@ -174,44 +190,21 @@
     });
   }
 
-  // A month file, line by line as it arrives: the head (with its kinds), then one day a
-  // line (agent/publish/search.py); JSON escapes every newline inside a value.
-  function readMonth(response, onDay) {
-    if (!response.ok) {
-      throw new Error(response.url + ": " + response.status);
+  // Where the calls are: this folder's search files, or, on a shared root's search page
+  // (destination.layout = "sites"), each site's under its folder (the site field lists
+  // them; a site asked narrows the search to it).
+  function sourcesOf(query) {
+    if (!siteField) {
+      return [{ base: "", name: "" }];
     }
-    var kinds = null;
-    var rest = "";
-    function lines(text, last) {
-      var parts = (rest + text).split("\n");
-      rest = last ? "" : parts.pop();
-      parts.forEach(function (line) {
-        if (kinds === null) {
-          kinds = JSON.parse(line + "]}").kinds;
-        } else if (line.charAt(0) === "[") {
-          onDay(kinds, JSON.parse(line.charAt(line.length - 1) === "," ? line.slice(0, -1) : line));
-        }
-      });
-    }
-    if (!response.body || !window.TextDecoder) {
-      return response.text().then(function (text) {
-        lines(text, true);
-      });
-    }
-    var reader = response.body.getReader();
-    var decoder = new TextDecoder();
-    function next() {
-      return reader.read().then(function (chunk) {
-        if (chunk.done) {
-          lines(decoder.decode(), true);
-          return undefined;
-        }
-        lines(decoder.decode(chunk.value, { stream: true }), false);
-        return next();
-      });
-    }
-    return next();
+    return Array.prototype.filter.call(siteField.options, function (option) {
+      return option.value && (!query.site || option.value === query.site);
+    }).map(function (option) {
+      return { base: encodeURIComponent(option.value) + "/", name: option.textContent };
+    });
   }
+
+  var AHEAD = 6; // day files fetched at once
 
   function search(query) {
     var mine = ++run;
@@ -219,6 +212,7 @@
     var from = query.from.replace(/-/g, "/");
     var to = query.to.replace(/-/g, "/");
     var count = 0;
+    var seconds = 0; // the matching calls' talk, all of them (not only those shown)
     while (body.firstChild) {
       body.removeChild(body.firstChild);
     }
@@ -228,48 +222,97 @@
     function summary(done) {
       var words = count === 1 ? "1 call" : count.toLocaleString("en") + " calls";
       found.textContent = (count > LIMIT ? "The newest " + LIMIT + " of " : "") + words +
-        (done ? "" : " so far…");
+        (seconds ? ", " + hours(seconds) + " in all" : "") + (done ? "" : " so far…");
     }
 
-    function addDay(kinds, line) {
-      var day = line[0];
-      if (mine !== run || (from && day < from) || (to && day > to)) {
+    // One day of every source: its matching calls, newest first (the sites' merged by
+    // the time of day), added to the table.
+    function addDay(day, files) {
+      if (mine !== run) {
         return;
       }
-      var rows = line[1];
-      for (var r = rows.length - 1; r >= 0; r--) { // newest first
-        if (matches(rows[r], kinds)) {
-          count++;
-          if (count <= LIMIT) {
-            body.appendChild(rowOf(day, rows[r], kinds));
+      var hits = [];
+      files.forEach(function (file) {
+        var rows = file.rows;
+        for (var r = rows.length - 1; r >= 0; r--) { // newest first
+          if (matches(rows[r], file.kinds)) {
+            hits.push({ row: rows[r], file: file });
           }
         }
+      });
+      if (files.length > 1) {
+        hits.sort(function (a, b) {
+          return b.row[0] - a.row[0];
+        });
       }
+      hits.forEach(function (hit) {
+        count++;
+        seconds += hit.row[7] > 0 ? hit.row[7] : 0;
+        if (count <= LIMIT) {
+          body.appendChild(rowOf(day, hit.row, hit.file.kinds, hit.file.source));
+        }
+      });
       if (count) {
         table.hidden = false;
       }
       summary(false);
     }
 
-    return getJson("search/months.json").then(function (index) {
-      var months = index.months.filter(function (m) {
-        return (!from || m.last >= from) && (!to || m.first <= to);
+    var sources = sourcesOf(query);
+    return Promise.all(sources.map(function (source) {
+      return getJson(source.base + "search/months.json").then(function (listing) {
+        return { source: source, listing: listing };
       });
-      // Newest month first, two fetched at a time; each read as it arrives, a day a line
-      // (newest day first), so the first results show before a month is all there.
+    })).then(function (listings) {
+      // The days asked, newest first, each with the sources that have it.
+      var byDay = {};
+      listings.forEach(function (item) {
+        item.listing.months.forEach(function (month) {
+          if ((from && month.last < from) || (to && month.first > to)) {
+            return;
+          }
+          month.days.forEach(function (day) {
+            if ((!from || day >= from) && (!to || day <= to)) {
+              (byDay[day] = byDay[day] || []).push(item);
+            }
+          });
+        });
+      });
+      var days = Object.keys(byDay).sort().reverse();
       var loads = [];
-      function load(i) {
-        if (i < months.length && !loads[i]) {
-          loads[i] = fetch("search/" + months[i].month + ".json", { cache: "no-cache" });
+      var flat = []; // [day index, item], in the order they are needed
+      days.forEach(function (day, i) {
+        byDay[day].forEach(function (item) {
+          flat.push([i, item]);
+        });
+      });
+      var started = 0;
+      function startUpTo(n) {
+        while (started < Math.min(n, flat.length)) {
+          var job = flat[started++];
+          var day = days[job[0]];
+          var item = job[1];
+          loads[started - 1] = getJson(item.source.base + "search/" + day + ".json")
+            .then(function (item) {
+              return function (file) {
+                return { rows: file.rows, kinds: item.listing.kinds || {}, source: item.source };
+              };
+            }(item));
         }
-        return loads[i];
       }
-      load(0);
-      return months.reduce(function (chain, month, i) {
+      var next = 0;
+      return days.reduce(function (chain, day, i) {
         return chain.then(function () {
-          load(i + 1);
-          return load(i).then(function (response) {
-            return readMonth(response, addDay);
+          if (mine !== run) {
+            return undefined;
+          }
+          var first = next;
+          while (next < flat.length && flat[next][0] === i) {
+            next++;
+          }
+          startUpTo(next + AHEAD);
+          return Promise.all(loads.slice(first, next)).then(function (files) {
+            addDay(day, files);
           });
         });
       }, Promise.resolve());
