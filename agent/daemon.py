@@ -284,6 +284,9 @@ class Agent:
         self.start(self.clock())
         self.fill_late_cdr(self.clock())
         self.retention.checks_per_pass = None  # everything due now, in one pass
+        # One retention pass, after the shipping: one that ran while calls still settled
+        # would leave those for a pass minutes later, which `run --once` never reaches.
+        retention_at, self.retention.next_pass_at = self.retention.next_pass_at, float("inf")
         while not self.stopping:
             now = self.clock()
             self.run_once(now)
@@ -297,6 +300,9 @@ class Agent:
             if not waits:
                 break
             self.wakeup.wait(min(waits) - self.clock())
+        self.retention.next_pass_at = retention_at
+        if not self.stopping and self.retention.step(self.clock()) is not None:
+            self.publisher.publish(self.clock())  # the days it expired
         self.publisher.heartbeat(self.clock())
 
     def run_forever(self) -> None:

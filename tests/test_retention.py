@@ -56,11 +56,14 @@ def config_for(site: Site, **tables: dict[str, Any]) -> Any:
 def shipped_agent(
     site: Site, make_agent: Callable[..., Agent], rels: list[str], **tables: dict[str, Any]
 ) -> Agent:
-    """An agent that has shipped every recording in `rels` (now, in real time)."""
+    """An agent that has shipped every recording in `rels` (now, in real time), its
+    retention not applied yet (`run --once` applies it after shipping)."""
     config = config_for(site, **tables)
     transport = None if config.destination.type == "local" else open_transport(config.destination)
     agent = make_agent(config, transport=transport)
+    agent.retention.next_pass_at = float("inf")
     agent.run_until_idle()
+    agent.retention.next_pass_at = 0.0
     assert {agent.store.by_stem(r[:-4]).state for r in rels} == {"done"}
     return agent
 
