@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from agent.errors import ConfigError, DestinationDown
 from agent.transport import open_transport
 from agent.transport.sftp import SftpTransport
 from agent.transport.sftp_openssh import ls_listing, quote
+from tests.support.daemon import wait_for
 from tests.support.sshd import Sshd
 
 
@@ -31,15 +31,6 @@ def _staged(tmp_path: Path, size: int = 50_000) -> tuple[Path, str, bytes]:
     path = tmp_path / "1.wav"
     path.write_bytes(data)
     return path, hashlib.sha256(data).hexdigest(), data
-
-
-def _poll(condition: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture
@@ -249,4 +240,6 @@ def test_the_sftp_clients_die_with_the_agent(sshd: Sshd, sftp_root: Path, tmp_pa
     agent.send_signal(signal.SIGKILL)
     agent.wait()
     agent.stdout.close()
-    assert _poll(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids))
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), "the sftp clients to end"
+    )

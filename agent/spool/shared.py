@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from agent.spool.watcher import SpoolWatcher
+from agent.spool.watcher import Noted, SpoolWatcher
 
 
 class SharedWatcher:
@@ -62,15 +62,11 @@ class Feed:
     def __init__(self, shared: SharedWatcher, wake: Callable[[], None]) -> None:
         self.shared = shared
         self._wake = wake
-        self._lock = threading.Lock()
-        self._files: set[str] = set()
-        self._folders: set[str] = set()
+        self._noted = Noted()
         self._started = False
 
     def add(self, files: Iterable[str], folders: Iterable[str]) -> None:
-        with self._lock:
-            self._files.update(files)
-            self._folders.update(folders)
+        self._noted.add(files, folders)
         self._wake()
 
     def start(self) -> None:
@@ -92,8 +88,4 @@ class Feed:
 
     def drain(self) -> tuple[list[str], list[str]]:
         """(files, folders) noted since the last call."""
-        with self._lock:
-            files, folders = sorted(self._files), sorted(self._folders)
-            self._files.clear()
-            self._folders.clear()
-        return files, folders
+        return self._noted.drain()

@@ -38,15 +38,35 @@ class _Handler(FileSystemEventHandler):
             self.note(str(event.src_path), True)
 
 
+class Noted:
+    """Spool-relative files and folders noted by a watcher thread, until drained."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: set[str] = set()
+        self._folders: set[str] = set()
+
+    def add(self, files: Iterable[str], folders: Iterable[str]) -> None:
+        with self._lock:
+            self._files.update(files)
+            self._folders.update(folders)
+
+    def drain(self) -> tuple[list[str], list[str]]:
+        """(files, folders) noted since the last call."""
+        with self._lock:
+            files, folders = sorted(self._files), sorted(self._folders)
+            self._files.clear()
+            self._folders.clear()
+        return files, folders
+
+
 class SpoolWatcher:
     """Collects spool-relative paths from inotify; `drain()` hands them to the main loop."""
 
     def __init__(self, root: Path, wake: Callable[[], None]) -> None:
         self.root = root
         self._wake = wake
-        self._lock = threading.Lock()
-        self._files: set[str] = set()
-        self._folders: set[str] = set()
+        self._noted = Noted()
         self._observer = Observer()
         self._handler = _Handler(self._note)
         self._watches: dict[str, ObservedWatch] = {}
@@ -56,8 +76,7 @@ class SpoolWatcher:
             rel = Path(path).relative_to(self.root).as_posix()
         except ValueError:
             return
-        with self._lock:
-            (self._folders if is_folder else self._files).add(rel)
+        self._noted.add([] if is_folder else [rel], [rel] if is_folder else [])
         self._wake()
 
     def start(self) -> None:
@@ -86,8 +105,4 @@ class SpoolWatcher:
 
     def drain(self) -> tuple[list[str], list[str]]:
         """(files, folders) noted since the last call."""
-        with self._lock:
-            files, folders = sorted(self._files), sorted(self._folders)
-            self._files.clear()
-            self._folders.clear()
-        return files, folders
+        return self._noted.drain()
