@@ -46,7 +46,8 @@ RETRY_MAX_SECONDS = 3600
 # shipping to resume within minutes, not after an hour's backoff.
 LOCAL_RETRY_MAX_SECONDS = 300
 NOT_REGULAR = "not a regular file (symlink, FIFO ...)"
-CDR_FIRST_POLL = 0.25
+# The file and the CDR row come from two threads at hangup, most often milliseconds apart.
+CDR_FIRST_POLL = 0.05
 CDR_MAX_POLL = 5.0
 # Manifest fields an object store keeps with the object (x-amz-meta-*).
 OBJECT_METADATA = ("uniqueid", "caller_number", "caller_name", "dst", "started_at", "sha256")
