@@ -198,6 +198,8 @@ class SftpTransport:
         """DestinationDown when the server refuses work; TransientError when it cannot be
         reached (server down, timeout): the daemon leaves that to the uploads' retries."""
         self._call(self.root, self._probe)
+        if self._bulk is not None:
+            self._bulk.clients.warm()
 
     def put(
         self,

@@ -168,7 +168,13 @@ class Client:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def warm(self) -> None:
+        """Start the process (its login runs meanwhile) unless it runs already."""
+        if not self.alive:
+            self._start()
+
     def _start(self) -> Popen[bytes]:
+        self.close()  # one that ended meanwhile (a warmed one the server let go): its pipes
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
         if "HOME" in os.environ:
             env["HOME"] = os.environ["HOME"]
@@ -285,6 +291,13 @@ class Clients:
                 else:
                     self._idle.append(client)
                 self._free.notify_all()
+
+    def warm(self) -> None:
+        """Start the idle clients now: the first uploads need not wait for their logins."""
+        with self._free:  # no upload thread takes one meanwhile
+            if not self.closed:
+                for client in self._idle:
+                    client.warm()
 
     def close(self) -> None:
         """Ends every process, the busy ones too: their exchanges end in ClientGone."""
