@@ -132,6 +132,7 @@ class Agent:
             health=self.health,
             parallel=transport.features.parallel,
             should_stop=self.should_stop,
+            wake=self.wakeup.ring,
         )
         self.publisher = Publisher(
             store=store, transport=transport, destination=self.destination, pages=config.index
@@ -201,11 +202,13 @@ class Agent:
 
     # --- one pass ----------------------------------------------------------------------
 
-    def run_once(self, now: float) -> float | None:
+    def run_once(self, now: float, *, drain: bool = True) -> float | None:
         """Observe what inotify reported, then move every due recording; return when the
-        next piece of work is due (None: nothing is waiting)."""
+        next piece of work is due (None: nothing is waiting). Without `drain` the
+        transfers still running go on into the next pass (`run`; see Shipping.step)."""
         self.discovery.take_events(now)
         if not self.destination.ready(now):
+            self.shipping.drain(now)  # what a pause left running
             self.retention.step(now)  # measures the disk; deletes nothing while paused
             return self.destination.paused_until
 
@@ -213,15 +216,24 @@ class Agent:
             if self.publisher.due():
                 self.publisher.publish(now)
 
-        self.shipping.step(now, between_batches=show_progress)
+        self.shipping.step(now, between_batches=show_progress, drain=drain)
         self.retention.step(now)  # paced: a pass every few minutes at most; before the
-        self.publisher.publish(now)  # publish, which rewrites the days it expired
+        pages_due = None  # publish, which rewrites the days it expired
+        if drain or self.publisher.due():
+            self.publisher.publish(now)
+        elif self.store.days.dirty():
+            # In `run` the pages keep their pace, as during a long pass: a busy day's
+            # page costs more than shipping the next call, which would wait behind it.
+            pages_due = now + self.publisher.due_in()
         if self.outbox is not None:
             self.outbox.deliver(now)
         self._record_cdr(now)
         if self.destination.paused:
             return self.destination.paused_until
-        return self.store.next_due()
+        return min(
+            (due for due in (self.store.next_due(besides=self.shipping.busy()), pages_due) if due),
+            default=None,
+        )
 
     # --- periodic jobs (plain functions of `now`, which tests call directly) -----------
 
@@ -319,7 +331,7 @@ class Agent:
         while not self.stopping:
             self.wakeup.clear()
             now = self.clock()
-            next_due = self.run_once(now)
+            next_due = self.run_once(now, drain=False)
             scheduler.run_pending()
             self.metrics.loop_alive(self.clock())
             self.notifier.watchdog(self.clock())
@@ -329,5 +341,6 @@ class Agent:
             if self.notifier.watchdog_interval is not None:
                 timeout = min(timeout, self.notifier.watchdog_interval)
             self.wakeup.wait(timeout)
+        self.shipping.drain(self.clock())
         self.notifier.stopping()
         log.info(kv("stopped"))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +187,81 @@ def test_shipping_writes_the_pass_time_not_the_clock(site: Site, make_agent: Any
     row = agent.store.by_stem(NAME[:-4])
     assert row.state == "done"
     assert row.uploaded_at == now
+
+
+class HeldTransport(LocalTransport):
+    """A local destination whose uploads of names containing `held` wait for `release`."""
+
+    def __init__(self, root: Path, held: str) -> None:
+        super().__init__(root=root)
+        self.held = held
+        self.release = threading.Event()
+
+    @property
+    def features(self) -> Features:
+        return dataclasses.replace(super().features, parallel=2)
+
+    def put(self, local: Path, remote: str, **kwargs: Any) -> None:
+        if self.held in remote:
+            assert self.release.wait(30)
+        super().put(local, remote, **kwargs)
+
+
+SLOW = "2024/03/15/out-18005551234-1001-20240315-101502-1710497702.1.wav"
+NEXT = "2024/03/15/out-18005551234-1001-20240315-101503-1710497703.2.wav"
+
+
+def test_in_run_a_call_does_not_wait_for_a_slow_upload(site: Site, make_agent: Any) -> None:
+    config = site.config(spool={"backfill_days": 100_000})
+    transport = HeldTransport(config.destination.root, held="1710497702.1")
+    agent = make_agent(config, transport=transport)
+    write_recording(site.spool_file(SLOW), seconds=1, seed=1)
+    now = time.time()
+    agent.start(now)
+    slow = agent.store.by_stem(SLOW[:-4])
+    # A pass in `run` ends with the upload still running, and what is in flight is not due.
+    agent.run_once(now, drain=False)
+    assert agent.shipping.busy() == {slow.id}
+    assert agent.store.next_due(besides=agent.shipping.busy()) is None
+    write_recording(site.spool_file(NEXT), seconds=1, seed=2)
+    agent.pipeline.observe(NEXT, now + 1)
+    passes_until(agent, lambda: agent.shipping.busy() == {slow.id}, now + 1)
+    assert agent.store.by_stem(NEXT[:-4]).state == "done"
+    assert agent.store.by_stem(SLOW[:-4]).state == "uploading"
+    # Its end rings the loop, and the next pass records it.
+    transport.release.set()
+    passes_until(agent, lambda: not agent.shipping.busy(), now + 2)
+    assert agent.store.by_stem(SLOW[:-4]).state == "done"
+    assert agent.store.by_stem(SLOW[:-4]).uploaded_at == now + 2
+
+
+def passes_until(agent: Any, done: Callable[[], bool], now: float) -> None:
+    """Passes as `run` makes them, each after a ring (an upload's end), until `done`."""
+    deadline = time.monotonic() + 30
+    agent.run_once(now, drain=False)
+    while not done():
+        assert time.monotonic() < deadline
+        agent.wakeup.wait(1.0)
+        agent.run_once(now, drain=False)
+
+
+def test_in_run_pages_keep_their_pace(site: Site, make_agent: Any) -> None:
+    agent = make_agent(site.config(spool={"backfill_days": 100_000}))
+    write_recording(site.spool_file(SLOW), seconds=1, seed=1)
+    now = time.time()
+    agent.start(now)
+    agent.run_once(now)  # published at once: nothing was published before
+    manifest = site.dest / "2024/03/15/manifest.json"
+    first = manifest.read_bytes()
+    write_recording(site.spool_file(NEXT), seconds=1, seed=2)
+    agent.pipeline.observe(NEXT, now + 1)
+    passes_until(agent, lambda: agent.store.by_stem(NEXT[:-4]).state == "done", now + 1)
+    due = agent.run_once(now + 1, drain=False)
+    assert manifest.read_bytes() == first  # not yet: the pace
+    assert due is not None and now + 1 < due <= now + 1 + PUBLISH_SECONDS
+    agent.publisher.timer = lambda: time.monotonic() + PUBLISH_SECONDS
+    agent.run_once(due, drain=False)
+    assert len(json.loads(manifest.read_bytes())["recordings"]) == 2
 
 
 def test_a_ring_from_a_signal_handler_wakes_the_wait() -> None:

@@ -51,9 +51,14 @@ class Publisher:
         self._took = 0.0
 
     def due(self) -> bool:
-        """During a long pass: has enough time gone by to show the progress again?"""
+        """During a long pass or a steady stream of calls: has enough time gone by to
+        show the progress again?"""
+        return self.due_in() <= 0
+
+    def due_in(self) -> float:
+        """Seconds until `due()`."""
         gap = max(PUBLISH_SECONDS, self._took / PUBLISH_SHARE)
-        return self.timer() - self._published_at >= gap
+        return self._published_at + gap - self.timer()
 
     def publish(self, now: float) -> None:
         """Rewrite the changed days, then status.json; a refusing destination pauses, a

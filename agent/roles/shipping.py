@@ -23,7 +23,8 @@ class Shipping:
     """One pass over the due recordings at `now`. The main thread settles the next
     recordings while at most `parallel` uploads and one copy run in worker threads;
     every outcome is recorded on the main thread, the only one that touches the
-    database, with the pass's `now`."""
+    database, with the pass's `now`. A pass that does not drain leaves its transfers
+    running: the next pass records their outcomes, and `wake` rings at each one."""
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class Shipping:
         should_stop: Callable[[], bool],
         open_files: Callable[[Path], frozenset[str] | None] = open_files_under,
         timer: Callable[[], float] = time.monotonic,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.pipeline = pipeline
         self.destination = destination
@@ -43,6 +45,7 @@ class Shipping:
         self.should_stop = should_stop
         self.open_files = open_files
         self.timer = timer  # how long the pass has run, for the latency metric only
+        self.wake = wake
         self._began = 0.0
         # The next copies are made while the uploads run.
         self.workers = ThreadPoolExecutor(max_workers=parallel + STAGING, thread_name_prefix="ship")
@@ -55,18 +58,28 @@ class Shipping:
     def _halted(self) -> bool:
         return self.should_stop() or self.destination.paused
 
-    def step(self, now: float, *, between_batches: Callable[[], None] = lambda: None) -> int:
+    def step(
+        self,
+        now: float,
+        *,
+        between_batches: Callable[[], None] = lambda: None,
+        drain: bool = True,
+    ) -> int:
         """Move every recording due at `now` as far as it goes; `between_batches` runs
-        after each batch (a long backlog shows its progress). Returns how many rows."""
+        after each batch (a long backlog shows its progress). Without `drain` the pass
+        ends once nothing more is due, its transfers still running: a call closed
+        meanwhile waits for the next pass only, not for the slowest upload. Returns how
+        many rows."""
         self._began = self.timer()
-        processed: set[int] = set()
+        self._outcomes_so_far(now)
+        processed = self.busy()
         open_paths: Container[str] | None = None
         scanned = False
         store = self.pipeline.store
         while not self._halted():
             rows = [r for r in store.due(now) if r.id not in processed]
             if not rows:  # the due ones may all be in flight: the next outcome may add more
-                if not (self._staging or self._uploads):
+                if not drain or not (self._staging or self._uploads):
                     break
                 self._one_outcome(now)
                 continue
@@ -81,8 +94,19 @@ class Shipping:
                     self._submit(job, now)
             # No draining between batches: the uploads in flight go on meanwhile.
             between_batches()
-        self._wait_all(now)
+        if drain or self._halted():
+            self._wait_all(now)
         return len(processed)
+
+    def busy(self) -> set[int]:
+        """The rows being copied, waiting for a slot or uploaded right now."""
+        jobs: list[Stage | Upload] = [*self._staging.values(), *self._ready]
+        jobs += self._uploads.values()
+        return {job.row.id for job in jobs}
+
+    def drain(self, now: float) -> None:
+        """Record the outcome of every transfer still running."""
+        self._wait_all(now)
 
     def close(self) -> None:
         self.workers.shutdown(wait=True)
@@ -91,7 +115,7 @@ class Shipping:
         return bool(self._staging or self._uploads or self._ready)
 
     def _submit(self, job: Stage, now: float) -> None:
-        self._staging[self.workers.submit(self.pipeline.stage, job)] = job
+        self._staging[self._run(self.pipeline.stage, job)] = job
         while len(self._staging) >= STAGING or len(self._ready) >= READY_AHEAD:
             self._one_outcome(now)
 
@@ -110,15 +134,29 @@ class Shipping:
             if self._halted():
                 self.pipeline.finish(upload, Interrupted("not started"), now, reraise=False)
                 continue
-            self._uploads[self.workers.submit(self.pipeline.upload, upload)] = upload
+            self._uploads[self._run(self.pipeline.upload, upload)] = upload
+
+    def _run(self, work: Callable[[Any], Any], job: Any) -> Future[Any]:
+        future = self.workers.submit(work, job)
+        future.add_done_callback(lambda _: self.wake())
+        return future
+
+    def _outcomes_so_far(self, now: float) -> None:
+        """Record the transfers that ended since the last pass, waiting for none."""
+        futures: list[Future[Any]] = [*self._staging, *self._uploads]
+        for future in [f for f in futures if f.done()]:
+            self._record(future, now)
 
     def _one_outcome(self, now: float) -> None:
         futures: list[Future[Any]] = [*self._staging, *self._uploads]
         for future in wait(futures, return_when=FIRST_COMPLETED).done:
-            if future in self._staging:
-                self._staged(future, now)
-            else:
-                self._uploaded(future, now)
+            self._record(future, now)
+
+    def _record(self, future: Future[Any], now: float) -> None:
+        if future in self._staging:
+            self._staged(future, now)
+        else:
+            self._uploaded(future, now)
 
     def _staged(self, future: Future[Prepared], now: float) -> None:
         job = self._staging.pop(future)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -312,12 +312,17 @@ class Store:
             limit=limit,
         )
 
-    def next_due(self, states: Iterable[RecordingState] = ACTIVE_STATES) -> float | None:
+    def next_due(
+        self, states: Iterable[RecordingState] = ACTIVE_STATES, *, besides: Collection[int] = ()
+    ) -> float | None:
+        """When the next of these rows is due, the ids `besides` (in flight) left out."""
         names = [s.value for s in states]
         marks = ",".join("?" * len(names))
+        skip = ",".join("?" * len(besides))
         (value,) = self.conn.execute(
-            f"SELECT min(next_attempt_at) FROM recordings WHERE state IN ({marks})",
-            names,
+            f"SELECT min(next_attempt_at) FROM recordings WHERE state IN ({marks})"
+            f" AND id NOT IN ({skip})",
+            [*names, *besides],
         ).fetchone()
         return None if value is None else float(value)
 
