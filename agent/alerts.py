@@ -17,6 +17,9 @@ The webhook gets the same as a JSON POST::
 
     {"alert": "problem", "host": "pbx1", "reason": "...", "since": "2024-03-15T10:15:00+01:00"}
 
+With several destinations each has its incidents: the reason begins with
+"destination NAME: ", and RECSYNC_ALERT_DESTINATION / "destination" name it.
+
 A failure to alert (command missing, non-zero, timed out; webhook down) is logged and never
 raised: an alert must not be what stops the agent.
 """
@@ -125,8 +128,10 @@ class Alerts:
         *,
         run: Runner | None = None,
         post: Poster | None = None,
+        destination: str | None = None,
     ) -> None:
         self.settings = settings
+        self.destination = destination  # named where there are several
         self._run = run or run_command
         self._post = post or post_json
         self._since: float | None = None
@@ -157,6 +162,8 @@ class Alerts:
         problem = self._problem(consecutive_failures, oldest_pending_seconds, destination, reason)
         if retention:
             problem = _clean(f"{problem}; {retention}" if problem else retention)
+        if problem is not None and self.destination is not None:
+            problem = f"destination {self.destination}: {problem}"
         if problem is not None and self._since is None:
             self._since, self._reason = now, problem
             log.warning(kv("incident-opened", reason=problem, since=iso(now)))
@@ -199,10 +206,15 @@ class Alerts:
                 RECSYNC_ALERT_SINCE=since,
                 RECSYNC_ALERT_HOST=host,
             )
+            if self.destination is not None:
+                env["RECSYNC_ALERT_DESTINATION"] = self.destination
             self._deliver(alert, "command", command[0], lambda: self._run(command, env))
         if webhook is not None:
+            fields = {"alert": alert, "reason": self._reason, "since": since, "host": host}
+            if self.destination is not None:
+                fields["destination"] = self.destination
             payload = json.dumps(
-                {"alert": alert, "reason": self._reason, "since": since, "host": host},
+                fields,
                 sort_keys=True,
                 ensure_ascii=False,
             ).encode("utf-8", "backslashreplace")

@@ -57,6 +57,11 @@ def download_links(transport: Transport, seconds: int) -> Callable[[str], str] |
     return lambda remote: s3.presign(root_path(transport, remote), seconds)
 
 
+def named_destination(config: Config) -> str | None:
+    """This agent's destination's name where the config has several, else None."""
+    return config.destination.name if len(config.destinations) > 1 else None
+
+
 class Agent:
     """Wires the roles and runs them: `run_once(now)` is one pass, the drivers decide
     when passes and the periodic jobs run. Only the drivers read the clock."""
@@ -113,7 +118,7 @@ class Agent:
         self.health = Health(
             store=store,
             summary=status,
-            alerts=Alerts(config.alerts),
+            alerts=Alerts(config.alerts, destination=named_destination(config)),
             metrics=self.metrics,
             notifier=self.notifier,
             paused_reason=lambda: self.destination.paused_reason,

@@ -201,6 +201,24 @@ def test_the_command_environment_and_the_webhook_body() -> None:
     }
 
 
+def test_one_of_several_destinations_is_named_in_every_channel() -> None:
+    fake = Recorder()
+    alerts = Alerts(settings(), run=fake.run, post=fake.post, destination="archive")
+    alerts.observe(
+        now=T0,
+        consecutive_failures=0,
+        oldest_pending_seconds=None,
+        destination="paused",
+        reason="disk full",
+    )
+    [(_, env)] = fake.runs
+    assert env["RECSYNC_ALERT_DESTINATION"] == "archive"
+    assert env["RECSYNC_ALERT_REASON"] == "destination archive: destination paused: disk full"
+    [(_, body)] = fake.posts
+    assert body["destination"] == "archive"
+    assert body["reason"] == env["RECSYNC_ALERT_REASON"]
+
+
 def test_the_command_does_not_inherit_the_systemd_channel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable
 
+from agent.config import from_dict
 from agent.daemon import Agent
 from agent.errors import DestinationDown
 from tests.conftest import Site
@@ -40,3 +41,29 @@ def test_paused_destination_alerts_once_and_recovers_once(
     alerts = [json.loads(line) for line in record.read_text().splitlines()]
     assert [a["alert"] for a in alerts] == ["problem", "recovered"]
     assert "disk full" in alerts[0]["reason"]
+
+
+def test_with_several_destinations_an_alert_names_its_own(
+    site: Site, make_agent: Callable[..., Agent]
+) -> None:
+    record = site.root / "alerts.jsonl"
+    script = site.root / "alert.sh"
+    script.write_text(
+        '#!/bin/sh\nprintf \'{"destination": "%s", "reason": "%s"}\\n\' '
+        f'"$RECSYNC_ALERT_DESTINATION" "$RECSYNC_ALERT_REASON" >> {record}\n'
+    )
+    script.chmod(0o755)
+    write_recording(site.spool_file("2024/03/15/out-1800-1001-20240315-101502-1710497702.42.wav"))
+    data = site.data(spool={"backfill_days": 100_000}, alerts={"command": [str(script)]})
+    data["destination"]["archive"] = {"type": "local", "root": str(site.root / "archive")}
+    (site.root / "archive").mkdir()
+    config = from_dict(data, base=site.root).for_destination("archive")
+    down = FlakyTransport(site.root / "archive", [DestinationDown("disk full")])
+    agent = make_agent(config, transport=down)
+    now = time.time()
+    agent.start(now)
+    agent.run_once(now)
+    agent.health.check(now)
+    [alert] = [json.loads(line) for line in record.read_text().splitlines()]
+    assert alert["destination"] == "archive"
+    assert alert["reason"].startswith("destination archive: destination paused")
