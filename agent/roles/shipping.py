@@ -72,7 +72,8 @@ class Shipping:
         many rows."""
         self._began = self.timer()
         self._outcomes_so_far(now)
-        processed = self.busy()
+        in_flight = self.busy()  # from an earlier pass: not to be taken again
+        processed = set(in_flight)
         open_paths: Container[str] | None = None
         scanned = False
         store = self.pipeline.store
@@ -96,7 +97,7 @@ class Shipping:
             between_batches()
         if drain or self._halted():
             self._wait_all(now)
-        return len(processed)
+        return len(processed - in_flight)
 
     def busy(self) -> set[int]:
         """The rows being copied, waiting for a slot or uploaded right now."""
