@@ -535,9 +535,11 @@ def parse(ctx: Context, name: str, as_json: bool) -> None:
 
 
 @cli.command()
+@destination_option
 @click.pass_context
-def doctor(click_ctx: click.Context) -> None:
-    """Check every dependency (config, spool, state, CDR, destination) and say what to do."""
+def doctor(click_ctx: click.Context, only: str | None) -> None:
+    """Check every dependency (config, spool, state, CDR, each destination) and say what
+    to do; with several destinations each one's checks come under its name."""
     from agent.doctor import run_checks
 
     ctx: Context = click_ctx.obj
@@ -546,13 +548,20 @@ def doctor(click_ctx: click.Context) -> None:
     except AgentError as exc:
         click.echo(f"✗ config: {exc}")
         click_ctx.exit(1)
+    ctx.destinations(only)  # an unknown name: the error names the configured ones
     click.echo(f"✓ config: {ctx.config_path}")
-    failed = 0
+    several = len(config.destinations) > 1
+    failed: dict[str | None, int] = {}
+    block: str | None = None
     # Each check says in its own line what the agent's log lines would; those are shown
     # (under their check) only when --log-level asks for them.
     with log_module.held() as records:
-        for check in run_checks(config):
-            failed += not check.ok
+        for name, check in run_checks(config, only=only):
+            if several and name is not None and name != block:
+                block = name
+                each = config.destinations[name]
+                click.echo(f"destination {name} ({each.type} {each.where}):")
+            failed[name] = failed.get(name, 0) + (not check.ok)
             mark = "✗" if not check.ok else "!" if check.warning else "✓"
             click.echo(f"{mark} {check.name}: {check.detail}")
             for line in check.advice:
@@ -561,8 +570,11 @@ def doctor(click_ctx: click.Context) -> None:
                 for record in records:
                     click.echo(f"    log: {record.levelname.lower()} {record.getMessage()}")
             records.clear()
-    if failed:
-        raise AgentError(f"{failed} check(s) failed")
+    total = sum(failed.values())
+    if total:
+        at = [name for name, count in failed.items() if count and name is not None]
+        named = f"; failing: destination {', '.join(at)}" if several and at else ""
+        raise AgentError(f"{total} check(s) failed{named}")
 
 
 @cli.command("unit-paths")
