@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from agent.daemon import Agent
     from agent.fleet import Fleet
     from agent.metrics import Metrics
+    from agent.roles.elsewhere import Elsewhere
     from agent.roles.health import NoMetrics
     from agent.spool.shared import Feed
     from agent.systemd import Notifier
@@ -264,12 +265,14 @@ def _fleet(
         for name in config.destinations
         if name != config.destination.name
     }
+    read_again = {name: config.destinations[name] for name in others}
     primary = agents[0].config.destination.name == config.destination.name
     if primary:  # a destination added since a hold was: it holds the same calls
         holds = agents[0].store.holds.all()
         for agent in agents[1:]:
             agent.store.holds.mirror(holds, now=time.time())
-    return Fleet(agents, elsewhere=Elsewhere(others) if others and primary else None)
+    elsewhere = Elsewhere(others, destinations=read_again) if others and primary else None
+    return Fleet(agents, elsewhere=elsewhere)
 
 
 def _paused(fleet: Fleet) -> str | None:
@@ -892,7 +895,8 @@ def retention(ctx: Context, dry_run: bool, as_json: bool) -> None:
                 _one_shot(config, ctx.writer()) as agent,
                 _elsewhere(config) as elsewhere,
             ):
-                agent.retention.elsewhere = elsewhere
+                agent.retention.elsewhere = elsewhere.missing
+                agent.retention.recheck = elsewhere.recheck
                 report = agent.apply_retention(time.time())
         except AlreadyRunning:
             raise AgentError(
@@ -926,23 +930,25 @@ def _dry_retention(ctx: Context) -> Any:
                 transport=transport,
                 destination=Destination(transport=transport, store=store, summary=lambda now: {}),
                 metrics=NoMetrics(),
-                elsewhere=elsewhere,
+                elsewhere=elsewhere.missing,  # a dry run reads no copy again
             ).apply(time.time(), dry_run=True)
     finally:
         transport.close()
 
 
 @contextlib.contextmanager
-def _elsewhere(config: config_module.Config) -> Iterator[Callable[[Any], str | None]]:
-    """What the spool's retention asks of the other destinations' state databases."""
+def _elsewhere(config: config_module.Config) -> Iterator[Elsewhere]:
+    """What the spool's retention asks of the other destinations: their state databases,
+    and their copies read again."""
     from agent.roles.elsewhere import Elsewhere
 
-    others = {
-        n: config.state_of(n).path for n in config.destinations if n != config.destination.name
-    }
-    elsewhere = Elsewhere(others)
+    names = [n for n in config.destinations if n != config.destination.name]
+    elsewhere = Elsewhere(
+        {n: config.state_of(n).path for n in names},
+        destinations={n: config.destinations[n] for n in names},
+    )
     try:
-        yield elsewhere.missing
+        yield elsewhere
     finally:
         elsewhere.close()
 
