@@ -25,6 +25,7 @@ from agent.store.state import Row, Store
 from agent.transport.local import LocalTransport
 from tests.conftest import Site, _toml
 from tests.support.mixmonitor import write_recording
+from tests.support.sshd import Sshd
 
 DAY = "2024/03/15"
 
@@ -622,3 +623,36 @@ def test_check_config_names_every_destination(site: Site) -> None:
     assert f"destinations default: local {site.dest}, archive: local {site.root}/archive" in (
         result.output.replace("\n", "")
     )
+
+
+def test_an_sftp_copy_altered_at_another_destination_keeps_the_original(
+    site: Site, sshd: Sshd, sftp_root: Path
+) -> None:
+    """The same re-check over a real OpenSSH: a copy of the right size whose bytes changed
+    (its sha256 read there) is no reason to delete; the archive ships it again."""
+    record(site, [call(n) for n in range(2)])
+    data: dict[str, Any] = site.data(spool={"backfill_days": 100_000})
+    data["destination"]["archive"] = sshd.destination(sftp_root)
+    config = write_toml(site.config_path, data)
+    runner = CliRunner()
+    shipped = runner.invoke(cli, ["--config", str(config), "run", "--once"])
+    assert shipped.exit_code == 0, shipped.output
+    archive_db = Store.open_readonly(site.state / "destinations" / "archive" / "state.db")
+    try:
+        remote = row_of(archive_db, call(0)).remote_path
+    finally:
+        archive_db.close()
+    assert remote is not None
+    copy = sftp_root / remote
+    whole = copy.read_bytes()
+    copy.write_bytes(whole[:-4] + b"\0\0\0\1")  # same size, other bytes
+    data["retention"] = {"spool_days": 1e-9}
+    write_toml(site.config_path, data)
+
+    done = runner.invoke(cli, ["--config", str(config), "retention"])
+    assert done.exit_code == 0, done.output
+    assert f"at destination archive: remote copy {remote} has another sha256" in done.output
+    assert (site.spool / call(0)).exists() and not (site.spool / call(1)).exists()
+    again = runner.invoke(cli, ["--config", str(config), "run", "--once"])
+    assert again.exit_code == 0, again.output
+    assert copy.read_bytes() == whole
