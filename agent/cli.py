@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from agent.daemon import Agent
     from agent.fleet import Fleet
     from agent.metrics import Metrics
+    from agent.roles.elsewhere import Elsewhere
     from agent.roles.health import NoMetrics
     from agent.spool.shared import Feed
     from agent.systemd import Notifier
@@ -90,6 +91,11 @@ class Context:
             raise AgentError(f"no destination named {only!r} (configured: {', '.join(names)})")
         return [only]
 
+    def one(self, only: str | None) -> config_module.Config:
+        """The config (Config.for_destination) of the one destination a command acts on:
+        `only` (checked), or the first."""
+        return self.config.for_destination(self.destinations(only)[0])
+
     def readers(self, only: str | None = None) -> dict[str, Store]:
         """Destination name -> its state database, read-only; one not created yet (a
         destination added since the agent last ran) is left out, unless it is the first."""
@@ -111,6 +117,22 @@ destination_option = click.option(
     metavar="NAME",
     help="Only this destination ([destination.NAME]; the [destination] keys are 'default').",
 )
+one_destination_option = click.option(
+    "--destination",
+    "only",
+    metavar="NAME",
+    help="This destination ([destination.NAME]; the [destination] keys are 'default');"
+    " default: the first.",
+)
+
+
+def _type_key(name: str) -> str:
+    """The config key of a destination's type, as an admin finds it in the file."""
+    return (
+        "destination.type"
+        if name == config_module.DEFAULT_DESTINATION
+        else f"destination.{name}.type"
+    )
 
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -243,12 +265,14 @@ def _fleet(
         for name in config.destinations
         if name != config.destination.name
     }
+    read_again = {name: config.destinations[name] for name in others}
     primary = agents[0].config.destination.name == config.destination.name
     if primary:  # a destination added since a hold was: it holds the same calls
         holds = agents[0].store.holds.all()
         for agent in agents[1:]:
             agent.store.holds.mirror(holds, now=time.time())
-    return Fleet(agents, elsewhere=Elsewhere(others) if others and primary else None)
+    elsewhere = Elsewhere(others, destinations=read_again) if others and primary else None
+    return Fleet(agents, elsewhere=elsewhere)
 
 
 def _paused(fleet: Fleet) -> str | None:
@@ -444,19 +468,25 @@ def show(ctx: Context, ref: str, only: str | None, as_json: bool) -> None:
     show_default=True,
     help="How long the link works: 90s, 30m, 1h, 2d or seconds; at most 7 days.",
 )
+@one_destination_option
 @pass_context
-def url(ctx: Context, ref: str, expires: int) -> None:
+def url(ctx: Context, ref: str, expires: int, only: str | None) -> None:
     """A presigned download link for one shipped recording (s3 destinations), for a CRM
     or an e-mail: by its call's uniqueid, or by its path under the destination root (a
-    value with a "/"). Signed here, with no request to the server."""
+    value with a "/"). Signed here, with no request to the server; at the first
+    destination, or at --destination."""
     from agent.transport import as_s3, check_remote, open_transport, root_path
 
-    destination = ctx.config.destination
+    destination = ctx.one(only).destination
     if destination.type != "s3":
         raise AgentError(
-            f"presigned links need destination.type = 's3' (it is {destination.type!r})"
+            f"presigned links need {_type_key(destination.name)} = 's3'"
+            f" (it is {destination.type!r}){_others_of(ctx.config, 's3')}"
         )
-    remote = check_remote(ref) if "/" in ref else _shipped_remote(ctx.reader(), ref)
+    if "/" in ref:
+        remote = check_remote(ref)
+    else:
+        remote = _shipped_remote(ctx.readers(destination.name)[destination.name], ref)
     transport = open_transport(destination)
     try:
         s3 = as_s3(transport)
@@ -535,9 +565,11 @@ def parse(ctx: Context, name: str, as_json: bool) -> None:
 
 
 @cli.command()
+@destination_option
 @click.pass_context
-def doctor(click_ctx: click.Context) -> None:
-    """Check every dependency (config, spool, state, CDR, destination) and say what to do."""
+def doctor(click_ctx: click.Context, only: str | None) -> None:
+    """Check every dependency (config, spool, state, CDR, each destination) and say what
+    to do; with several destinations each one's checks come under its name."""
     from agent.doctor import run_checks
 
     ctx: Context = click_ctx.obj
@@ -546,13 +578,20 @@ def doctor(click_ctx: click.Context) -> None:
     except AgentError as exc:
         click.echo(f"✗ config: {exc}")
         click_ctx.exit(1)
+    ctx.destinations(only)  # an unknown name: the error names the configured ones
     click.echo(f"✓ config: {ctx.config_path}")
-    failed = 0
+    several = len(config.destinations) > 1
+    failed: dict[str | None, int] = {}
+    block: str | None = None
     # Each check says in its own line what the agent's log lines would; those are shown
     # (under their check) only when --log-level asks for them.
     with log_module.held() as records:
-        for check in run_checks(config):
-            failed += not check.ok
+        for name, check in run_checks(config, only=only):
+            if several and name is not None and name != block:
+                block = name
+                each = config.destinations[name]
+                click.echo(f"destination {name} ({each.type} {each.where}):")
+            failed[name] = failed.get(name, 0) + (not check.ok)
             mark = "✗" if not check.ok else "!" if check.warning else "✓"
             click.echo(f"{mark} {check.name}: {check.detail}")
             for line in check.advice:
@@ -561,8 +600,11 @@ def doctor(click_ctx: click.Context) -> None:
                 for record in records:
                     click.echo(f"    log: {record.levelname.lower()} {record.getMessage()}")
             records.clear()
-    if failed:
-        raise AgentError(f"{failed} check(s) failed")
+    total = sum(failed.values())
+    if total:
+        at = [name for name, count in failed.items() if count and name is not None]
+        named = f"; failing: destination {', '.join(at)}" if several and at else ""
+        raise AgentError(f"{total} check(s) failed{named}")
 
 
 @cli.command("unit-paths")
@@ -600,21 +642,32 @@ def unit_paths(ctx: Context, install: bool) -> None:
         raise AgentError("some folders cannot be opened by a drop-in (above)")
 
 
-def _sftp_destination(ctx: Context) -> config_module.DestinationConfig:
-    destination = ctx.config.destination
+def _sftp_destination(ctx: Context, only: str | None) -> config_module.DestinationConfig:
+    destination = ctx.one(only).destination
     if destination.type != "sftp":
-        raise AgentError(f"destination.type is {destination.type!r}: this is for 'sftp'")
+        raise AgentError(
+            f"{_type_key(destination.name)} is {destination.type!r}: this is for 'sftp'"
+            f"{_others_of(ctx.config, 'sftp')}"
+        )
     return destination
+
+
+def _others_of(config: config_module.Config, kind: str) -> str:
+    """The hint naming the destinations of `kind` there are, for --destination."""
+    names = [n for n, d in config.destinations.items() if d.type == kind]
+    return f"; {kind} destinations: {', '.join(names)} (--destination NAME)" if names else ""
 
 
 @cli.command("trust-host")
 @click.option("--yes", is_flag=True, help="Trust the key without asking (check it first!).")
+@one_destination_option
 @pass_context
-def trust_host(ctx: Context, yes: bool) -> None:
-    """Fetch the webserver's SSH host key, show its fingerprint, and add it to known_hosts."""
+def trust_host(ctx: Context, yes: bool, only: str | None) -> None:
+    """Fetch the webserver's SSH host key, show its fingerprint, and add it to known_hosts
+    (the first destination's, or --destination's)."""
     from agent.transport import sshkeys
 
-    destination = _sftp_destination(ctx)
+    destination = _sftp_destination(ctx, only)
     assert destination.host is not None
     key = sshkeys.host_key_of(destination.host, destination.port)
     where = sshkeys.known_hosts_entry(destination.host, destination.port, key).split()[0]
@@ -635,12 +688,16 @@ def trust_host(ctx: Context, yes: bool) -> None:
 
 
 @cli.command()
+@one_destination_option
 @pass_context
-def keygen(ctx: Context) -> None:
-    """Create the agent's SSH key pair (ed25519); print the line for authorized_keys."""
+def keygen(ctx: Context, only: str | None) -> None:
+    """Create the agent's SSH key pair (ed25519) at the first destination's key_file, or
+    --destination's; print the line for authorized_keys."""
     from agent.transport import sshkeys
 
-    key_file = ctx.config.destination.key_file
+    # Without --destination, whatever the first one's type: the package makes the key
+    # at install, before the admin sets type = "sftp".
+    key_file = (ctx.config.destination if only is None else _sftp_destination(ctx, only)).key_file
     public = Path(f"{key_file}.pub")
     if key_file.exists():
         click.echo(f"{key_file} exists (not overwritten); its public key:", err=True)
@@ -755,15 +812,17 @@ def state() -> None:
 
 @state.command("rebuild")
 @click.option("--force", is_flag=True, help="Replace the database even when it is healthy.")
+@one_destination_option
 @pass_context
-def state_rebuild(ctx: Context, force: bool) -> None:
+def state_rebuild(ctx: Context, force: bool, only: str | None) -> None:
     """Make a new state database from the destination's manifests and the spool (the
-    agent must be stopped; the old file is kept beside it)."""
+    agent must be stopped; the old file is kept beside it): the first destination's, or
+    --destination's."""
     from agent.rebuild import rebuild
     from agent.transport import open_transport
 
-    config = ctx.config
-    with exclusive(config.state.path):
+    config = ctx.one(only)
+    with exclusive(ctx.config.state.path):  # the agent's lock, whichever destination
         transport = open_transport(config.destination)
         try:
             report = rebuild(config, transport, force=force, now=time.time())
@@ -836,7 +895,8 @@ def retention(ctx: Context, dry_run: bool, as_json: bool) -> None:
                 _one_shot(config, ctx.writer()) as agent,
                 _elsewhere(config) as elsewhere,
             ):
-                agent.retention.elsewhere = elsewhere
+                agent.retention.elsewhere = elsewhere.missing
+                agent.retention.recheck = elsewhere.recheck
                 report = agent.apply_retention(time.time())
         except AlreadyRunning:
             raise AgentError(
@@ -870,23 +930,25 @@ def _dry_retention(ctx: Context) -> Any:
                 transport=transport,
                 destination=Destination(transport=transport, store=store, summary=lambda now: {}),
                 metrics=NoMetrics(),
-                elsewhere=elsewhere,
+                elsewhere=elsewhere.missing,  # a dry run reads no copy again
             ).apply(time.time(), dry_run=True)
     finally:
         transport.close()
 
 
 @contextlib.contextmanager
-def _elsewhere(config: config_module.Config) -> Iterator[Callable[[Any], str | None]]:
-    """What the spool's retention asks of the other destinations' state databases."""
+def _elsewhere(config: config_module.Config) -> Iterator[Elsewhere]:
+    """What the spool's retention asks of the other destinations: their state databases,
+    and their copies read again."""
     from agent.roles.elsewhere import Elsewhere
 
-    others = {
-        n: config.state_of(n).path for n in config.destinations if n != config.destination.name
-    }
-    elsewhere = Elsewhere(others)
+    names = [n for n in config.destinations if n != config.destination.name]
+    elsewhere = Elsewhere(
+        {n: config.state_of(n).path for n in names},
+        destinations={n: config.destinations[n] for n in names},
+    )
     try:
-        yield elsewhere.missing
+        yield elsewhere
     finally:
         elsewhere.close()
 

@@ -287,21 +287,38 @@ def _tagging(support: Support, *, object_tags: bool) -> Check:
     return Check("s3 tagging", True, "not kept (destination.object_tags is off)")
 
 
-CHECKS: tuple[Callable[[Config], Check | list[Check]], ...] = (
+# The checks of what every destination shares (the spool, the CDR, the service, the
+# webhook: only the first destination sends it), then those each destination answers
+# for itself with its own config (Config.for_destination): its state, the server, codec.
+SHARED: tuple[Callable[[Config], Check | list[Check]], ...] = (
     check_spool,
     check_spool_location,
     check_open_files,
-    check_state,
     check_cdr,
+    check_service,
+    check_webhook,
+)
+PER_DESTINATION: tuple[Callable[[Config], Check | list[Check]], ...] = (
+    check_state,
     check_destination,
     check_s3,
-    check_service,
     check_transcode,
-    check_webhook,
 )
 
 
-def run_checks(config: Config) -> Iterator[Check]:
-    for check in CHECKS:
-        result = check(config)
-        yield from [result] if isinstance(result, Check) else result
+def run_checks(config: Config, *, only: str | None = None) -> Iterator[tuple[str | None, Check]]:
+    """(None, check) for the shared checks, then (destination name, check) for each
+    destination's (`only`: that one's)."""
+    for check in SHARED:
+        for result in _each(check(config)):
+            yield None, result
+    names = list(config.destinations) if only is None else [only]
+    for name in names:
+        own = config.for_destination(name)
+        for check in PER_DESTINATION:
+            for result in _each(check(own)):
+                yield name, result
+
+
+def _each(result: Check | list[Check]) -> list[Check]:
+    return [result] if isinstance(result, Check) else result

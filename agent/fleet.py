@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 class Fleet:
     """The agents of a config's destinations, the first (the default) first: it runs on
     the calling thread (signals, systemd, metrics are its), removes originals from the
-    spool once every other destination has them, and sends the webhook."""
+    spool once every other destination has them (each copy read again), and sends the
+    webhook."""
 
     def __init__(self, agents: Sequence[Agent], *, elsewhere: Elsewhere | None = None) -> None:
         if not agents:
@@ -29,6 +30,9 @@ class Fleet:
         self.elsewhere = elsewhere
         if elsewhere is not None:
             self.primary.retention.elsewhere = elsewhere.missing
+            self.primary.retention.recheck = elsewhere.recheck
+            for agent in self.agents[1:]:  # a copy re-queued there ships at once
+                elsewhere.wake[agent.config.destination.name] = agent.wakeup.ring
         self.errors: list[BaseException] = []
 
     @property

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from agent.cli import cli
 from tests.conftest import Site
 from tests.support.sshd import Sshd
+from tests.test_destinations import write_toml
 
 
 def sftp_config(site: Site, sshd: Sshd, **destination: str) -> Path:
@@ -55,3 +57,50 @@ def test_trust_host_warns_about_a_changed_key(site: Site, sshd: Sshd) -> None:
 def test_trust_host_refuses_a_local_destination(site: Site) -> None:
     result = CliRunner().invoke(cli, ["--config", str(site.write_config()), "trust-host"])
     assert result.exit_code != 0 and "'sftp'" in result.output
+
+
+# --- several destinations: --destination names the SFTP one ------------------------------
+
+
+def local_then_sftp(site: Site, sshd: Sshd, **archive: str) -> Path:
+    """The site's local destination first, then [destination.archive] on the sshd."""
+    data: dict[str, Any] = site.data()
+    data["destination"]["archive"] = sshd.destination(sshd.root, **archive)
+    return write_toml(site.config_path, data)
+
+
+def recsync(config: Path, *args: str, given: str | None = None) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(config), *args], input=given)
+
+
+def test_trust_host_at_a_named_destination(site: Site, sshd: Sshd) -> None:
+    known = site.root / "archive_known_hosts"
+    config = local_then_sftp(site, sshd, known_hosts=str(known))
+    first = recsync(config, "trust-host", "--yes")
+    assert first.exit_code != 0 and not known.exists()
+    assert "destination.type is 'local': this is for 'sftp'" in first.output
+    assert "sftp destinations: archive (--destination NAME)" in first.output
+    named = recsync(config, "trust-host", "--destination", "archive", "--yes")
+    assert named.exit_code == 0, named.output
+    assert known.read_text().split()[0] == f"[{sshd.host}]:{sshd.port}"
+    assert f"trusted: {known}" in named.output
+
+
+def test_keygen_at_a_named_destination(site: Site, sshd: Sshd) -> None:
+    key = site.root / "keys" / "archive_ed25519"
+    config = local_then_sftp(site, sshd, key_file=str(key))
+    made = recsync(config, "keygen", "--destination", "archive")
+    assert made.exit_code == 0, made.output
+    assert made.stdout.startswith("ssh-ed25519 ") and key.exists()
+    assert f"wrote {key}" in made.stderr
+    local = recsync(config, "keygen", "--destination", "default")
+    assert local.exit_code != 0
+    assert "destination.type is 'local': this is for 'sftp'" in local.output
+
+
+def test_ssh_commands_name_the_destinations_when_one_is_unknown(site: Site, sshd: Sshd) -> None:
+    config = local_then_sftp(site, sshd)
+    for args in (["trust-host", "--yes"], ["keygen"]):
+        result = recsync(config, *args, "--destination", "web")
+        assert result.exit_code != 0
+        assert "no destination named 'web' (configured: default, archive)" in result.output

@@ -21,10 +21,11 @@ from agent.daemon import Agent
 from agent.errors import ConfigError
 from agent.fleet import Fleet
 from agent.roles.elsewhere import Elsewhere
-from agent.store.state import Store
+from agent.store.state import Row, Store
 from agent.transport.local import LocalTransport
 from tests.conftest import Site, _toml
 from tests.support.mixmonitor import write_recording
+from tests.support.sshd import Sshd
 
 DAY = "2024/03/15"
 
@@ -211,8 +212,10 @@ def fleet_of(site: Site) -> Iterator[Callable[[Config], Fleet]]:
                     watch=False,
                 )
             )
-        others = {n: config.state_of(n).path for n in list(config.destinations)[1:]}
-        fleet = Fleet(agents, elsewhere=Elsewhere(others))
+        names = list(config.destinations)[1:]
+        others = {n: config.state_of(n).path for n in names}
+        copies = {n: config.destinations[n] for n in names}  # read again, as _fleet does
+        fleet = Fleet(agents, elsewhere=Elsewhere(others, destinations=copies))
         made.append(fleet)
         return fleet
 
@@ -305,6 +308,92 @@ def test_an_original_leaves_the_spool_only_once_every_destination_has_it(
     assert sorted(r.path for r in report.retired) == sorted(expected)
     assert not any((site.spool / rel).exists() for rel in expected)
     assert len(wavs(site.root / "archive")) == len(wavs(site.dest)) == 2
+
+
+def row_of(store: Store, rel: str) -> Row:
+    (row,) = [r for r in store.rows("1") if r.path == rel]
+    return row
+
+
+def test_a_copy_gone_wrong_at_another_destination_keeps_the_original_and_ships_again(
+    site: Site, fleet_of: Callable[[Config], Fleet]
+) -> None:
+    """The archive's state says done, but its copy was cut short: the spool's retention
+    reads every destination's copy again, so the original stays and the archive ships it
+    again; the next pass, with both copies whole, lets it go."""
+    record(site, [call(n) for n in range(2)])
+    data = two(site)
+    data["retention"] = {"spool_days": 1}
+    fleet = fleet_of(config_of(site, data))
+    default, archive = fleet.agents
+    default.run_until_idle()
+    archive.run_until_idle()
+    cut = call(0)
+    remote = row_of(archive.store, cut).remote_path
+    assert remote is not None
+    whole = wavs(site.root / "archive")[remote]
+    (site.root / "archive" / remote).write_bytes(b"RIFF")  # 4 bytes of a whole wav
+    later = time.time() + 3 * 86400
+    report = default.apply_retention(later)
+    assert [r.path for r in report.retired] == [call(1)]
+    assert (site.spool / cut).exists() and not (site.spool / call(1)).exists()
+    ((rid, why),) = report.requeued
+    assert rid == row_of(default.store, cut).id
+    assert why.startswith(f"at destination archive: remote copy {remote} is 4 bytes"), why
+    assert row_of(archive.store, cut).state == "pending"  # shipped again there
+    assert row_of(default.store, cut).state == "done"
+
+    archive.run_once(later)  # shipped again, to the same name, in that pass
+    assert wavs(site.root / "archive")[remote] == whole
+    report = default.apply_retention(later)
+    assert [r.path for r in report.retired] == [cut] and not (site.spool / cut).exists()
+
+
+def test_another_destination_that_cannot_answer_removes_nothing(
+    site: Site, fleet_of: Callable[[Config], Fleet]
+) -> None:
+    """The archive's root gone (a lost mount): its copies cannot be read again, so no
+    original leaves the spool; the first destination is not paused for it."""
+    expected = record(site, [call(n) for n in range(2)])
+    data = two(site)
+    data["retention"] = {"spool_days": 1}
+    fleet = fleet_of(config_of(site, data))
+    default, archive = fleet.agents
+    default.run_until_idle()
+    archive.run_until_idle()
+    (site.root / "archive").rename(site.root / "archive-unmounted")
+    report = default.apply_retention(time.time() + 3 * 86400)
+    assert report.retired == [] and report.requeued == []
+    assert report.stopped is not None and report.stopped.startswith("destination archive: ")
+    assert all((site.spool / rel).exists() for rel in expected)
+    assert default.destination.paused_reason is None
+
+
+def test_recsync_retention_reads_every_destinations_copy_again(site: Site) -> None:
+    record(site, [call(n) for n in range(2)])
+    data = two(site)
+    config = write_toml(site.config_path, data)
+    runner = CliRunner()
+    shipped = runner.invoke(cli, ["--config", str(config), "run", "--once"])
+    assert shipped.exit_code == 0, shipped.output
+    data["retention"] = {"spool_days": 1e-9}  # "shipped more than 0.1 ms ago": both
+    write_toml(site.config_path, data)
+    archive_db = Store.open_readonly(site.state / "destinations" / "archive" / "state.db")
+    try:
+        remote = row_of(archive_db, call(0)).remote_path
+    finally:
+        archive_db.close()
+    assert remote is not None
+    (site.root / "archive" / remote).unlink()
+    done = runner.invoke(cli, ["--config", str(config), "retention"])
+    assert done.exit_code == 0, done.output
+    assert f"at destination archive: remote copy {remote} is missing" in done.output
+    assert (site.spool / call(0)).exists() and not (site.spool / call(1)).exists()
+    listed = runner.invoke(
+        cli, ["--config", str(config), "list", "--destination", "archive", "--json"]
+    )
+    states = {r["path"]: r["state"] for r in json.loads(listed.output)}
+    assert states == {call(0): "pending", call(1): "done"}
 
 
 def test_a_failing_destination_does_not_hold_the_other_up(
@@ -534,3 +623,36 @@ def test_check_config_names_every_destination(site: Site) -> None:
     assert f"destinations default: local {site.dest}, archive: local {site.root}/archive" in (
         result.output.replace("\n", "")
     )
+
+
+def test_an_sftp_copy_altered_at_another_destination_keeps_the_original(
+    site: Site, sshd: Sshd, sftp_root: Path
+) -> None:
+    """The same re-check over a real OpenSSH: a copy of the right size whose bytes changed
+    (its sha256 read there) is no reason to delete; the archive ships it again."""
+    record(site, [call(n) for n in range(2)])
+    data: dict[str, Any] = site.data(spool={"backfill_days": 100_000})
+    data["destination"]["archive"] = sshd.destination(sftp_root)
+    config = write_toml(site.config_path, data)
+    runner = CliRunner()
+    shipped = runner.invoke(cli, ["--config", str(config), "run", "--once"])
+    assert shipped.exit_code == 0, shipped.output
+    archive_db = Store.open_readonly(site.state / "destinations" / "archive" / "state.db")
+    try:
+        remote = row_of(archive_db, call(0)).remote_path
+    finally:
+        archive_db.close()
+    assert remote is not None
+    copy = sftp_root / remote
+    whole = copy.read_bytes()
+    copy.write_bytes(whole[:-4] + b"\0\0\0\1")  # same size, other bytes
+    data["retention"] = {"spool_days": 1e-9}
+    write_toml(site.config_path, data)
+
+    done = runner.invoke(cli, ["--config", str(config), "retention"])
+    assert done.exit_code == 0, done.output
+    assert f"at destination archive: remote copy {remote} has another sha256" in done.output
+    assert (site.spool / call(0)).exists() and not (site.spool / call(1)).exists()
+    again = runner.invoke(cli, ["--config", str(config), "run", "--once"])
+    assert again.exit_code == 0, again.output
+    assert copy.read_bytes() == whole

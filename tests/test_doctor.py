@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -14,6 +15,7 @@ from agent.transport.sshkeys import keygen
 from tests.conftest import Site
 from tests.support.mariadb import MariaDB
 from tests.support.sshd import Sshd
+from tests.test_destinations import write_toml
 
 
 def doctor(config: Path) -> Result:
@@ -183,3 +185,82 @@ def test_cdr_database_down_fails_the_cdr_check(site: Site, cdr_db: MariaDB) -> N
         cdr_db.start()
     assert result.exit_code != 0
     assert lines(result)["cdr"].startswith("✗") and "CDR database" in lines(result)["cdr"]
+
+
+# --- several destinations: each one's checks under its name ----------------------------
+
+
+def blocks(result: Result) -> dict[str | None, dict[str, str]]:
+    """destination name (None: the shared checks) -> check name -> its line."""
+    found: dict[str | None, dict[str, str]] = {None: {}}
+    block: str | None = None
+    for line in result.output.splitlines():
+        if line.startswith("destination ") and line.endswith(":"):
+            block = line.split()[1]
+            found[block] = {}
+        elif line[:1] in "✓✗!":
+            found[block][line.split(":")[0][2:]] = line
+    return found
+
+
+def with_sftp_archive(site: Site, sshd: Sshd, root: Path, **archive: str) -> Path:
+    data: dict[str, Any] = site.data()
+    data["destination"]["archive"] = sshd.destination(root, **archive)
+    return write_toml(site.config_path, data)
+
+
+def test_every_destination_is_checked_under_its_name(
+    site: Site, sshd: Sshd, sftp_root: Path
+) -> None:
+    result = doctor(with_sftp_archive(site, sshd, sftp_root))
+    assert result.exit_code == 0, result.output
+    got = blocks(result)
+    assert set(got) == {None, "default", "archive"}
+    assert {"config", "spool", "cdr", "service", "webhook"} <= set(got[None])
+    for name in ("default", "archive"):
+        assert set(got[name]) == {"state", "destination", "transcode"}, got[name]
+    assert got["default"]["destination"].startswith("✓ destination: local")
+    assert got["archive"]["destination"].startswith("✓ destination: sftp")
+    assert "destinations/archive/state.db" in got["archive"]["state"]
+    assert f"destination archive (sftp {sshd.user}@{sshd.host}" in result.output
+
+
+def test_a_failing_second_destination_fails_doctor_and_is_named(
+    site: Site, sshd: Sshd, sftp_root: Path
+) -> None:
+    empty = site.root / "empty_known_hosts"
+    empty.write_text("")
+    result = doctor(with_sftp_archive(site, sshd, sftp_root, known_hosts=str(empty)))
+    assert result.exit_code != 0
+    got = blocks(result)
+    assert got["default"]["destination"].startswith("✓")
+    line = got["archive"]["destination"]
+    assert line.startswith("✗") and "trust-host" in line, line
+    assert "1 check(s) failed; failing: destination archive" in result.output
+
+
+def test_destination_option_narrows_doctor_to_one(site: Site, sshd: Sshd, sftp_root: Path) -> None:
+    empty = site.root / "empty_known_hosts"
+    empty.write_text("")
+    config = with_sftp_archive(site, sshd, sftp_root, known_hosts=str(empty))
+    result = CliRunner().invoke(
+        cli, ["--config", str(config), "doctor", "--destination", "default"]
+    )
+    assert result.exit_code == 0, result.output
+    got = blocks(result)
+    assert set(got) == {None, "default"} and "spool" in got[None]
+    only = CliRunner().invoke(cli, ["--config", str(config), "doctor", "--destination", "archive"])
+    assert only.exit_code != 0 and set(blocks(only)) == {None, "archive"}
+
+
+def test_an_unknown_destination_names_the_configured_ones(site: Site) -> None:
+    config = site.write_config()
+    result = CliRunner().invoke(cli, ["--config", str(config), "doctor", "--destination", "nas"])
+    assert result.exit_code != 0
+    assert "no destination named 'nas' (configured: default)" in result.output
+
+
+def test_one_destination_has_no_block_header(site: Site) -> None:
+    result = doctor(site.write_config())
+    assert result.exit_code == 0, result.output
+    assert not any(line.startswith("destination ") for line in result.output.splitlines())

@@ -49,8 +49,9 @@ def recsync(config: Path, *args: str, crash_at: str | None = None) -> int:
     return done.returncode
 
 
-def rows(site: Site) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{site.state / 'state.db'}?mode=ro", uri=True)
+def rows(site: Site, under: str = "") -> list[tuple[Any, ...]]:
+    """The rows of the state database `under` the state folder (another destination's)."""
+    conn = sqlite3.connect(f"file:{site.state / under / 'state.db'}?mode=ro", uri=True)
     try:
         return conn.execute(
             "SELECT path, remote_path, state, spool_removed_at FROM recordings ORDER BY id"
@@ -130,3 +131,56 @@ def test_sigkill_mid_pass_loses_nothing(site: Site, setup: Pass) -> None:
         assert 100 * st.f_bavail / st.f_blocks >= 80
     for folder in filter(None, [setup.spool, setup.move_to]):
         assert [p.name for p in folder.rglob(".*")] == []  # no temporaries left behind
+
+
+def test_sigkill_mid_pass_with_two_destinations_loses_nothing(site: Site) -> None:
+    """The same cuts with a second destination whose copy of one call went bad after it
+    shipped: each pass reads every destination's copy again, so that original never
+    leaves the spool until the archive has shipped it whole again; the rest go."""
+    from tests.test_destinations import write_toml
+
+    originals = {}
+    for n, rel in enumerate(rels()):
+        path = site.spool_file(rel)
+        write_recording(path, seconds=2, seed=n)
+        originals[rel] = sha(path)
+    archive = site.root / "archive"
+    archive.mkdir()
+    data: dict[str, Any] = site.data(spool={"backfill_days": 100_000})
+    data["destination"]["archive"] = {"type": "local", "root": str(archive)}
+    config = write_toml(site.config_path, data)
+    assert recsync(config, "run", "--once") == 0  # shipped to both, kept
+    remote = {path: site.dest / r for path, r, _, _ in rows(site)}
+    archived = {path: archive / r for path, r, _, _ in rows(site, "destinations/archive/")}
+    bad = rels()[5]
+    archived[bad].write_bytes(b"RIFF")
+    data["retention"] = {"spool_days": 1e-9}
+    write_toml(site.config_path, data)
+
+    def everything_somewhere() -> None:
+        for rel, digest in originals.items():
+            assert sha(remote[rel]) == digest, rel  # the copies are never touched
+            if rel != bad:
+                assert sha(archived[rel]) == digest, rel
+        assert sha(site.spool / bad) == originals[bad]  # its only whole copy but one
+
+    killed = 0
+    for point, nth in KILLS:
+        if point != "retention:copied":
+            killed += recsync(config, "retention", crash_at=f"{point}@{nth}") != 0
+            everything_somewhere()
+    assert killed >= 3
+    assert recsync(config, "retention") == 0  # a pass to its end
+    everything_somewhere()
+    in_spool = {path for path, _, _, removed_at in rows(site) if removed_at is None}
+    assert in_spool == {bad} == {p for p in originals if (site.spool / p).exists()}
+    archive_states = {path: state for path, _, state, _ in rows(site, "destinations/archive/")}
+    assert archive_states[bad] == "pending" and set(archive_states.values()) == {
+        "pending",
+        "done",
+    }
+
+    assert recsync(config, "run", "--once") == 0  # the archive ships it again
+    assert sha(archived[bad]) == originals[bad]
+    assert recsync(config, "retention") == 0  # (run's own pass may come before the archive's)
+    assert not (site.spool / bad).exists()

@@ -31,7 +31,15 @@ from tests.support.cdr import SqliteCdrFile
 from tests.support.crm import CrmServer
 from tests.support.mixmonitor import write_recording
 from tests.support.s3 import RadosGateway
-from tests.test_s3 import agent_config, call_names, record, run_agent, shipped_entries
+from tests.test_destinations import write_toml
+from tests.test_s3 import (
+    agent_config,
+    call_names,
+    record,
+    run_agent,
+    s3_destination,
+    shipped_entries,
+)
 
 # The example of AWS's "Signature Calculations for the Authorization Header" and
 # "Authenticating Requests: Using Query Parameters" pages.
@@ -376,3 +384,40 @@ def test_recsync_url_refuses_a_path_out_of_the_root(site: Site) -> None:
     result = run_agent(site, "url", "../other-pbx/2024/03/15/a.wav")
     assert result.returncode == 1 and result.stdout == ""
     assert "unsafe remote path" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- several destinations: --destination names the bucket's ----------------------------
+
+
+def test_recsync_url_signs_at_the_named_destination(
+    site: Site, rgw: RadosGateway, s3_bucket: str
+) -> None:
+    names = call_names(23, 1)
+    record(site, names)
+    data = site.data(spool={"backfill_days": 100_000})
+    data["destination"]["archive"] = s3_destination(site, rgw, s3_bucket)
+    write_toml(site.config_path, data)  # the first is local, the archive s3
+    shipped = run_agent(site, "run", "--once")
+    assert shipped.returncode == 0, shipped.stderr
+    client = rgw.client(s3_bucket)
+    try:
+        (entry,) = shipped_entries(client)
+    finally:
+        client.close()
+
+    first = run_agent(site, "url", entry["uniqueid"])
+    assert first.returncode == 1 and first.stdout == ""
+    assert (
+        "presigned links need destination.type = 's3' (it is 'local');"
+        " s3 destinations: archive (--destination NAME)"
+    ) in first.stderr
+    by_uniqueid = run_agent(site, "url", entry["uniqueid"], "--destination", "archive")
+    assert by_uniqueid.returncode == 0, by_uniqueid.stderr
+    assert hashlib.sha256(fetch(by_uniqueid.stdout.strip())).hexdigest() == entry["sha256"]
+    by_path = run_agent(site, "url", entry["file"], "--destination", "archive")
+    assert by_path.returncode == 0, by_path.stderr
+    assert hashlib.sha256(fetch(by_path.stdout.strip())).hexdigest() == entry["sha256"]
+
+    unknown = run_agent(site, "url", entry["file"], "--destination", "nas")
+    assert unknown.returncode == 1
+    assert "no destination named 'nas' (configured: default, archive)" in unknown.stderr

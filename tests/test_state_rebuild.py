@@ -19,6 +19,7 @@ from tests.conftest import Site
 from tests.support.cdr import SqliteCdrFile, cdr_row
 from tests.support.mixmonitor import write_recording
 from tests.support.sshd import Sshd
+from tests.test_destinations import write_toml
 
 DEADLINE = 60.0
 
@@ -189,3 +190,42 @@ def test_a_call_shipped_with_the_cdr_off_stays_off_through_a_rebuild(site: Site)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert recsync(site, "index", "rebuild").returncode == 0
     assert manifests(site.dest)[rel]["cdr"] == "off"
+
+
+# --- several destinations: --destination rebuilds that one's database --------------------
+
+
+def test_rebuild_of_a_named_destination_leaves_the_others_alone(
+    site: Site, sshd: Sshd, sftp_root: Path
+) -> None:
+    data: dict[str, Any] = site.data(spool={"backfill_days": 100_000})
+    data["destination"]["archive"] = sshd.destination(sftp_root)
+    write_toml(site.config_path, data)  # the first local, the archive by SFTP
+    for n in range(6):
+        write_recording(site.spool_file(call_name(n)[0]), seconds=0.3, seed=n)
+    first = recsync(site, "run", "--once")
+    assert first.returncode == 0, first.stderr
+    own = site.state / "destinations" / "archive" / "state.db"
+    default_before = (site.state / "state.db").read_bytes()
+    shipped_before = remote_files(sftp_root)
+    assert len(shipped_before) == 6
+    damage(own, "header")
+
+    unknown = recsync(site, "state", "rebuild", "--destination", "nas")
+    assert unknown.returncode == 1
+    assert "no destination named 'nas' (configured: default, archive)" in unknown.stderr
+    healthy = recsync(site, "state", "rebuild")  # the first destination's: healthy
+    assert healthy.returncode == 1 and f"{site.state / 'state.db'} is healthy" in healthy.stderr
+
+    rebuilt = recsync(site, "state", "rebuild", "--destination", "archive")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"rebuilt {own} from 2 day manifest(s): 6 shipped recording(s)" in rebuilt.stdout
+    assert len(list(own.parent.glob("state.db.damaged-*"))) == 1
+    assert list(site.state.glob("state.db.damaged-*")) == []
+    assert (site.state / "state.db").read_bytes() == default_before
+
+    again = recsync(site, "run", "--once")
+    assert again.returncode == 0, again.stderr
+    assert remote_files(sftp_root) == shipped_before  # nothing uploaded again
+    status = json.loads(recsync(site, "status", "--json").stdout)
+    assert status["destinations"]["archive"]["counts"]["done"] == 6

@@ -1,5 +1,6 @@
 """Spool retention: shipped originals leave the spool (deleted, or moved to move_to)
-only after their remote copy is checked again in the same pass; the free-space floor.
+only after their remote copy (at every destination) is checked again in the same pass;
+the free-space floor.
 
 An original goes when it is done, unchanged since it shipped (size, mtime and inode are
 the row's), not open for writing, under no hold, and old enough (spool_days since it
@@ -84,6 +85,15 @@ class Report:
         return sum(r.size for r in self.retired)
 
 
+@dataclass(frozen=True)
+class Recheck:
+    """Why another destination's copy cannot stand for the original: `why`, and whether
+    that destination was told to ship it again (`requeued`)."""
+
+    why: str
+    requeued: bool
+
+
 class _Stop(Exception):
     """The destination cannot answer: end the pass, nothing more goes."""
 
@@ -116,6 +126,7 @@ class Retention:
         should_stop: Callable[[], bool] = lambda: False,
         checks_per_pass: int | None = PASS_CHECKS,
         elsewhere: Callable[[Row], str | None] = lambda row: None,
+        recheck: Callable[[Row, float], Recheck | None] = lambda row, now: None,
     ) -> None:
         self.config = config
         self.spool = spool
@@ -130,6 +141,8 @@ class Retention:
         # Why the other destinations keep an original (one of them lacks it), None: none
         # does. Asked before this destination's copy, so their backlog costs no request.
         self.elsewhere = elsewhere
+        # The other destinations' copies read again, after this one's (Elsewhere.recheck).
+        self.recheck = recheck
         self.next_pass_at = 0.0
         self._limit: int | None = None  # of the pass under way
         self.problem: str | None = None  # for the alerts: low disk, copies re-queued
@@ -279,6 +292,19 @@ class Retention:
             self.metrics.error("retention-verify")
             report.requeued.append((row.id, problem))
             log.warning(kv("retention-requeued", id=row.id, path=row.path, reason=problem))
+            return
+        try:
+            other = self.recheck(row, now)
+        except (DestinationDown, TransientError) as exc:  # another's: this one is not paused
+            report.stopped = str(exc)
+            raise _Stop from exc
+        if other is not None:
+            if not other.requeued:
+                report.kept[other.why] += 1
+                return
+            self.metrics.error("retention-verify")
+            report.requeued.append((row.id, other.why))
+            log.warning(kv("retention-requeued", id=row.id, path=row.path, reason=other.why))
             return
         crash_point("retention:verified")
         # Asked again just before acting: a hold added or a write made during the pass wins.
