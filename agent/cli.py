@@ -69,16 +69,22 @@ class Context:
             log_module.setup(self.log_level or self._config.log.level)
         return self._config
 
+    @property
+    def first_state(self) -> Path:
+        """The first destination's state database: state.path for [destination] keys,
+        `destinations/NAME/state.db` where the file has [destination.NAME] tables only."""
+        return self.config.state_of(self.config.destination.name).path
+
     def reader(self) -> Store:
-        """The state database, read-only (a CLI run as root leaves no root-owned files),
-        closed when the command ends."""
-        store = Store.open_readonly(self.config.state.path)
+        """The first destination's state database, read-only (a CLI run as root leaves
+        no root-owned files), closed when the command ends."""
+        store = Store.open_readonly(self.first_state)
         click.get_current_context().call_on_close(store.close)
         return store
 
     def writer(self) -> Store:
         """The state database for the commands that change it, closed when they end."""
-        store = Store.open(self.config.state.path, create=False)
+        store = Store.open(self.first_state, create=False)
         click.get_current_context().call_on_close(store.close)
         return store
 
@@ -892,7 +898,7 @@ def retention(ctx: Context, dry_run: bool, as_json: bool) -> None:
         try:
             with (
                 exclusive(config.state.path),
-                _one_shot(config, ctx.writer()) as agent,
+                _one_shot(ctx.one(None), ctx.writer()) as agent,
                 _elsewhere(config) as elsewhere,
             ):
                 agent.retention.elsewhere = elsewhere.missing
@@ -984,7 +990,7 @@ def hold() -> None:
 def hold_add(ctx: Context, number: str | None, uniqueid: str | None, day: str | None) -> None:
     """Hold the recordings a number, a uniqueid or a day names (now and to come)."""
     kind, value = _one_hold(number, uniqueid, day)
-    store = Store.open(ctx.config.state.path)  # a hold may come before the first run
+    store = Store.open(ctx.first_state)  # a hold may come before the first run
     click.get_current_context().call_on_close(store.close)
     added = store.holds.add(kind, value, now=time.time())
     _mirror_holds(ctx.config, store)

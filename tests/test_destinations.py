@@ -580,6 +580,33 @@ def test_a_hold_covers_the_call_at_every_destination(
         archive.close()
 
 
+def test_with_named_tables_only_a_hold_reaches_the_first_destinations_state(
+    site: Site, fleet_of: Callable[[Config], Fleet]
+) -> None:
+    record(site, [call(n) for n in range(2)])
+    data = two(site)
+    data["destination"] = {
+        "web": dict(site.data()["destination"]),
+        **{"archive": data["destination"]["archive"]},
+    }
+    config = config_of(site, data)
+    assert list(config.destinations) == ["web", "archive"]
+    fleet_of(config).run(once=True)
+    path = write_toml(site.config_path, data)
+    runner = CliRunner()
+    held = runner.invoke(cli, ["--config", str(path), "hold", "add", "--uniqueid", "1710497702.0"])
+    assert held.exit_code == 0, held.output
+    for name in ("web", "archive"):
+        store = Store.open_readonly(site.state / "destinations" / name / "state.db")
+        try:
+            assert [h.value for h in store.holds.all()] == ["1710497702.0"], name
+        finally:
+            store.close()
+    listed = runner.invoke(cli, ["--config", str(path), "hold", "list"])
+    assert "1710497702.0" in listed.output
+    assert not (site.state / "state.db").exists()  # no database that no agent reads
+
+
 def test_metrics_name_each_destination(site: Site) -> None:
     from prometheus_client import generate_latest
 
