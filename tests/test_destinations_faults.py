@@ -117,7 +117,9 @@ def test_one_destination_down_mid_run_never_holds_up_the_other(site: Site, serve
         try:
             wait_for(lambda: archive.count() == 8, "the archive to keep shipping", DEADLINE)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; the agent's log:\n{daemon.text()[-3000:]}") from None
+            rows = recsync(site.config_path, "list", "--destination", "archive").stdout
+            log = daemon.text()[-3000:]
+            raise AssertionError(f"{exc}; the archive's rows:\n{rows}\nthe log:\n{log}") from None
         if isinstance(server.dest, Folder):  # (a bucket cannot be listed while it is down)
             assert server.dest.count() == 3
         each = status(site)["destinations"]
