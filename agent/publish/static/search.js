@@ -1,8 +1,9 @@
 // recsync search page: finds calls across days in the day files under search/ (written
 // by the agent, agent/publish/search.py), newest day first, a few fetched ahead, each
 // day's matches put at their place as soon as its file is in. The query lives in the
-// URL, so a search can be bookmarked or sent; opening such a URL runs it. Loaded as a file (the Content-Security-
-// Policy allows no inline script); data reaches the page only through textContent.
+// URL, so a search can be bookmarked or sent; opening such a URL runs it. Loaded as a
+// file (the Content-Security-Policy allows no inline script); data reaches the page only
+// through textContent.
 "use strict";
 (function () {
   var form = document.getElementById("search");
