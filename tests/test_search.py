@@ -331,6 +331,35 @@ def test_only_the_days_asked_are_fetched(site: Site, tab: Tab) -> None:
     assert files == ["2024/03/10.json", "2024/03/11.json", "2024/03/12.json", "months.json"]
 
 
+def test_an_older_day_in_first_is_shown_at_its_place(site: Site, tab: Tab) -> None:
+    """A day's matches are shown as soon as its file is in, below those of the newer days
+    shown and above the older ones, while a newer day is still loading; once it is in,
+    the order and the count are those of a search in order."""
+    page = tab.page
+    held: list[Any] = []
+    # the second newest day held back: the newest is in first, then the day awaited and six
+    # ahead are asked, and no more until the one awaited is in
+    page.route("**/search/2024/03/29.json", lambda route: held.append(route))
+    query = {"number": "21255501", "from": "2024-03-20", "to": "2024-03-30"}
+    page.goto(site.search(**query))
+    days = ["2024/03/30", *(f"2024/03/{d}" for d in range(23, 29))]
+    every_day_shown = "ds => ds.every(d => document.querySelector(`#results a[href^='${d}/']`))"
+    wait_until(page, every_day_shown, days)
+    shown = page.eval_on_selector_all(
+        "#results tbody td.day a", "links => links.map(a => a.getAttribute('href'))"
+    )
+    everything = expected(site.calls, **query)
+    assert shown == [link for link in everything if "2024/03/23" <= link[:10] != "2024/03/29"]
+    assert {link[:10] for link in shown} == set(days)
+    summary = page.locator("#found").inner_text()
+    assert summary.startswith(f"{len(shown)} calls, ") and summary.endswith(" so far…")
+    assert page.locator("#results").get_attribute("data-done") is None
+    held[0].continue_()
+    assert results(page) == everything
+    assert page.locator("#found").inner_text().startswith(f"{len(everything)} calls, ")
+    assert tab.problems == []
+
+
 def test_a_bookmarked_query_url_gives_the_same_results(site: Site, tab: Tab) -> None:
     page = tab.page
     page.goto(f"{site.url}search.html")
@@ -443,4 +472,44 @@ def test_a_year_of_days_is_searched_whole_and_in_order(
             found = results(page)
             assert found == expected(calls, **query), query
             assert len({link[:7] for link in found}) >= 10  # across the months
+    assert tab.problems == []
+
+
+def test_older_rows_shown_early_give_way_to_the_newest_500(
+    tmp_path_factory: pytest.TempPathFactory, tab: Tab
+) -> None:
+    """Days of 100 calls, the second newest held back: the days after it fill the 500
+    rows; when it comes in, its calls take their place and the oldest shown go."""
+    root = tmp_path_factory.mktemp("full")
+    calls = []
+    for d in range(12):
+        when = date(2024, 5, 1) + timedelta(days=d)
+        day = when.strftime("%Y/%m/%d")
+        for i in range(100):
+            hh, mm = divmod(8 * 60 + i * 5, 60)
+            uid = f"{1714550400 + d * 86400 + i}.{d * 100 + i}"
+            entry = {
+                "file": f"{day}/in-201-2125550100-{when:%Y%m%d}-{hh:02}{mm:02}00-{uid}.wav",
+                "uniqueid": uid,
+                "kind": "in",
+                "caller_number": "2125550100",
+                "dst": "201",
+                "started_at": f"{when:%Y-%m-%d}T{hh:02}:{mm:02}:00+01:00",
+                "billsec": 30,
+                "disposition": "ANSWERED",
+            }
+            calls.append(Call(day, entry, "201", i))
+    build(root, calls)
+    held: list[Any] = []
+    with serving(root) as url:
+        page = tab.page
+        page.route("**/search/2024/05/11.json", lambda route: held.append(route))
+        page.goto(f"{url}search.html?number=2125550100")
+        wait_until(page, "() => document.getElementById('found').textContent.startsWith('The')")
+        wait_until(page, "() => document.querySelectorAll('#results tbody tr').length === 500")
+        held[0].continue_()
+        everything = expected(calls, number="2125550100")
+        assert results(page) == everything[:500]
+        summary = page.locator("#found").inner_text()
+        assert summary.startswith("The newest 500 of 1,200 calls, ")
     assert tab.problems == []

@@ -1,7 +1,9 @@
 // recsync search page: finds calls across days in the day files under search/ (written
-// by the agent, agent/publish/search.py), newest day first, a few fetched ahead. The query lives in the URL, so a search can be
-// bookmarked or sent; opening such a URL runs it. Loaded as a file (the Content-Security-
-// Policy allows no inline script); data reaches the page only through textContent.
+// by the agent, agent/publish/search.py), newest day first, a few fetched ahead, each
+// day's matches put at their place as soon as its file is in. The query lives in the
+// URL, so a search can be bookmarked or sent; opening such a URL runs it. Loaded as a
+// file (the Content-Security-Policy allows no inline script); data reaches the page only
+// through textContent.
 "use strict";
 (function () {
   var form = document.getElementById("search");
@@ -225,9 +227,14 @@
         (seconds ? ", " + hours(seconds) + " in all" : "") + (done ? "" : " so far…");
     }
 
+    var days = []; // the days asked, newest first
+    var shown = []; // day index -> the rows of its matches in the table, newest first
+    var rowsShown = 0;
+
     // One day of every source: its matching calls, newest first (the sites' merged by
-    // the time of day), added to the table.
-    function addDay(day, files) {
+    // the time of day), put in the table at their place as soon as the day is in, even
+    // while newer days are still loading; only the newest LIMIT of those found are kept.
+    function addDay(i, files) {
       if (mine !== run) {
         return;
       }
@@ -245,12 +252,33 @@
           return b.row[0] - a.row[0];
         });
       }
+      var newer = 0; // rows of newer days shown: what is left of LIMIT is this day's
+      for (var j = 0; j < i; j++) {
+        newer += shown[j] ? shown[j].length : 0;
+      }
+      var rows = hits.slice(0, Math.max(LIMIT - newer, 0)).map(function (hit) {
+        return rowOf(days[i], hit.row, hit.file.kinds, hit.file.source);
+      });
+      var before = null; // the first row of the next older day shown
+      for (j = i + 1; j < days.length && !before; j++) {
+        before = shown[j] && shown[j].length ? shown[j][0] : null;
+      }
+      var fragment = document.createDocumentFragment();
+      rows.forEach(function (row) {
+        fragment.appendChild(row);
+      });
+      body.insertBefore(fragment, before);
+      shown[i] = rows;
+      rowsShown += rows.length;
+      for (j = days.length - 1; j > i && rowsShown > LIMIT; j--) { // older rows give way
+        while (shown[j] && shown[j].length && rowsShown > LIMIT) {
+          body.removeChild(shown[j].pop());
+          rowsShown--;
+        }
+      }
       hits.forEach(function (hit) {
         count++;
         seconds += hit.row[7] > 0 ? hit.row[7] : 0;
-        if (count <= LIMIT) {
-          body.appendChild(rowOf(day, hit.row, hit.file.kinds, hit.file.source));
-        }
       });
       if (count) {
         table.hidden = false;
@@ -278,41 +306,49 @@
           });
         });
       });
-      var days = Object.keys(byDay).sort().reverse();
+      days = Object.keys(byDay).sort().reverse();
       var loads = [];
       var flat = []; // [day index, item], in the order they are needed
+      var last = []; // day index -> the index in flat of its last file
       days.forEach(function (day, i) {
         byDay[day].forEach(function (item) {
           flat.push([i, item]);
         });
+        last[i] = flat.length - 1;
       });
+      var added = []; // day index -> its files in and shown
       var started = 0;
       function startUpTo(n) {
         while (started < Math.min(n, flat.length)) {
           var job = flat[started++];
-          var day = days[job[0]];
           var item = job[1];
-          loads[started - 1] = getJson(item.source.base + "search/" + day + ".json")
+          loads[started - 1] = getJson(item.source.base + "search/" + days[job[0]] + ".json")
             .then(function (item) {
               return function (file) {
                 return { rows: file.rows, kinds: item.listing.kinds || {}, source: item.source };
               };
             }(item));
+          if (started - 1 === last[job[0]]) { // the day's files all asked: shown once in
+            var i = job[0];
+            added[i] = Promise.all(loads.slice(last[i] - byDay[days[i]].length + 1, started))
+              .then(addDay.bind(null, i));
+            added[i].catch(function () {}); // a failure is the chain's to report
+          }
         }
       }
       var next = 0;
+      // The days are awaited in order only to keep AHEAD files in flight at most.
       return days.reduce(function (chain, day, i) {
         return chain.then(function () {
           if (mine !== run) {
             return undefined;
           }
-          var first = next;
-          while (next < flat.length && flat[next][0] === i) {
-            next++;
-          }
-          startUpTo(next + AHEAD);
-          return Promise.all(loads.slice(first, next)).then(function (files) {
-            addDay(day, files);
+          next = last[i] + 1;
+          // The newest day is fetched alone: its first calls come sooner without five
+          // other files sharing the line; the rest are started once it is in.
+          startUpTo(i === 0 ? next : next + AHEAD);
+          return added[i].then(function () {
+            startUpTo(next + AHEAD);
           });
         });
       }, Promise.resolve());
