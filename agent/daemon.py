@@ -235,10 +235,8 @@ class Agent:
         self._record_cdr(now)
         if self.destination.paused:
             return self.destination.paused_until
-        return min(
-            (due for due in (self.store.next_due(besides=self.shipping.busy()), pages_due) if due),
-            default=None,
-        )
+        dues = (self.store.next_due(besides=self.shipping.busy()), pages_due)
+        return min((due for due in dues if due is not None), default=None)
 
     # --- periodic jobs (plain functions of `now`, which tests call directly) -----------
 

@@ -85,6 +85,21 @@ def test_a_server_umask_still_gives_the_exact_mode(
     assert (sftp_root / "2024/03/15/a.wav").stat().st_mode & 0o777 == 0o664
 
 
+def test_the_probe_starts_the_clients_the_uploads_then_use(
+    sshd: Sshd, sftp_root: Path, make: Callable[..., SftpTransport], tmp_path: Path
+) -> None:
+    transport = make(sshd, sftp_root, client="openssh", connections=2)
+    transport.probe()
+    bulk = transport._bulk
+    assert bulk is not None
+    started = bulk.clients.pids()
+    assert len(started) == 2  # running before any upload asked for one
+    local, sha, data = _staged(tmp_path)
+    transport.put(local, "2024/03/15/a.wav", sha256=sha)
+    assert (sftp_root / "2024/03/15/a.wav").read_bytes() == data
+    assert bulk.clients.pids() == started  # no new login for the upload
+
+
 def test_hostile_remote_names_arrive_exactly_as_named(
     sshd: Sshd, sftp_root: Path, make: Callable[..., SftpTransport], tmp_path: Path
 ) -> None:

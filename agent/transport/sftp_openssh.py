@@ -168,6 +168,10 @@ class Client:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None and self.alive else None
+
     def warm(self) -> None:
         """Start the process (its login runs meanwhile) unless it runs already."""
         if not self.alive:
@@ -298,6 +302,11 @@ class Clients:
             if not self.closed:
                 for client in self._idle:
                     client.warm()
+
+    def pids(self) -> set[int]:
+        """The processes of the idle clients that run."""
+        with self._free:
+            return {c.pid for c in self._idle if c.pid is not None}
 
     def close(self) -> None:
         """Ends every process, the busy ones too: their exchanges end in ClientGone."""
