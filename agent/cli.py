@@ -11,6 +11,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,11 @@ from agent.secrets import give_to_folder_owner
 from agent.store.state import REBUILD, Store
 
 if TYPE_CHECKING:
+    from agent.cdr import CdrSource
+    from agent.cdr.shared import SharedCdr
     from agent.daemon import Agent
     from agent.fleet import Fleet
+    from agent.media.once import PreparedOnce
     from agent.metrics import Metrics
     from agent.roles.elsewhere import Elsewhere
     from agent.roles.health import NoMetrics
@@ -198,8 +202,10 @@ def _agent(
     notifier: Notifier | None = None,
     metrics: Metrics | NoMetrics | None = None,
     spool_feed: Callable[[Callable[[], None]], Feed] | None = None,
+    shared: Shared | None = None,
 ) -> Agent:
-    """One destination's agent: `config` is its own (Config.for_destination)."""
+    """One destination's agent: `config` is its own (Config.for_destination); `shared`,
+    what it shares with the other destinations' agents (else it opens its own CDR)."""
     from agent.cdr import open_source
     from agent.daemon import Agent
     from agent.publish.webhook import open_webhook
@@ -211,12 +217,15 @@ def _agent(
         config=config,
         store=store,
         transport=open_transport(config.destination, uploads=uploads),
-        cdr=open_source(config.cdr, state_folder=config.state.path.parent),
+        cdr=open_source(config.cdr, state_folder=config.state.path.parent)
+        if shared is None
+        else shared.cdr(),
         webhook=open_webhook(config.webhook),
         notifier=notifier,
         metrics=metrics,
         watch=watch,
         spool_feed=spool_feed,
+        copies=None if shared is None else shared.copies,
     )
 
 
@@ -239,6 +248,7 @@ def _fleet(
         from agent.spool.shared import SharedWatcher
 
         shared = SharedWatcher(config.spool.path)
+    prepared_once = Shared.of(config) if len(names) > 1 else None
     agents: list[Agent] = []
     try:
         for name in names:
@@ -256,6 +266,7 @@ def _fleet(
                         metrics=metrics
                         if first or metrics is None
                         else metrics.for_destination(name),
+                        shared=prepared_once,
                     )
                 )
             except BaseException:
@@ -279,6 +290,28 @@ def _fleet(
             agent.store.holds.mirror(holds, now=time.time())
     elsewhere = Elsewhere(others, destinations=read_again) if others and primary else None
     return Fleet(agents, elsewhere=elsewhere)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What the agents of several destinations share, so a recording is prepared once:
+    the CDR source (one connection, opened beside the first destination's state) and the
+    staged copies."""
+
+    source: SharedCdr | None
+    copies: PreparedOnce
+
+    @classmethod
+    def of(cls, config: config_module.Config) -> Shared:
+        from agent.cdr import open_source
+        from agent.cdr.shared import SharedCdr
+        from agent.media.once import PreparedOnce
+
+        source = open_source(config.cdr, state_folder=config.state.path.parent)
+        return cls(None if source is None else SharedCdr(source), PreparedOnce())
+
+    def cdr(self) -> CdrSource | None:
+        return None if self.source is None else self.source.asker()
 
 
 def _paused(fleet: Fleet) -> str | None:

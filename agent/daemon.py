@@ -15,6 +15,7 @@ from agent.cdr import CdrSource, wait_seconds
 from agent.config import Config
 from agent.errors import ConfigError
 from agent.log import kv
+from agent.media.once import PreparedOnce
 from agent.model import RecordingState
 from agent.pipeline import Pipeline
 from agent.publish.manifest import day_of
@@ -79,6 +80,7 @@ class Agent:
         clock: Callable[[], float] = time.time,
         watch: bool = True,
         spool_feed: Callable[[Callable[[], None]], Feed] | None = None,
+        copies: PreparedOnce | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -95,6 +97,7 @@ class Agent:
             cdr=cdr,
             cdr_wait=wait_seconds(config.cdr),
             notify=webhook is not None,
+            copies=copies,
         )
         self.metrics: Metrics | NoMetrics = NoMetrics() if metrics is None else metrics
         self.pipeline.on_cdr_wait = self.metrics.cdr_waited

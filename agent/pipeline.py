@@ -26,6 +26,7 @@ from agent.errors import (
     UnparseableName,
 )
 from agent.log import kv
+from agent.media.once import PreparedOnce
 from agent.media.prepare import ChangedWhileCopying, Prepared, Recipe, prepare
 from agent.media.tags import can_hold_tags, sidecar
 from agent.model import CallInfo, Identity, Recording, RecordingState, identity_of
@@ -99,6 +100,8 @@ class Pipeline:
     # A transfer that failed midway: its folder may hold the temporary it could not remove
     # (the server went away with the connection), to be swept once the server answers.
     on_upload_fault: Callable[[str, float], None] = lambda folder, now: None
+    # With several destinations: what another one prepared alike is linked, not made again.
+    copies: PreparedOnce | None = None
 
     def __post_init__(self) -> None:
         self.naming = NameTemplate(self.config.naming.template)
@@ -326,7 +329,8 @@ class Pipeline:
     def stage(self, job: Stage) -> Prepared:
         """Make the copy to ship (copy, convert, tag, hash), safe in a worker thread: no
         database access here. Raises what `prepare` raises, for `claim` to record."""
-        prepared = prepare(
+        make = prepare if self.copies is None else self.copies.prepare
+        prepared = make(
             self.recipe,
             src=self.spool / job.row.path,
             key=str(job.row.id),

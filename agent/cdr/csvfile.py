@@ -272,7 +272,8 @@ class CsvCdr:
         if self._db is None:
             target = ":memory:" if self.index_path is None else str(self.index_path)
             try:
-                db = sqlite3.connect(target, isolation_level=None)
+                # Several destinations' threads ask in turn (cdr.shared serialises them).
+                db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")  # a lost tail is read again
                 for statement in _SCHEMA:

@@ -33,8 +33,12 @@ class SqliteCdr:
         if not self.path.exists():
             raise TransientError(f"CDR database {self.path} does not exist (yet)")
         try:
+            # Several destinations' threads ask in turn (cdr.shared serialises them).
             conn = sqlite3.connect(
-                f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS
+                f"file:{self.path}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                check_same_thread=False,
             )
             # The admin's column mapping decides which columns exist.
             info = conn.execute(f"PRAGMA table_info({_quote(self.table)})").fetchall()
