@@ -306,9 +306,11 @@ class Shared:
         from agent.cdr import open_source
         from agent.cdr.shared import SharedCdr
         from agent.media.once import PreparedOnce
+        from agent.pipeline import Pipeline
 
         source = open_source(config.cdr, state_folder=config.state.path.parent)
-        return cls(None if source is None else SharedCdr(source), PreparedOnce())
+        recipes = [Pipeline.recipe_of(config.for_destination(n)) for n in config.destinations]
+        return cls(None if source is None else SharedCdr(source), PreparedOnce(recipes))
 
     def cdr(self) -> CdrSource | None:
         return None if self.source is None else self.source.asker()

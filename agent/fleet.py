@@ -96,5 +96,7 @@ class Fleet:
         for agent in self.agents:
             agent.close()
             agent.store.close()
+        if (copies := self.primary.pipeline.copies) is not None:
+            copies.close()
         if self.elsewhere is not None:
             self.elsewhere.close()

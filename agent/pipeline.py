@@ -105,8 +105,12 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         self.naming = NameTemplate(self.config.naming.template)
-        config = self.config
-        self.recipe = Recipe(
+        self.recipe = self.recipe_of(self.config)
+
+    @staticmethod
+    def recipe_of(config: Config) -> Recipe:
+        """How this (destination's) config makes its copies."""
+        return Recipe(
             staging=config.state.staging, tags=config.tags.enabled, transcode=config.transcode
         )
 

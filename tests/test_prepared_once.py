@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from agent.config import TranscodeConfig, from_dict
 from agent.errors import TransientError
 from agent.fleet import Fleet
 from agent.media import once as once_module
-from agent.media.once import PreparedOnce
+from agent.media.once import KEPT_SECONDS, PreparedOnce
 from agent.media.prepare import Prepared, Recipe
 from agent.model import CallInfo
 from tests.conftest import Site
@@ -177,17 +176,23 @@ def prepare_for(
     )
 
 
+def kept(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in tmp_path.glob("*/staging/*.kept"))
+
+
 def test_the_second_destination_links_the_first_ones_copy(tmp_path: Path, src: Path) -> None:
-    copies = PreparedOnce()
-    web = prepare_for(copies, recipe(tmp_path, "web"), src, "7")
-    archive = prepare_for(copies, recipe(tmp_path, "archive"), src, "3")
+    web_recipe, archive_recipe = recipe(tmp_path, "web"), recipe(tmp_path, "archive")
+    copies = PreparedOnce([web_recipe, archive_recipe])
+    web = prepare_for(copies, web_recipe, src, "7")
+    web.path.unlink()  # its upload is done before the archive comes to it
+    assert kept(tmp_path) == ["7.wav.kept"]  # ... which it is kept for
+    archive = prepare_for(copies, archive_recipe, src, "3")
     assert archive.path == tmp_path / "archive" / "staging" / "3.wav"  # its own name
-    assert os.stat(archive.path).st_ino == os.stat(web.path).st_ino
     assert (archive.sha256, archive.size, archive.source) == (web.sha256, web.size, web.source)
     assert archive.sha256 == hashlib.sha256(archive.path.read_bytes()).hexdigest()
+    assert os.stat(archive.path).st_nlink == 1  # taken by all: the spare link is gone
+    assert kept(tmp_path) == []
     assert (copies.made, copies.linked) == (1, 1)
-    web.path.unlink()  # the first one's upload is done: the other's copy stays whole
-    assert hashlib.sha256(archive.path.read_bytes()).hexdigest() == archive.sha256
 
 
 @pytest.mark.parametrize(
@@ -201,39 +206,60 @@ def test_the_second_destination_links_the_first_ones_copy(tmp_path: Path, src: P
 def test_what_would_differ_is_prepared_again(
     tmp_path: Path, src: Path, other: dict[str, Any]
 ) -> None:
-    copies = PreparedOnce()
-    web = prepare_for(copies, recipe(tmp_path, "web"), src, "1")
-    archive = prepare_for(
-        copies,
-        recipe(tmp_path, "archive", transcode=other.get("transcode", "none")),
-        src,
-        "1",
-        **other.get("fields", {}),
-    )
+    web_recipe = recipe(tmp_path, "web")
+    archive_recipe = recipe(tmp_path, "archive", transcode=other.get("transcode", "none"))
+    copies = PreparedOnce([web_recipe, archive_recipe])
+    web = prepare_for(copies, web_recipe, src, "1")
+    archive = prepare_for(copies, archive_recipe, src, "1", **other.get("fields", {}))
     assert os.stat(archive.path).st_ino != os.stat(web.path).st_ino
     assert archive.sha256 != web.sha256
     assert (copies.made, copies.linked) == (2, 0)
+    if "transcode" in other:  # no other destination makes copies like either
+        assert kept(tmp_path) == []
 
 
-def test_a_copy_gone_or_a_spool_file_changed_since_is_prepared_again(
+def test_a_copy_is_kept_a_minute_and_a_spool_file_changed_since_is_prepared_again(
     tmp_path: Path, src: Path
 ) -> None:
-    copies = PreparedOnce()
-    web = prepare_for(copies, recipe(tmp_path, "web"), src, "1")
-    web.path.unlink()  # uploaded and removed before the archive came to it
-    archive = prepare_for(copies, recipe(tmp_path, "archive"), src, "1")
-    assert archive.sha256 == web.sha256 and archive.path.is_file()
+    clock = Clock()
+    recipes = [recipe(tmp_path, name) for name in ("web", "archive", "spare")]
+    copies = PreparedOnce(recipes, clock=clock)
+    web = prepare_for(copies, recipes[0], src, "1")
+    clock.now += KEPT_SECONDS  # the others are far behind, or paused
+    archive = prepare_for(copies, recipes[1], src, "1")
+    assert kept(tmp_path) == ["1.wav.kept"]  # the archive's own, for the spare destination
+    assert archive.sha256 == web.sha256
+    assert os.stat(archive.path).st_ino != os.stat(web.path).st_ino
     write_recording(src, seconds=2, seed=9)  # FreePBX wrote it again meanwhile
-    spare = prepare_for(copies, recipe(tmp_path, "spare"), src, "1")
+    spare = prepare_for(copies, recipes[2], src, "1")
     assert spare.sha256 != archive.sha256
     assert spare.sha256 == hashlib.sha256(spare.path.read_bytes()).hexdigest()
     assert (copies.made, copies.linked) == (3, 0)
+    copies.close()
+    assert kept(tmp_path) == []
+
+
+def test_a_copy_too_big_to_keep_is_linked_only_while_its_upload_holds_it(
+    tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(once_module, "KEPT_BYTES", src.stat().st_size)  # the copy is bigger
+    recipes = [recipe(tmp_path, name) for name in ("web", "archive", "spare")]
+    copies = PreparedOnce(recipes)
+    web = prepare_for(copies, recipes[0], src, "1")
+    assert kept(tmp_path) == []
+    archive = prepare_for(copies, recipes[1], src, "1")  # web's upload still holds it
+    assert os.stat(archive.path).st_ino == os.stat(web.path).st_ino
+    web.path.unlink()
+    archive.path.unlink()
+    spare = prepare_for(copies, recipes[2], src, "1")
+    assert spare.sha256 == web.sha256 and (copies.made, copies.linked) == (2, 1)
 
 
 def test_a_copy_being_made_is_waited_for_and_a_failed_one_made_again(
     tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    copies = PreparedOnce()
+    recipes = [recipe(tmp_path, "web"), recipe(tmp_path, "archive")]
+    copies = PreparedOnce(recipes)
     started, release = threading.Event(), threading.Event()
     real = once_module.prepare
 
@@ -249,7 +275,7 @@ def test_a_copy_being_made_is_waited_for_and_a_failed_one_made_again(
 
     def web() -> None:
         try:
-            prepare_for(copies, recipe(tmp_path, "web"), src, "1")
+            prepare_for(copies, recipes[0], src, "1")
         except TransientError as exc:
             failed.append(exc)
 
@@ -257,9 +283,7 @@ def test_a_copy_being_made_is_waited_for_and_a_failed_one_made_again(
     thread.start()
     assert started.wait(10)
     got: list[Prepared] = []
-    archive = threading.Thread(
-        target=lambda: got.append(prepare_for(copies, recipe(tmp_path, "archive"), src, "1"))
-    )
+    archive = threading.Thread(target=lambda: got.append(prepare_for(copies, recipes[1], src, "1")))
     archive.start()
     release.set()
     thread.join(10)
@@ -292,26 +316,11 @@ def fleet_of(site: Site) -> Iterator[Callable[[dict[str, Any]], Fleet]]:
         fleet.close()
 
 
-def gate_uploads(fleet: Fleet, *, until: Callable[[], bool]) -> None:
-    """Hold every upload until `until()` (10 s at most): no staged copy is removed before."""
-    for agent in fleet.agents:
-        transport = agent.pipeline.transport
-        put = transport.put
-
-        def held(*args: Any, _put: Callable[..., None] = put, **kwargs: Any) -> None:
-            deadline = time.monotonic() + 10
-            while not until() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            _put(*args, **kwargs)
-
-        transport.put = held  # type: ignore[method-assign]
-
-
 def test_two_destinations_prepare_each_recording_once_and_ask_the_cdr_once(
     site: Site, fleet_of: Callable[[dict[str, Any]], Fleet]
 ) -> None:
     cdr = SqliteCdrFile(site.root / "master.db")
-    rels = [call(n) for n in range(3)]
+    rels = [call(n) for n in range(20)]
     for n, rel in enumerate(rels):
         write_recording(site.spool_file(rel), seconds=1, seed=n)
         cdr.insert(cdr_row(f"1710497702.{n}", cnam=f"Caller {n}"))
@@ -325,7 +334,6 @@ def test_two_destinations_prepare_each_recording_once_and_ask_the_cdr_once(
     fleet = fleet_of(data)
     copies = fleet.primary.pipeline.copies
     assert copies is not None and fleet.agents[1].pipeline.copies is copies
-    gate_uploads(fleet, until=lambda: copies.made + copies.linked == 2 * len(rels))
     source = fleet.primary.pipeline.cdr
     fleet.run(once=True)
     shipped = [
