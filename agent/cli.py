@@ -248,7 +248,7 @@ def _fleet(
         from agent.spool.shared import SharedWatcher
 
         shared = SharedWatcher(config.spool.path)
-    prepared_once = Shared.of(config) if len(names) > 1 else None
+    prepared_once = Shared.of(config, names) if len(names) > 1 else None
     agents: list[Agent] = []
     try:
         for name in names:
@@ -295,21 +295,21 @@ def _fleet(
 @dataclass(frozen=True)
 class Shared:
     """What the agents of several destinations share, so a recording is prepared once:
-    the CDR source (one connection, opened beside the first destination's state) and the
-    staged copies."""
+    the CDR source (one connection) and the staged copies."""
 
     source: SharedCdr | None
     copies: PreparedOnce
 
     @classmethod
-    def of(cls, config: config_module.Config) -> Shared:
+    def of(cls, config: config_module.Config, names: list[str]) -> Shared:
         from agent.cdr import open_source
         from agent.cdr.shared import SharedCdr
         from agent.media.once import PreparedOnce
         from agent.pipeline import Pipeline
 
-        source = open_source(config.cdr, state_folder=config.state.path.parent)
-        recipes = [Pipeline.recipe_of(config.for_destination(n)) for n in config.destinations]
+        first = config.for_destination(names[0])  # its CSV index, as before it was shared
+        source = open_source(config.cdr, state_folder=first.state.path.parent)
+        recipes = [Pipeline.recipe_of(config.for_destination(n)) for n in names]
         return cls(None if source is None else SharedCdr(source), PreparedOnce(recipes))
 
     def cdr(self) -> CdrSource | None:
