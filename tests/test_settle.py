@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.spool import settle as settle_module
 from agent.spool.settle import (
     OPEN_RECHECK_SECONDS,
     Settled,
@@ -319,3 +320,16 @@ def test_open_files_under_counts_writers_not_readers(tmp_path: Path) -> None:
     for mode in ("ab", "r+b"):
         with path.open(mode):
             assert open_files_under(tmp_path) == {os.path.realpath(path)}, mode
+
+
+def test_an_fd_closed_while_the_scan_looked_at_it_is_no_writer(tmp_path: Path) -> None:
+    """The scan lists an fd, then reads its flags: a reader that closed in between (another
+    destination's staging copy, in this very process) is gone, not a writer."""
+    path = tmp_path / "a.wav"
+    write_recording(path)
+    with path.open("rb") as reader:
+        fd = os.dup2(reader.fileno(), 900)  # a number nothing else takes meanwhile
+    os.close(fd)
+    assert not settle_module._may_write(str(os.getpid()), str(fd))
+    with path.open("ab") as writer:
+        assert settle_module._may_write(str(os.getpid()), str(writer.fileno()))

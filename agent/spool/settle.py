@@ -178,12 +178,16 @@ def open_files_under(root: Path) -> frozenset[str] | None:
 
 
 def _may_write(pid: str, fd: str) -> bool:
-    """False only for an fd known to be open read-only (its fdinfo flags)."""
+    """False for an fd known to be open read-only (its fdinfo flags), or closed since it
+    was listed: a reader closing (another destination's staging copy in this process, a
+    playback) must not pass for a writer, or `run --once` would leave its file behind."""
     try:
         with open(f"/proc/{pid}/fdinfo/{fd}") as fh:
             for line in fh:
                 if line.startswith("flags:"):
                     return int(line.split()[1], 8) & os.O_ACCMODE != os.O_RDONLY
+    except (FileNotFoundError, ProcessLookupError):
+        return False
     except (OSError, ValueError, IndexError):
         pass
     return True
