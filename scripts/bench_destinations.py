@@ -11,8 +11,8 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
