@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -19,6 +20,7 @@ from agent.errors import DestinationDown, Interrupted, TransientError
 from agent.transport import Features
 from agent.transport import sftp as sftp_module
 from agent.transport.sftp import SftpTransport, Space
+from agent.transport.sftp_session import Session
 from agent.transport.sshkeys import (
     fingerprint,
     host_key_of,
@@ -298,6 +300,22 @@ def test_the_probe_learns_what_the_features_say(
     sftp_only.probe()
     assert sftp_only.features.sha256_by == "read-back"
     assert sftp_only.features.verify == "size"
+
+
+def test_a_shell_the_server_closed_before_the_first_command_means_read_back() -> None:
+    """An SFTP-only account's server may close the `sh` channel before the probe writes
+    its command (a race with ForceCommand internal-sftp): no command, not a fault."""
+
+    class ClosedStdin:
+        def write(self, data: str) -> None:
+            raise BrokenPipeError("Channel not open for sending")
+
+    class ClosedShell:
+        stdin = ClosedStdin()
+
+    session = Session(conn=None, sftp=None, shell=ClosedShell())  # type: ignore[arg-type]
+    assert asyncio.run(session.sha256_by_command("a.wav", 1.0)) is None
+    assert session.shell is None
 
 
 def test_full_disk_pauses(

@@ -154,7 +154,11 @@ class Session:
         if shell is None:
             return None
         # One tagged line per request, whatever else the account's shell start-up prints.
-        shell.stdin.write(f'echo "recsync $(sha256sum -- {shlex.quote(path)} 2>&1)"\n')
+        try:
+            shell.stdin.write(f'echo "recsync $(sha256sum -- {shlex.quote(path)} 2>&1)"\n')
+        except BrokenPipeError:  # an SFTP-only account's server closed it already
+            self.shell = None
+            return None
         try:
             while line := await deadline(shell.stdout.readline(), timeout):
                 if line.startswith(_TAG):
