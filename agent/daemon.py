@@ -214,6 +214,8 @@ class Agent:
         """Observe what inotify reported, then move every due recording; return when the
         next piece of work is due (None: nothing is waiting). Without `drain` the
         transfers still running go on into the next pass (`run`; see Shipping.step)."""
+        if self.pipeline.copies is not None:  # kept for a destination that stopped coming
+            self.pipeline.copies.tidy()
         self.discovery.take_events(now)
         if not self.destination.ready(now):
             self.shipping.drain(now)  # what a pause left running

@@ -239,6 +239,18 @@ def test_a_copy_is_kept_a_minute_and_a_spool_file_changed_since_is_prepared_agai
     assert kept(tmp_path) == []
 
 
+def test_a_copy_nobody_came_for_is_removed_a_minute_later(tmp_path: Path, src: Path) -> None:
+    clock = Clock()
+    recipes = [recipe(tmp_path, "web"), recipe(tmp_path, "archive")]
+    copies = PreparedOnce(recipes, clock=clock)
+    prepare_for(copies, recipes[0], src, "1")
+    copies.tidy()
+    assert kept(tmp_path) == ["1.wav.kept"]
+    clock.now += KEPT_SECONDS  # the archive is paused, and no other call comes
+    copies.tidy()
+    assert kept(tmp_path) == []
+
+
 def test_a_copy_too_big_to_keep_is_linked_only_while_its_upload_holds_it(
     tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

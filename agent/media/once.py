@@ -69,7 +69,7 @@ class PreparedOnce:
         not changed since."""
         which = _key_of(recipe, src, fields, repair_header)
         with self._lock:
-            self._drop_old(self.clock())
+            self._drop_old()
             theirs = self._recent.get(which)
             if theirs is not None and theirs.done() and theirs.exception() is not None:
                 theirs = None  # it failed there: ours may not
@@ -93,6 +93,11 @@ class PreparedOnce:
             self.made += 1
             mine.set_result(self._keep(which, made, self.sharing[_alike(recipe)] - 1))
         return made
+
+    def tidy(self) -> None:
+        """Remove the copies kept longer than KEPT_SECONDS (no call came to do it)."""
+        with self._lock:
+            self._drop_old()
 
     def close(self) -> None:
         """Remove every kept copy (nothing is shipped any more)."""
@@ -134,7 +139,8 @@ class PreparedOnce:
                 del self._kept[which]
                 kept.path.unlink(missing_ok=True)
 
-    def _drop_old(self, now: float) -> None:
+    def _drop_old(self) -> None:
+        now = self.clock()
         while self._kept:
             which, kept = next(iter(self._kept.items()))
             if now - kept.at < KEPT_SECONDS:
