@@ -238,6 +238,21 @@ def test_cut_mid_file_leaves_no_final_file(
     assert _temps(sftp_root) == []
 
 
+def test_a_temporary_a_cut_could_not_remove_goes_with_the_next_upload(
+    sshd: Sshd, sftp_root: Path, make: Make, tmp_path: Path
+) -> None:
+    """Where the cut took the asyncssh session too, the temporary is left to the next
+    session; with OpenSSH's client pushing every byte, the next upload must call on it."""
+    transport = make(sshd, sftp_root)
+    local, data = _staged(tmp_path, 100_000)
+    transport.put(local, "2024/03/15/a.wav", sha256=_sha(data))  # its folder known now
+    stray = sftp_root / "2024/03/15/.recsync-0123456789abcdef.tmp"
+    stray.write_bytes(data[:5000])
+    transport._orphans.add(transport._path("2024/03/15/.recsync-0123456789abcdef.tmp"))
+    transport.put(local, "2024/03/15/b.wav", sha256=_sha(data))
+    assert _temps(sftp_root) == []
+
+
 def test_hung_server_times_out(
     sshd: Sshd, sftp_root: Path, make: Make, tmp_path: Path, tcp_proxy: Callable[..., TcpProxy]
 ) -> None:

@@ -162,7 +162,9 @@ class SftpTransport:
         )
 
         def ensure_folder(folder: str) -> None:
-            if folder not in self._folders:
+            # Through the asyncssh session, which first removes what a cut left (orphans):
+            # with every byte going through OpenSSH's client, nothing else may come by.
+            if folder not in self._folders or self._orphans:
                 self._call(folder, lambda s: self._make_folders(s, folder))
 
         def space_problem() -> str | None:
