@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -195,7 +196,8 @@ def s3_transport(config: DestinationConfig, uploads: PartLedger | None = None) -
         addressing=config.addressing_style,
         connections=config.connections,
         timeout=config.timeout_seconds,
-        ca_file=str(config.ca_file) if config.ca_file else None,
+        # As the AWS CLI and SDKs: a CA bundle named in the environment, unless configured.
+        ca_file=str(config.ca_file) if config.ca_file else os.environ.get("AWS_CA_BUNDLE") or None,
         storage_class=config.storage_class,
         sse=None if config.sse == "none" else config.sse,
         kms_key_id=config.kms_key_id,

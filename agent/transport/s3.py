@@ -18,6 +18,7 @@ import mimetypes
 import posixpath
 import re
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -26,7 +27,13 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
-from agent.errors import DestinationDown, Interrupted, PermanentError, TransientError
+from agent.errors import (
+    AgentError,
+    DestinationDown,
+    Interrupted,
+    PermanentError,
+    TransientError,
+)
 from agent.log import kv
 from agent.model import Part, PartUpload
 from agent.testhooks import crash_point
@@ -233,7 +240,18 @@ class S3Transport:
         except Interrupted:
             raise
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout
-            raise TransientError(f"{what}: cannot reach {self.client.host}: {exc}") from exc
+            raise self._unreachable(what, exc) from exc
+
+    def _unreachable(self, what: str, exc: OSError | http.client.HTTPException) -> AgentError:
+        """A network fault, to try again; an endpoint whose certificate we do not trust,
+        to pause on (as an SFTP host key that does not match): retrying changes nothing."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return DestinationDown(
+                f"{what}: the TLS certificate of {self.client.host} is not trusted"
+                f" ({exc.verify_message}); a private CA goes in destination.ca_file"
+                " (or AWS_CA_BUNDLE)"
+            )
+        return TransientError(f"{what}: cannot reach {self.client.host}: {exc}")
 
     def _fault(self, what: str, answer: Response) -> Exception:
         code = answer.error_code()
@@ -460,7 +478,7 @@ class S3Transport:
         except S3Failure as exc:
             raise self._fault("list uploads", exc.response) from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise TransientError(f"list uploads: cannot reach {self.client.host}: {exc}") from exc
+            raise self._unreachable("list uploads", exc) from exc
         for key, upload_id in found:
             if not RECORDING_KEY.fullmatch(key[len(self.prefix) :]):
                 continue
@@ -556,7 +574,7 @@ class S3Transport:
         except S3Failure as exc:
             raise self._fault(f"list {folder or '/'}", exc.response) from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise TransientError(f"list: cannot reach {self.client.host}: {exc}") from exc
+            raise self._unreachable("list", exc) from exc
         return sorted({name[len(prefix) :].rstrip("/") for name, _ in found} - {""})
 
     def remove(self, remote: str) -> None:

@@ -10,6 +10,7 @@ Stdlib only: http.server with a thread per client connection, http.client upstre
 from __future__ import annotations
 
 import http.client
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -65,16 +66,26 @@ def every_other_put(*suffixes: str) -> Rule:
     return rule
 
 
+def never(method: str, path: str) -> bool:
+    """No request: a plain relay (with `tls`, a TLS front for the server)."""
+    return False
+
+
 class ThrottlingProxy:
-    def __init__(self, upstream: str, rule: Rule) -> None:
-        """`upstream`: host:port of the real server."""
+    def __init__(self, upstream: str, rule: Rule, *, tls: ssl.SSLContext | None = None) -> None:
+        """`upstream`: host:port of the real server; `tls`: serve HTTPS with this context."""
         self.upstream = upstream
         self.rule = rule
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = False  # server_close() joins every connection's thread
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:  # each connection's handshake on its own thread, at first read
+            self.server.socket = tls.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False
+            )
+        scheme = "https" if tls is not None else "http"
+        self.endpoint = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="throttle")
 
     def throttles(self, method: str, path: str) -> bool:
