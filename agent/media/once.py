@@ -102,8 +102,8 @@ class PreparedOnce:
     def close(self) -> None:
         """Remove every kept copy (nothing is shipped any more)."""
         with self._lock:
-            while self._kept:
-                self._kept.popitem()[1].path.unlink(missing_ok=True)
+            for which in list(self._kept):
+                self._release(which)
 
     def _remember(self, which: _Key) -> Future[Prepared]:
         future = self._recent[which] = Future()
@@ -115,6 +115,7 @@ class PreparedOnce:
     def _keep(self, which: _Key, made: Prepared, wanted: int) -> Prepared:
         """`made` as the others will link it: through a spare link of its own, so the
         first destination removing its copy after its upload does not take it away."""
+        self._release(which)  # an earlier copy of it (the spool file changed since)
         if wanted <= 0:
             return made
         spare = made.path.with_name(f"{made.path.name}.kept")
@@ -123,12 +124,9 @@ class PreparedOnce:
             os.link(made.path, spare)
         except OSError:
             return made  # kept as long as the first destination's upload holds it
-        old = self._kept.pop(which, None)
-        if old is not None:
-            old.path.unlink(missing_ok=True)
         self._kept[which] = _Kept(spare, wanted, self.clock(), made.size)
         while len(self._kept) > KEPT or sum(k.size for k in self._kept.values()) > KEPT_BYTES:
-            self._kept.popitem(last=False)[1].path.unlink(missing_ok=True)
+            self._release(next(iter(self._kept)))
         return replace(made, path=spare) if which in self._kept else made
 
     def _taken(self, which: _Key) -> None:
@@ -136,16 +134,19 @@ class PreparedOnce:
         if kept is not None:
             kept.wanted -= 1
             if kept.wanted <= 0:
-                del self._kept[which]
-                kept.path.unlink(missing_ok=True)
+                self._release(which)
 
     def _drop_old(self) -> None:
         now = self.clock()
         while self._kept:
-            which, kept = next(iter(self._kept.items()))
-            if now - kept.at < KEPT_SECONDS:
+            oldest = next(iter(self._kept))
+            if now - self._kept[oldest].at < KEPT_SECONDS:
                 return
-            del self._kept[which]
+            self._release(oldest)
+
+    def _release(self, which: _Key) -> None:
+        kept = self._kept.pop(which, None)
+        if kept is not None:
             kept.path.unlink(missing_ok=True)
 
 
