@@ -4,7 +4,6 @@ for once, not once per destination: one connection (one CSV index), asked under 
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -24,7 +23,7 @@ MISS_FRESH_SECONDS = 1.0
 @dataclass(frozen=True)
 class _Miss:
     at: float
-    asker: int
+    asker: Asker
 
 
 class SharedCdr:
@@ -40,22 +39,21 @@ class SharedCdr:
         self._found: OrderedDict[CdrQuery, CallInfo] = OrderedDict()
         self._misses: dict[CdrQuery, _Miss] = {}
         self._askers = 0  # open handles
-        self._numbers = itertools.count(1)
 
     def asker(self) -> CdrSource:
         """The source as one destination's agent sees it; the last one closed closes it."""
         with self._lock:
             self._askers += 1
-            return Asker(self, next(self._numbers))
+            return Asker(self)
 
-    def lookup(self, query: CdrQuery, *, asker: int) -> CallInfo | None:
+    def lookup(self, query: CdrQuery, *, asker: Asker) -> CallInfo | None:
         with self._lock:
             if (found := self._found.get(query)) is not None:
                 self._found.move_to_end(query)
                 return found
             miss = self._misses.get(query)
             now = self.clock()
-            if miss is not None and miss.asker != asker and now - miss.at < MISS_FRESH_SECONDS:
+            if miss is not None and miss.asker is not asker and now - miss.at < MISS_FRESH_SECONDS:
                 return None
             self.asked += 1
             info = self.source.lookup(query)  # raises TransientError: nothing kept
@@ -92,14 +90,13 @@ class SharedCdr:
 class Asker:
     """One agent's handle on the shared source (a CdrSource)."""
 
-    def __init__(self, shared: SharedCdr, number: int) -> None:
+    def __init__(self, shared: SharedCdr) -> None:
         self.shared = shared
-        self.number = number
         self.name = shared.source.name
         self.closed = False
 
     def lookup(self, query: CdrQuery) -> CallInfo | None:
-        return self.shared.lookup(query, asker=self.number)
+        return self.shared.lookup(query, asker=self)
 
     def check(self) -> str:
         return self.shared.check()
