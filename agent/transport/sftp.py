@@ -162,9 +162,7 @@ class SftpTransport:
         )
 
         def ensure_folder(folder: str) -> None:
-            # Through the asyncssh session, which first removes what a cut left (orphans):
-            # with every byte going through OpenSSH's client, nothing else may come by.
-            if folder not in self._folders or self._orphans:
+            if folder not in self._folders:
                 self._call(folder, lambda s: self._make_folders(s, folder))
 
         def space_problem() -> str | None:
@@ -216,6 +214,8 @@ class SftpTransport:
         check = sha256 if self.verify == "sha256" else None
         bulk = self._bulk
         if bulk is not None and can_send(local):
+            if self._orphans:  # what a cut left: every `_call` removes it, and none may come by
+                self._call(self.root, self._remove_orphans)
             try:
                 size = local.stat().st_size
             except OSError as exc:
