@@ -243,16 +243,16 @@ def _fleet(
     from agent.roles.elsewhere import Elsewhere
 
     names = list(config.destinations) if only is None else only
-    shared = None
+    watcher = None
     if watch and len(names) > 1:  # one set of inotify watches for all of them
         from agent.spool.shared import SharedWatcher
 
-        shared = SharedWatcher(config.spool.path)
-    prepared_once = Shared.of(config, names) if len(names) > 1 else None
+        watcher = SharedWatcher(config.spool.path)
+    owns = [config.for_destination(name) for name in names]
+    prepared_once = Shared.of(owns) if len(owns) > 1 else None
     agents: list[Agent] = []
     try:
-        for name in names:
-            own = config.for_destination(name)
+        for name, own in zip(names, owns, strict=True):
             store = Store.open(own.state.path)
             try:
                 first = not agents
@@ -261,7 +261,7 @@ def _fleet(
                         own,
                         store,
                         watch=watch,
-                        spool_feed=None if shared is None else shared.feed,
+                        spool_feed=None if watcher is None else watcher.feed,
                         notifier=notifier if first else None,
                         metrics=metrics
                         if first or metrics is None
@@ -301,15 +301,16 @@ class Shared:
     copies: PreparedOnce
 
     @classmethod
-    def of(cls, config: config_module.Config, names: list[str]) -> Shared:
+    def of(cls, owns: list[config_module.Config]) -> Shared:
+        """For the destinations' own configs (Config.for_destination), the first first."""
         from agent.cdr import open_source
         from agent.cdr.shared import SharedCdr
         from agent.media.once import PreparedOnce
         from agent.pipeline import Pipeline
 
-        first = config.for_destination(names[0])  # its CSV index, as before it was shared
-        source = open_source(config.cdr, state_folder=first.state.path.parent)
-        recipes = [Pipeline.recipe_of(config.for_destination(n)) for n in names]
+        first = owns[0]  # the CSV index stays where the first destination's was
+        source = open_source(first.cdr, state_folder=first.state.path.parent)
+        recipes = [Pipeline.recipe_of(own) for own in owns]
         return cls(None if source is None else SharedCdr(source), PreparedOnce(recipes))
 
     def cdr(self) -> CdrSource | None:
