@@ -57,12 +57,14 @@ def each_its_own(config: Config) -> Fleet:
 
 
 def cdr_lookups(fleet: Fleet) -> Callable[[], int]:
-    """Lookups that reached the CDR database, counted around every agent's source."""
+    """Lookups that reached the CDR database: the shared source's count, or each agent's
+    own source counted around its lookup."""
+    first = fleet.primary.pipeline.cdr
+    if isinstance(first, Asker):
+        return lambda: first.shared.asked
     counted = [0]
-    sources = {id(a.pipeline.cdr): a.pipeline.cdr for a in fleet.agents}
-    for source in sources.values():
-        if isinstance(source, Asker):
-            return lambda: source.shared.asked
+    for agent in fleet.agents:
+        source = agent.pipeline.cdr
         assert source is not None
         lookup = source.lookup
 

@@ -132,10 +132,11 @@ def bench_publish(base: Path, days: list[date], per_day: int, rounds: int) -> St
     size = sum(
         p.stat().st_size for p in (base / "dest/search").glob(f"{month.replace('-', '/')}/*.json")
     )
-    calls = sum(count for day, count in store.days.counts() if search.month_of(day) == month)
+    counts = dict(store.days.counts())
+    calls = sum(count for day, count in counts.items() if search.month_of(day) == month)
     # Only the last day is published here: its manifest, per call, is the comparison.
     day_manifest = (base / "dest" / last / "manifest.json").stat().st_size
-    on_day = next(count for day, count in store.days.counts() if day == last)
+    on_day = counts[last]
     print(
         f"\nsearch files of {month}: {size:,} bytes for {calls:,} calls: {size / calls:.0f} B/call"
     )
